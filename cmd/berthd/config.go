@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+const defaultConfigPath = "/etc/berth/config.toml"
+
+// Config is berthd's effective configuration: file values overridden by flags.
+type Config struct {
+	Listen            string   `toml:"listen" json:"listen"`
+	Root              string   `toml:"root" json:"root"`
+	State             string   `toml:"state" json:"state"`
+	CgroupDriver      string   `toml:"cgroup_driver" json:"cgroupDriver"`
+	CNIConfDir        string   `toml:"cni_conf_dir" json:"cniConfDir"`
+	CNIBinDirs        []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
+	StreamAddress     string   `toml:"stream_address" json:"streamAddress"`
+	RegistryConfigDir string   `toml:"registry_config_dir" json:"registryConfigDir"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Listen:            "unix:///run/berth/berth.sock",
+		Root:              "/var/lib/berth",
+		State:             "/run/berth",
+		CgroupDriver:      "cgroupfs",
+		CNIConfDir:        "/etc/cni/net.d",
+		CNIBinDirs:        []string{"/usr/lib/cni", "/opt/cni/bin"},
+		StreamAddress:     "127.0.0.1:0",
+		RegistryConfigDir: "/etc/berth/certs.d",
+	}
+}
+
+// configError marks a problem with the configuration: berthd exits with status 2.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func configErrorf(format string, args ...any) error {
+	return &configError{msg: fmt.Sprintf(format, args...)}
+}
+
+// listFlag collects a comma-separated or repeated flag into a list.
+type listFlag struct {
+	vals []string
+	set  bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+
+func (l *listFlag) Set(s string) error {
+	if !l.set {
+		l.vals, l.set = nil, true
+	}
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			l.vals = append(l.vals, v)
+		}
+	}
+	return nil
+}
+
+type flagValues struct {
+	configPath, listen, root, state, cniConfDir, registryConfigDir, streamAddress, cgroupDriver string
+	cniBinDirs                                                                                  listFlag
+	verbosity                                                                                   int
+	version                                                                                     bool
+}
+
+func newFlagSet(fv *flagValues) *flag.FlagSet {
+	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
+	d := defaultConfig()
+	fs.StringVar(&fv.configPath, "config", defaultConfigPath, "path of the TOML config file (absent: defaults)")
+	fs.StringVar(&fv.listen, "listen", d.Listen, "CRI socket: a path or unix:// URL")
+	fs.StringVar(&fv.root, "root", d.Root, "persistent state directory")
+	fs.StringVar(&fv.state, "state", d.State, "volatile state directory")
+	fs.StringVar(&fv.cniConfDir, "cni-conf-dir", d.CNIConfDir, "directory of CNI network configs")
+	fs.Var(&fv.cniBinDirs, "cni-bin-dir", "CNI plugin directories, comma-separated or repeated (default "+strings.Join(d.CNIBinDirs, ",")+")")
+	fs.StringVar(&fv.registryConfigDir, "registry-config-dir", d.RegistryConfigDir, "directory of <host>/hosts.toml registry configs")
+	fs.StringVar(&fv.streamAddress, "stream-address", d.StreamAddress, "host:port of the exec/attach/port-forward server")
+	fs.StringVar(&fv.cgroupDriver, "cgroup-driver", d.CgroupDriver, "cgroup driver: cgroupfs or systemd")
+	fs.IntVar(&fv.verbosity, "v", 0, "log verbosity")
+	fs.BoolVar(&fv.version, "version", false, "print the version and exit")
+	return fs
+}
+
+// loadConfig reads the config file (a missing default file means defaults)
+// and applies the flags that were set on the command line.
+func loadConfig(fs *flag.FlagSet, fv *flagValues) (Config, error) {
+	cfg := defaultConfig()
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+
+	if err := decodeConfigFile(fv.configPath, explicit["config"], &cfg); err != nil {
+		return cfg, err
+	}
+	overrides := map[string]func(){
+		"listen":              func() { cfg.Listen = fv.listen },
+		"root":                func() { cfg.Root = fv.root },
+		"state":               func() { cfg.State = fv.state },
+		"cni-conf-dir":        func() { cfg.CNIConfDir = fv.cniConfDir },
+		"cni-bin-dir":         func() { cfg.CNIBinDirs = fv.cniBinDirs.vals },
+		"registry-config-dir": func() { cfg.RegistryConfigDir = fv.registryConfigDir },
+		"stream-address":      func() { cfg.StreamAddress = fv.streamAddress },
+		"cgroup-driver":       func() { cfg.CgroupDriver = fv.cgroupDriver },
+	}
+	for name, apply := range overrides {
+		if explicit[name] {
+			apply()
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func decodeConfigFile(path string, mustExist bool, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !mustExist {
+		return nil
+	}
+	if err != nil {
+		return configErrorf("config file %s: %v", path, err)
+	}
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		return configErrorf("config file %s: %v", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, 0, len(undecoded))
+		for _, k := range undecoded {
+			keys = append(keys, k.String())
+		}
+		sort.Strings(keys)
+		return configErrorf("config file %s: unknown key(s): %s", path, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// SocketPath is the filesystem path of the CRI socket.
+func (c Config) SocketPath() string { return strings.TrimPrefix(c.Listen, "unix://") }
+
+func (c *Config) validate() error {
+	if strings.Contains(c.Listen, "://") && !strings.HasPrefix(c.Listen, "unix://") {
+		return configErrorf("listen %q: only unix sockets are supported", c.Listen)
+	}
+	if c.SocketPath() == "" || !filepath.IsAbs(c.SocketPath()) {
+		return configErrorf("listen %q: need an absolute socket path", c.Listen)
+	}
+	c.Listen = "unix://" + c.SocketPath()
+	switch c.CgroupDriver {
+	case "cgroupfs", "systemd":
+	default:
+		return configErrorf("cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
+	}
+	if _, _, err := net.SplitHostPort(c.StreamAddress); err != nil {
+		return configErrorf("stream_address %q: %v", c.StreamAddress, err)
+	}
+	for name, p := range map[string]string{"root": c.Root, "state": c.State, "cni_conf_dir": c.CNIConfDir, "registry_config_dir": c.RegistryConfigDir} {
+		if !filepath.IsAbs(p) {
+			return configErrorf("%s %q: need an absolute path", name, p)
+		}
+	}
+	if len(c.CNIBinDirs) == 0 {
+		return configErrorf("cni_bin_dirs: need at least one directory")
+	}
+	for _, p := range c.CNIBinDirs {
+		if !filepath.IsAbs(p) {
+			return configErrorf("cni_bin_dirs %q: need an absolute path", p)
+		}
+	}
+	// Directories berthd writes to must exist or be creatable.
+	for name, p := range map[string]string{"root": c.Root, "state": c.State, "listen": filepath.Dir(c.SocketPath())} {
+		if err := os.MkdirAll(p, 0o711); err != nil {
+			return configErrorf("%s %q: %v", name, p, err)
+		}
+		if st, err := os.Stat(p); err != nil || !st.IsDir() {
+			return configErrorf("%s %q: not a directory", name, p)
+		}
+	}
+	return nil
+}
+
+// JSON renders the effective configuration for Status(verbose).
+func (c Config) JSON() string {
+	b, _ := json.Marshal(c)
+	return string(b)
+}

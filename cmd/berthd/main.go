@@ -1,0 +1,151 @@
+// Command berthd serves the Kubernetes CRI on a unix socket.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cni"
+	"github.com/berth-dev/berth/cri"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "devel"
+
+const shutdownGrace = 10 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var fv flagValues
+	fs := newFlagSet(&fv)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "berthd: unexpected arguments: %v\n", fs.Args())
+		return 2
+	}
+	if fv.version {
+		fmt.Printf("berthd %s\n", version)
+		return 0
+	}
+	initLogging(fv.verbosity)
+	defer klog.Flush()
+
+	cfg, err := loadConfig(fs, &fv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "berthd: %v\n", err)
+		return 2
+	}
+	if err := serve(cfg); err != nil {
+		klog.ErrorS(err, "berthd stopped")
+		return 1
+	}
+	return 0
+}
+
+func initLogging(v int) {
+	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(kfs)
+	_ = kfs.Set("v", strconv.Itoa(v))
+}
+
+func serve(cfg Config) error {
+	unlock, err := lockStateDir(cfg.State)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	lis, err := listenUnix(cfg.SocketPath())
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.SocketPath())
+
+	srv := cri.NewServer(cri.Options{
+		Version:      version,
+		CgroupDriver: cfg.CgroupDriver,
+		NetworkReady: func() error {
+			_, err := cni.FindNetworkConfig(cfg.CNIConfDir)
+			return err
+		},
+		ConfigJSON: cfg.JSON(),
+	})
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(cri.StreamInterceptor),
+	)
+	srv.Register(g)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-sigs
+		klog.InfoS("Shutting down", "signal", sig.String())
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(shutdownGrace):
+			g.Stop()
+		}
+	}()
+
+	klog.InfoS("berthd serving", "version", version, "listen", cfg.Listen, "root", cfg.Root, "state", cfg.State)
+	if err := g.Serve(lis); err != nil {
+		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
+	}
+	return nil
+}
+
+// lockStateDir makes sure only one berthd runs on a state dir.
+func lockStateDir(state string) (func(), error) {
+	path := filepath.Join(state, "berthd.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another berthd is running on state dir %s (lock %s held)", state, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// listenUnix replaces a stale socket a crash left (we hold the state lock, so
+// no live berthd owns it) and restricts access to root and the socket group.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
+	}
+	return lis, nil
+}

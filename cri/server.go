@@ -1,0 +1,45 @@
+// Package cri serves the Kubernetes CRI v1 API: it validates requests,
+// translates them into calls on the domain packages and maps their errors to
+// gRPC codes. It touches neither the filesystem nor processes itself.
+package cri
+
+import (
+	"sync"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Options are what the CRI layer needs to know about the daemon.
+type Options struct {
+	// Version is berth's build version.
+	Version string
+	// CgroupDriver is "cgroupfs" or "systemd".
+	CgroupDriver string
+	// NetworkReady reports nil when pod networking can be set up.
+	NetworkReady func() error
+	// ConfigJSON is the effective daemon configuration, shown by Status(verbose).
+	ConfigJSON string
+}
+
+// Server implements the CRI RuntimeService and ImageService.
+type Server struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	opts Options
+
+	mu      sync.Mutex
+	podCIDR string
+}
+
+// NewServer returns a CRI server over the given options.
+func NewServer(opts Options) *Server {
+	return &Server{opts: opts}
+}
+
+// Register adds both CRI services to g.
+func (s *Server) Register(g *grpc.Server) {
+	runtimeapi.RegisterRuntimeServiceServer(g, s)
+	runtimeapi.RegisterImageServiceServer(g, s)
+}
