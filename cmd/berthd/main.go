@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
@@ -74,6 +75,14 @@ func serve(cfg Config) error {
 	}
 	defer unlock()
 
+	db, err := openDB(cfg.Root)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	// Domain services (images, pods, containers) are built here from db and
+	// cfg and handed to the CRI server through cri.Options.
+
 	lis, err := listenUnix(cfg.SocketPath())
 	if err != nil {
 		return err
@@ -114,6 +123,17 @@ func serve(cfg Config) error {
 		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
 	}
 	return nil
+}
+
+// openDB opens the metadata database shared by the domain services; each
+// keeps its records in its own top-level bucket.
+func openDB(root string) (*bolt.DB, error) {
+	path := filepath.Join(root, "berth.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return db, nil
 }
 
 // lockStateDir makes sure only one berthd runs on a state dir.
