@@ -38,8 +38,9 @@ lint:
 critest:
 	@echo "critest: not yet (see the conformance issue)"
 
-bench:
-	@echo "bench: not yet (benchmarks arrive with the pod and image issues)"
+# CRI benchmarks against a berthd on temp dirs, or BENCH_ENDPOINT=unix://...
+bench: build
+	bash hack/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN)

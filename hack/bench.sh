@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make bench: starts berthd on temp dirs (unless BENCH_ENDPOINT names a running
+# runtime), runs the CRI benchmarks against it, and cleans up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+endpoint=${BENCH_ENDPOINT:-}
+if [ -z "$endpoint" ]; then
+	dir=$(mktemp -d /tmp/berth-bench-XXXX)
+	./bin/berthd --listen "unix://$dir/berth.sock" --root "$dir/root" --state "$dir/state" \
+		--config "$dir/none.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
+		--registry-config-dir "${BENCH_REGISTRY_CONFIG_DIR:-$dir/certs.d}" 2>"$dir/berthd.log" &
+	pid=$!
+	trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+	endpoint="unix://$dir/berth.sock"
+	for _ in $(seq 100); do [ -S "$dir/berth.sock" ] && break; sleep 0.1; done
+fi
+go run ./test/bench -endpoint "$endpoint" "$@"
