@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 endpoint=${BENCH_ENDPOINT:-}
 if [ -z "$endpoint" ]; then
 	dir=$(mktemp -d /tmp/berth-bench-XXXX)
+	: >"$dir/config.toml"
 	./bin/berthd --listen "unix://$dir/berth.sock" --root "$dir/root" --state "$dir/state" \
-		--config "$dir/none.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
+		--config "$dir/config.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
 		--registry-config-dir "${BENCH_REGISTRY_CONFIG_DIR:-$dir/certs.d}" 2>"$dir/berthd.log" &
 	pid=$!
 	trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
