@@ -1,0 +1,385 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/shim"
+)
+
+func init() { roles["serve"] = serveMain }
+
+// handler serves one op of the control protocol (see package runtime/shim):
+// it decodes args itself and returns a JSON-encodable result. An error that
+// wraps an errdefs sentinel reaches berthd with its code.
+type handler func(s *server, args json.RawMessage) (any, error)
+
+// streamHandler serves an op that takes over the connection: it writes the
+// Response itself (s.answer) and then uses conn as it likes.
+type streamHandler func(s *server, conn net.Conn, args json.RawMessage) error
+
+// handlers and streamHandlers are the ops; each area registers its ops from
+// its own file's init.
+var (
+	handlers = map[string]handler{
+		shim.OpPing:     func(*server, json.RawMessage) (any, error) { return struct{}{}, nil },
+		shim.OpStatus:   func(s *server, _ json.RawMessage) (any, error) { return s.status(), nil },
+		shim.OpShutdown: handleShutdown,
+	}
+	streamHandlers = map[string]streamHandler{}
+	// shutdownHooks run (in order) when the shim shuts down, before the pause
+	// process is killed: the containers area stops its processes here.
+	shutdownHooks []func(s *server)
+)
+
+// server is the state of one pod's shim.
+type server struct {
+	podID    string
+	stateDir string
+	started  time.Time
+	lis      net.Listener
+	reaper   *reaper
+
+	mu       sync.Mutex
+	pausePid int
+	closing  bool
+}
+
+func serveMain(args []string) int {
+	fs := flag.NewFlagSet("berth-shim serve", flag.ContinueOnError)
+	id := fs.String("id", "", "pod id")
+	stateDir := fs.String("state-dir", "", "pod state dir (holds the control socket)")
+	pause := fs.Bool("pause", false, "start a pause process as PID 1 of a new PID namespace")
+	netns := fs.String("pause-netns", "", "network namespace of the pause process")
+	ipcns := fs.String("pause-ipcns", "", "IPC namespace of the pause process")
+	utsns := fs.String("pause-utsns", "", "UTS namespace of the pause process")
+	sync := fs.Bool("sync", false, "fd 3: wait for a byte before starting; fd 4: report readiness")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log.SetFlags(log.LstdFlags | log.LUTC)
+	log.SetPrefix("berth-shim " + *id + ": ")
+	if *id == "" || *stateDir == "" {
+		log.Print("--id and --state-dir are required")
+		return 2
+	}
+	// With --sync, berthd writes a byte on fd 3 once it placed us (cgroup)
+	// and we report readiness on fd 4.
+	var ready *os.File
+	if *sync {
+		// Not for the processes we start.
+		unix.CloseOnExec(3)
+		unix.CloseOnExec(4)
+		goPipe := os.NewFile(3, "go")
+		b := make([]byte, 1)
+		_, _ = goPipe.Read(b)
+		goPipe.Close()
+		ready = os.NewFile(4, "ready")
+	}
+	s := &server{podID: *id, stateDir: *stateDir, started: time.Now().UTC(), reaper: newReaper()}
+	err := s.setUp(*pause, *netns, *ipcns, *utsns)
+	if ready != nil {
+		msg := "ok"
+		if err != nil {
+			msg = err.Error()
+		}
+		_, _ = ready.Write([]byte(msg))
+		ready.Close()
+	}
+	if err != nil {
+		log.Print(err)
+		s.killPause()
+		return 1
+	}
+	go s.handleSignals()
+	s.serve()
+	return 0
+}
+
+func (s *server) setUp(pause bool, netns, ipcns, utsns string) error {
+	// Orphaned descendants (a container's daemonised children) are ours to reap.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become subreaper: %w", err)
+	}
+	if pause {
+		pid, err := s.startPause(netns, ipcns, utsns)
+		if err != nil {
+			return fmt.Errorf("start pause: %w", err)
+		}
+		s.pausePid = pid
+	}
+	sock := filepath.Join(s.stateDir, shim.SocketName)
+	_ = os.Remove(sock)
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		lis.Close()
+		return fmt.Errorf("chmod socket: %w", err)
+	}
+	s.lis = lis
+	return nil
+}
+
+// startPause runs "berth-shim pause" as PID 1 of a new PID namespace, in the
+// pod's network, IPC and UTS namespaces: they are joined on a locked thread
+// that is never unlocked, so it exits with the goroutine and no other code
+// runs in those namespaces.
+func (s *server) startPause(netns, ipcns, utsns string) (int, error) {
+	type res struct {
+		pid int
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		pid, err := func() (int, error) {
+			for _, ns := range []struct {
+				path string
+				flag int
+			}{{netns, unix.CLONE_NEWNET}, {ipcns, unix.CLONE_NEWIPC}, {utsns, unix.CLONE_NEWUTS}} {
+				if ns.path == "" {
+					continue
+				}
+				f, err := os.Open(ns.path)
+				if err != nil {
+					return 0, err
+				}
+				err = unix.Setns(int(f.Fd()), ns.flag)
+				f.Close()
+				if err != nil {
+					return 0, fmt.Errorf("join %s: %w", ns.path, err)
+				}
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return 0, err
+			}
+			null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			if err != nil {
+				return 0, err
+			}
+			defer null.Close()
+			// The pause process reports on fd 3 once it dropped its privileges.
+			r, w, err := os.Pipe()
+			if err != nil {
+				return 0, err
+			}
+			defer r.Close()
+			p, err := os.StartProcess(self, []string{"berth-shim", "pause"}, &os.ProcAttr{
+				Dir:   "/",
+				Env:   os.Environ(),
+				Files: []*os.File{null, null, null, w},
+				Sys:   &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true},
+			})
+			w.Close()
+			if err != nil {
+				return 0, err
+			}
+			msg, _ := io.ReadAll(r)
+			if string(msg) != "ok" {
+				_ = p.Kill()
+				return 0, fmt.Errorf("pause: %s", msg)
+			}
+			return p.Pid, nil
+		}()
+		ch <- res{pid, err}
+		// Returning without UnlockOSThread ends this thread.
+	}()
+	r := <-ch
+	return r.pid, r.err
+}
+
+func (s *server) status() shim.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return shim.Status{PodID: s.podID, Pid: os.Getpid(), PausePid: s.pausePid, Started: s.started.Format(time.RFC3339Nano)}
+}
+
+func (s *server) serve() {
+	for {
+		conn, err := s.lis.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				// Shutdown answers, then exits the process.
+				select {}
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			log.Printf("accept: %v", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go s.handleConn(conn)
+	}
+}
+
+func (s *server) handleConn(conn net.Conn) {
+	defer conn.Close()
+	dec := json.NewDecoder(conn)
+	for {
+		var req shim.Request
+		if err := dec.Decode(&req); err != nil {
+			return
+		}
+		if sh, ok := streamHandlers[req.Op]; ok {
+			if err := sh(s, conn, req.Args); err != nil {
+				log.Printf("%s: %v", req.Op, err)
+			}
+			return
+		}
+		h, ok := handlers[req.Op]
+		var result any
+		var err error
+		if !ok {
+			err = fmt.Errorf("unknown op %q: %w", req.Op, errdefs.ErrUnimplemented)
+		} else {
+			result, err = h(s, req.Args)
+		}
+		if err := s.answer(conn, result, err); err != nil {
+			return
+		}
+		if req.Op == shim.OpShutdown && err == nil {
+			os.Exit(0)
+		}
+	}
+}
+
+// answer writes the Response of a call.
+func (s *server) answer(conn net.Conn, result any, err error) error {
+	var resp shim.Response
+	if err != nil {
+		resp.Error, resp.Code = err.Error(), shim.CodeOf(err)
+	} else if result != nil {
+		b, merr := json.Marshal(result)
+		if merr != nil {
+			resp.Error, resp.Code = "encode result: "+merr.Error(), shim.CodeUnknown
+		} else {
+			resp.Result = b
+		}
+	}
+	return json.NewEncoder(conn).Encode(&resp)
+}
+
+func handleShutdown(s *server, _ json.RawMessage) (any, error) {
+	s.shutdown()
+	return struct{}{}, nil
+}
+
+// shutdown stops what the shim owns and its socket; the caller exits.
+func (s *server) shutdown() {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	s.mu.Unlock()
+	for _, h := range shutdownHooks {
+		h(s)
+	}
+	s.killPause()
+	_ = s.lis.Close()
+	_ = os.Remove(filepath.Join(s.stateDir, shim.SocketName))
+}
+
+func (s *server) killPause() {
+	s.mu.Lock()
+	pid := s.pausePid
+	s.mu.Unlock()
+	if pid == 0 {
+		return
+	}
+	exited := s.reaper.watch(pid)
+	// SIGKILL ends PID 1 of a namespace and with it every process in it.
+	_ = unix.Kill(pid, unix.SIGKILL)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		log.Printf("pause %d did not exit", pid)
+	}
+}
+
+func (s *server) handleSignals() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, unix.SIGTERM, unix.SIGINT)
+	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+	<-ch
+	s.shutdown()
+	os.Exit(0)
+}
+
+// reaper waits for every child (we are a subreaper) and hands exit statuses
+// to whoever watches the pid; statuses nobody watched yet are kept.
+type reaper struct {
+	mu       sync.Mutex
+	watchers map[int]chan unix.WaitStatus
+	exited   map[int]unix.WaitStatus
+}
+
+func newReaper() *reaper {
+	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]unix.WaitStatus{}}
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, unix.SIGCHLD)
+	go func() {
+		for range ch {
+			r.reap()
+		}
+	}()
+	return r
+}
+
+func (r *reaper) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return
+		}
+		r.mu.Lock()
+		if w, ok := r.watchers[pid]; ok {
+			delete(r.watchers, pid)
+			w <- ws
+		} else if len(r.exited) < 1024 {
+			r.exited[pid] = ws
+		}
+		r.mu.Unlock()
+	}
+}
+
+// watch returns a channel that receives pid's exit status once.
+func (r *reaper) watch(pid int) <-chan unix.WaitStatus {
+	ch := make(chan unix.WaitStatus, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ws, ok := r.exited[pid]; ok {
+		delete(r.exited, pid)
+		ch <- ws
+		return ch
+	}
+	r.watchers[pid] = ch
+	return ch
+}
