@@ -22,6 +22,7 @@ var codeOf = []struct {
 	{errdefs.ErrUnimplemented, codes.Unimplemented},
 	{errdefs.ErrPermissionDenied, codes.PermissionDenied},
 	{errdefs.ErrUnauthenticated, codes.Unauthenticated},
+	{errdefs.ErrDataLoss, codes.DataLoss},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

@@ -14,4 +14,6 @@ var (
 	ErrUnimplemented      = errors.New("not implemented")
 	ErrPermissionDenied   = errors.New("permission denied")
 	ErrUnauthenticated    = errors.New("unauthenticated")
+	// ErrDataLoss: content that does not match its digest or size.
+	ErrDataLoss = errors.New("data loss")
 )
