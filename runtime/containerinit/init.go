@@ -1,0 +1,205 @@
+// Package containerinit is the container side of berth's runtime: it runs in
+// the new process (berth-shim init) after runtime/nsenter put it into its
+// namespaces, builds the container's filesystem view from the OCI spec,
+// drops privileges, reports "ready" to its creator, waits for the start
+// message and execs the user's command.
+//
+// The creator talks to it over a unix socket (fd given in _BERTH_SYNC_FD),
+// in lines of text:
+//
+//	init → creator  "ready"            set up, waiting for start
+//	init → creator  "console" + fd     the pty master (spec.Process.Terminal)
+//	init → creator  "error <message>"  setup or exec failed; init exits
+//	creator → init  "start"            exec the command now
+//
+// After "start" the socket closes on a successful exec (close-on-exec).
+package containerinit
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Messages of the sync protocol.
+const (
+	MsgReady   = "ready"
+	MsgConsole = "console"
+	MsgError   = "error"
+	MsgStart   = "start"
+)
+
+// SyncFDEnv names the environment variable holding the sync socket's fd.
+const SyncFDEnv = "_BERTH_SYNC_FD"
+
+// LockThread must be called from an init function of the main package of
+// the init role: credentials, capabilities and no_new_privs are set per
+// thread, and execve keeps those of the calling thread, so all of it must
+// happen on one thread, the main one.
+func LockThread() { runtime.LockOSThread() }
+
+// Main is the init role: it never returns when the command was executed;
+// otherwise it returns the exit status after reporting the error.
+func Main(args []string) int {
+	fdStr := os.Getenv(SyncFDEnv)
+	fd, err := strconv.Atoi(fdStr)
+	if err != nil || len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "berth-shim init: must be started by berth-shim (no sync fd or bundle)")
+		return 2
+	}
+	unix.CloseOnExec(fd)
+	sync := os.NewFile(uintptr(fd), "sync")
+	if err := run(args[0], sync); err != nil {
+		fmt.Fprintf(sync, "%s %s\n", MsgError, strings.ReplaceAll(err.Error(), "\n", " "))
+		return 1
+	}
+	return 0
+}
+
+func run(bundle string, sync *os.File) error {
+	spec, err := loadSpec(bundle)
+	if err != nil {
+		return err
+	}
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return fmt.Errorf("spec has no process args")
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	if err := setupRootfs(spec, rootfs); err != nil {
+		return err
+	}
+	if err := setupNamespaced(spec); err != nil {
+		return err
+	}
+	if spec.Process.Terminal {
+		if err := setupConsole(spec.Process, sync); err != nil {
+			return err
+		}
+	}
+	if err := setupProcess(spec); err != nil {
+		return err
+	}
+	env := spec.Process.Env
+	path, err := lookPath(spec.Process.Args[0], env)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(sync, MsgReady); err != nil {
+		return fmt.Errorf("report ready: %w", err)
+	}
+	line, err := bufio.NewReader(sync).ReadString('\n')
+	if err != nil {
+		// The creator went away: nothing must run.
+		os.Exit(1)
+	}
+	if strings.TrimSpace(line) != MsgStart {
+		return fmt.Errorf("unexpected message %q", line)
+	}
+	if err := unix.Exec(path, spec.Process.Args, env); err != nil {
+		return fmt.Errorf("exec %s: %w", spec.Process.Args[0], err)
+	}
+	return nil
+}
+
+func loadSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("parse spec: %w", err)
+	}
+	if spec.Root == nil || spec.Linux == nil {
+		return nil, fmt.Errorf("spec has no root or linux section")
+	}
+	return &spec, nil
+}
+
+// newNamespace reports whether the spec asks for a new namespace of kind t.
+func newNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == t {
+			return ns.Path == ""
+		}
+	}
+	return false
+}
+
+// setupNamespaced applies what belongs to namespaces the container owns or
+// shares with its pod: hostname, sysctls.
+func setupNamespaced(spec *specs.Spec) error {
+	if newNamespace(spec, specs.UTSNamespace) {
+		if spec.Hostname != "" {
+			if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+				return fmt.Errorf("set hostname: %w", err)
+			}
+		}
+		if spec.Domainname != "" {
+			if err := unix.Setdomainname([]byte(spec.Domainname)); err != nil {
+				return fmt.Errorf("set domainname: %w", err)
+			}
+		}
+	}
+	for key, value := range spec.Linux.Sysctl {
+		p := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+		if strings.Contains(key, "..") || !strings.HasPrefix(p, "/proc/sys/") {
+			return fmt.Errorf("bad sysctl %q", key)
+		}
+		if err := os.WriteFile(p, []byte(value), 0); err != nil {
+			return fmt.Errorf("sysctl %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// lookPath finds the command in the container's PATH as the container's
+// user, so that a missing command fails the create, not the start.
+func lookPath(file string, env []string) (string, error) {
+	check := func(p string) error {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			return fmt.Errorf("is a directory")
+		}
+		return unix.Access(p, unix.X_OK)
+	}
+	if strings.Contains(file, "/") {
+		if err := check(file); err != nil {
+			return "", fmt.Errorf("exec %s: %w", file, err)
+		}
+		return file, nil
+	}
+	pathEnv := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, file)
+		if check(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec %s: executable file not found in $PATH", file)
+}

@@ -1,0 +1,404 @@
+package containerinit
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// mountOpts is a spec mount's options sorted into what mount(2) and
+// mount_setattr(2) take.
+type mountOpts struct {
+	flags       uintptr // for the mount itself
+	clear       uintptr // flags named off ("rw", "suid", ...)
+	propagation []uintptr
+	data        []string
+	bind        bool
+	recursiveRO bool
+}
+
+var flagOpts = map[string]struct {
+	clear bool
+	flag  uintptr
+}{
+	"ro": {false, unix.MS_RDONLY}, "rw": {true, unix.MS_RDONLY},
+	"nosuid": {false, unix.MS_NOSUID}, "suid": {true, unix.MS_NOSUID},
+	"nodev": {false, unix.MS_NODEV}, "dev": {true, unix.MS_NODEV},
+	"noexec": {false, unix.MS_NOEXEC}, "exec": {true, unix.MS_NOEXEC},
+	"sync": {false, unix.MS_SYNCHRONOUS}, "async": {true, unix.MS_SYNCHRONOUS},
+	"dirsync": {false, unix.MS_DIRSYNC}, "remount": {false, unix.MS_REMOUNT},
+	"mand": {false, unix.MS_MANDLOCK}, "nomand": {true, unix.MS_MANDLOCK},
+	"atime": {true, unix.MS_NOATIME}, "noatime": {false, unix.MS_NOATIME},
+	"diratime": {true, unix.MS_NODIRATIME}, "nodiratime": {false, unix.MS_NODIRATIME},
+	"relatime": {false, unix.MS_RELATIME}, "norelatime": {true, unix.MS_RELATIME},
+	"strictatime": {false, unix.MS_STRICTATIME}, "nostrictatime": {true, unix.MS_STRICTATIME},
+}
+
+var propagationOpts = map[string]uintptr{
+	"private": unix.MS_PRIVATE, "rprivate": unix.MS_PRIVATE | unix.MS_REC,
+	"shared": unix.MS_SHARED, "rshared": unix.MS_SHARED | unix.MS_REC,
+	"slave": unix.MS_SLAVE, "rslave": unix.MS_SLAVE | unix.MS_REC,
+	"unbindable": unix.MS_UNBINDABLE, "runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
+}
+
+func parseMountOptions(options []string) mountOpts {
+	var o mountOpts
+	for _, opt := range options {
+		switch {
+		case opt == "bind":
+			o.bind = true
+			o.flags |= unix.MS_BIND
+		case opt == "rbind":
+			o.bind = true
+			o.flags |= unix.MS_BIND | unix.MS_REC
+		case opt == "rro":
+			o.recursiveRO = true
+		case propagationOpts[opt] != 0:
+			o.propagation = append(o.propagation, propagationOpts[opt])
+		default:
+			if f, ok := flagOpts[opt]; ok {
+				if f.clear {
+					o.flags &^= f.flag
+					o.clear |= f.flag
+				} else {
+					o.flags |= f.flag
+				}
+				continue
+			}
+			o.data = append(o.data, opt)
+		}
+	}
+	return o
+}
+
+// procPath names an open file by its /proc/self/fd link: mounting onto it
+// mounts onto the very inode that was resolved inside the rootfs, so a
+// symlink swapped in meanwhile cannot redirect the mount.
+func procPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }
+
+// rootfsPropagation maps the spec's rootfsPropagation; rslave by default so
+// that the container's mounts do not leak to the host while host mounts
+// still reach it.
+func rootfsPropagation(spec *specs.Spec) (uintptr, error) {
+	p := spec.Linux.RootfsPropagation
+	if p == "" {
+		return unix.MS_SLAVE | unix.MS_REC, nil
+	}
+	f, ok := propagationOpts[p]
+	if !ok {
+		return 0, fmt.Errorf("bad rootfsPropagation %q", p)
+	}
+	return f, nil
+}
+
+func setupRootfs(spec *specs.Spec, rootfs string) error {
+	prop, err := rootfsPropagation(spec)
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount("", "/", "", prop, ""); err != nil {
+		return fmt.Errorf("make / %s: %w", spec.Linux.RootfsPropagation, err)
+	}
+	// pivot_root needs the new root to be a mount point.
+	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind rootfs %s: %w", rootfs, err)
+	}
+	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs: %w", err)
+	}
+	defer root.Close()
+
+	devMounted := false
+	for _, m := range spec.Mounts {
+		if err := mountEntry(root, m, spec); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)
+		}
+		if filepath.Clean(m.Destination) == "/dev" && m.Type != "bind" && !parseMountOptions(m.Options).bind {
+			devMounted = true
+		}
+	}
+	if devMounted {
+		if err := createDevices(root, spec.Linux.Devices); err != nil {
+			return err
+		}
+	}
+	if cwd := spec.Process.Cwd; cwd != "" {
+		d, err := pathrs.MkdirAllHandle(root, cwd, 0o755)
+		if err != nil {
+			return fmt.Errorf("create cwd %s: %w", cwd, err)
+		}
+		d.Close()
+	}
+	if err := pivotRoot(rootfs); err != nil {
+		return err
+	}
+	for _, p := range spec.Linux.MaskedPaths {
+		if err := maskPath(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range spec.Linux.ReadonlyPaths {
+		if err := readonlyPath(p); err != nil {
+			return err
+		}
+	}
+	if spec.Root.Readonly {
+		if err := remountReadonly("/"); err != nil {
+			return fmt.Errorf("read-only rootfs: %w", err)
+		}
+	}
+	return nil
+}
+
+// openDest resolves a mount destination inside the rootfs, creating it (a
+// file when the source is not a directory) if missing.
+func openDest(root *os.File, dest string, fileDest bool) (*os.File, error) {
+	f, err := pathrs.OpenatInRoot(root, dest)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if !fileDest {
+		return pathrs.MkdirAllHandle(root, dest, 0o755)
+	}
+	dir, err := pathrs.MkdirAllHandle(root, filepath.Dir(dest), 0o755)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	fd, err := unix.Openat(int(dir.Fd()), filepath.Base(dest), unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_WRONLY, 0o644)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, err
+	}
+	if err == nil {
+		unix.Close(fd)
+	}
+	return pathrs.OpenatInRoot(root, dest)
+}
+
+func mountEntry(root *os.File, m specs.Mount, spec *specs.Spec) error {
+	if !filepath.IsAbs(m.Destination) {
+		return fmt.Errorf("destination is not absolute")
+	}
+	o := parseMountOptions(m.Options)
+	if m.Type == "bind" {
+		o.bind = true
+		o.flags |= unix.MS_BIND
+	}
+	if m.Type == "cgroup" {
+		return mountCgroup(root, m, spec)
+	}
+	fileDest := false
+	if o.bind {
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return err
+		}
+		fileDest = !st.IsDir()
+	}
+	dest, err := openDest(root, m.Destination, fileDest)
+	if err != nil {
+		return fmt.Errorf("destination: %w", err)
+	}
+	defer dest.Close()
+	data := strings.Join(o.data, ",")
+	if o.bind {
+		if err := unix.Mount(m.Source, procPath(dest), "", o.flags&(unix.MS_BIND|unix.MS_REC), ""); err != nil {
+			return err
+		}
+	} else {
+		if err := unix.Mount(m.Source, procPath(dest), m.Type, o.flags, data); err != nil {
+			return err
+		}
+	}
+	// From here on the destination is the new mount: reopen it.
+	mnt, err := pathrs.OpenatInRoot(root, m.Destination)
+	if err != nil {
+		return fmt.Errorf("reopen: %w", err)
+	}
+	defer mnt.Close()
+	if o.bind && o.flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
+		// A bind mount takes its flags only through a remount; keep the
+		// flags the source's mount has (nosuid, nodev ...) that the
+		// options do not clear.
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(int(mnt.Fd()), &st); err != nil {
+			return err
+		}
+		flags := (mountFlagsOf(st.Flags) &^ o.clear) | o.flags&^(unix.MS_BIND|unix.MS_REC)
+		if err := unix.Mount("", procPath(mnt), "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
+			return fmt.Errorf("remount: %w", err)
+		}
+	}
+	if o.recursiveRO {
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(int(mnt.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+			return fmt.Errorf("recursive read-only: %w", err)
+		}
+	}
+	for _, p := range o.propagation {
+		if err := unix.Mount("", procPath(mnt), "", p, ""); err != nil {
+			return fmt.Errorf("propagation: %w", err)
+		}
+	}
+	return nil
+}
+
+// mountFlagsOf turns statfs flags into the mount flags of the same meaning
+// (the kernel uses equal values for these).
+func mountFlagsOf(f int64) uintptr {
+	const keep = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+		unix.MS_SYNCHRONOUS | unix.MS_MANDLOCK | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME
+	return uintptr(f) & keep
+}
+
+// mountCgroup gives the container a read-only view of its own cgroup: on
+// v2 a cgroup2 mount (in a new cgroup namespace) or a bind of its cgroup
+// dir; on v1 a tmpfs with each hierarchy's container dir bound in.
+func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
+	dest, err := openDest(root, m.Destination, false)
+	if err != nil {
+		return err
+	}
+	defer dest.Close()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		return err
+	}
+	const ro = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	cgPath := spec.Linux.CgroupsPath
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		if newNamespace(spec, specs.CgroupNamespace) {
+			return unix.Mount("cgroup2", procPath(dest), "cgroup2", ro, "")
+		}
+		if err := unix.Mount(filepath.Join("/sys/fs/cgroup", cgPath), procPath(dest), "", unix.MS_BIND, ""); err != nil {
+			return err
+		}
+		return unix.Mount("", procPath(dest), "", unix.MS_BIND|unix.MS_REMOUNT|ro, "")
+	}
+	if err := unix.Mount("tmpfs", procPath(dest), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == "unified" {
+			continue
+		}
+		src := filepath.Join("/sys/fs/cgroup", e.Name(), cgPath)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		sub, err := openDest(root, filepath.Join(m.Destination, e.Name()), false)
+		if err != nil {
+			return err
+		}
+		err = unix.Mount(src, procPath(sub), "", unix.MS_BIND, "")
+		if err == nil {
+			err = unix.Mount("", procPath(sub), "", unix.MS_BIND|unix.MS_REMOUNT|ro, "")
+		}
+		sub.Close()
+		if err != nil {
+			return fmt.Errorf("cgroup %s: %w", e.Name(), err)
+		}
+	}
+	mnt, err := pathrs.OpenatInRoot(root, m.Destination)
+	if err != nil {
+		return err
+	}
+	defer mnt.Close()
+	return unix.Mount("", procPath(mnt), "", unix.MS_REMOUNT|ro, "mode=755")
+}
+
+// pivotRoot makes rootfs the root and detaches the old one, without a
+// directory for the old root inside the new one (pivot_root(".", ".")).
+func pivotRoot(rootfs string) error {
+	oldRoot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /: %w", err)
+	}
+	defer unix.Close(oldRoot)
+	newRoot, err := unix.Open(rootfs, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs: %w", err)
+	}
+	defer unix.Close(newRoot)
+	if err := unix.Fchdir(newRoot); err != nil {
+		return fmt.Errorf("chdir rootfs: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Fchdir(oldRoot); err != nil {
+		return fmt.Errorf("chdir old root: %w", err)
+	}
+	// The old root must not propagate its unmount back to the host.
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make old root rslave: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	return nil
+}
+
+// maskPath hides a path: /dev/null over a file, an empty read-only tmpfs
+// over a directory. Missing paths need no mask.
+func maskPath(p string) error {
+	f, err := os.OpenFile(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	if st.IsDir() {
+		err = unix.Mount("tmpfs", procPath(f), "tmpfs", unix.MS_RDONLY, "size=0,mode=0755")
+	} else if st.Mode()&os.ModeSymlink == 0 {
+		err = unix.Mount("/dev/null", procPath(f), "", unix.MS_BIND, "")
+	}
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	return nil
+}
+
+func readonlyPath(p string) error {
+	if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	if err := remountReadonly(p); err != nil {
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	return nil
+}
+
+func remountReadonly(p string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return err
+	}
+	return unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|mountFlagsOf(st.Flags), "")
+}
