@@ -283,7 +283,7 @@ func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
 		if err := unix.Mount(filepath.Join("/sys/fs/cgroup", cgPath), procPath(dest), "", unix.MS_BIND, ""); err != nil {
 			return err
 		}
-		return unix.Mount("", procPath(dest), "", unix.MS_BIND|unix.MS_REMOUNT|ro, "")
+		return remountInRoot(root, m.Destination, unix.MS_BIND|unix.MS_REMOUNT|ro)
 	}
 	if err := unix.Mount("tmpfs", procPath(dest), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
 		return err
@@ -305,20 +305,26 @@ func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
 			return err
 		}
 		err = unix.Mount(src, procPath(sub), "", unix.MS_BIND, "")
-		if err == nil {
-			err = unix.Mount("", procPath(sub), "", unix.MS_BIND|unix.MS_REMOUNT|ro, "")
-		}
 		sub.Close()
+		if err == nil {
+			err = remountInRoot(root, filepath.Join(m.Destination, e.Name()), unix.MS_BIND|unix.MS_REMOUNT|ro)
+		}
 		if err != nil {
 			return fmt.Errorf("cgroup %s: %w", e.Name(), err)
 		}
 	}
-	mnt, err := pathrs.OpenatInRoot(root, m.Destination)
+	return remountInRoot(root, m.Destination, unix.MS_REMOUNT|ro)
+}
+
+// remountInRoot changes the flags of the mount at dest, opened afresh so
+// that the handle names the mount, not the directory under it.
+func remountInRoot(root *os.File, dest string, flags uintptr) error {
+	mnt, err := pathrs.OpenatInRoot(root, dest)
 	if err != nil {
 		return err
 	}
 	defer mnt.Close()
-	return unix.Mount("", procPath(mnt), "", unix.MS_REMOUNT|ro, "mode=755")
+	return unix.Mount("", procPath(mnt), "", flags, "")
 }
 
 // pivotRoot makes rootfs the root and detaches the old one, without a

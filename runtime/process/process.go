@@ -158,6 +158,16 @@ func Create(o CreateOpts) (_ *Container, retErr error) {
 		}
 	}()
 
+	// The cgroup exists before the init starts: the init binds its dirs
+	// into the container's /sys/fs/cgroup.
+	c.cg = o.Cgroup
+	if c.cg == nil && spec.Linux.CgroupsPath != "" {
+		if c.cg, err = cgroups.Create(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
+			return nil, err
+		}
+		c.ownCgroup = true
+	}
+
 	cmd := &exec.Cmd{
 		Path:       o.InitPath,
 		Args:       []string{"berth-shim", "init", o.BundleDir},
@@ -210,13 +220,6 @@ func Create(o CreateOpts) (_ *Container, retErr error) {
 		c.pid, c.proc = cmd.Process.Pid, cmd.Process
 	}
 
-	c.cg, c.ownCgroup = o.Cgroup, false
-	if c.cg == nil && spec.Linux.CgroupsPath != "" {
-		if c.cg, err = cgroups.Create(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
-			return nil, err
-		}
-		c.ownCgroup = true
-	}
 	if c.cg != nil {
 		if err := c.cg.AddProc(c.pid); err != nil {
 			return nil, err

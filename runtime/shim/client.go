@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Client calls the control socket of one pod's shim.
@@ -23,7 +26,17 @@ func Connect(stateDir string) *Client {
 // Dial opens a connection to the shim, for ops that stream.
 func (c *Client) Dial(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	addr := c.Socket
+	if len(addr) > 100 {
+		// Too long for sockaddr_un: reach it through a descriptor of its dir.
+		dir, err := os.OpenFile(filepath.Dir(addr), unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("connect to shim %s: %w", c.Socket, err)
+		}
+		defer dir.Close()
+		addr = fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(addr))
+	}
+	conn, err := d.DialContext(ctx, "unix", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim %s: %w", c.Socket, err)
 	}

@@ -97,7 +97,8 @@ func Launch(ctx context.Context, o LaunchOptions) (*Launched, error) {
 	// berthd is the shim's parent until berthd exits: reap it.
 	go func() { _ = cmd.Wait(); close(exited) }()
 	fail := func(err error) (*Launched, error) {
-		_ = cmd.Process.Kill()
+		// The group: the shim and the pause process it may have started.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		<-exited
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func busyboxLayers(t testing.TB, dir string) []string {
 		copyFile(t, bb, filepath.Join(l1, "bin/busybox"))
 	}
 	mkdirs(t, filepath.Join(l2, "bin"), filepath.Join(l2, "etc"), filepath.Join(l2, "tmp"), filepath.Join(l2, "proc"), filepath.Join(l2, "sys"), filepath.Join(l2, "dev"), filepath.Join(l2, "root"))
-	for _, applet := range []string{"sh", "cat", "ls", "echo", "id", "hostname", "grep", "sleep", "stat", "touch", "mount", "head", "readlink", "pwd", "env", "dd", "true", "false", "ip", "test", "awk", "tr", "cut", "wc"} {
+	for _, applet := range []string{"sh", "cat", "ls", "echo", "id", "hostname", "grep", "sleep", "stat", "touch", "mount", "head", "readlink", "pwd", "env", "dd", "true", "false", "ip", "test", "awk", "tr", "cut", "wc", "tty", "kill"} {
 		if err := os.Symlink("busybox", filepath.Join(l2, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}
@@ -167,6 +167,7 @@ func (e *runtimeEnv) baseSpec(name string, args ...string) *specs.Spec {
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: e.cgParent + "/" + name,
@@ -261,9 +262,315 @@ func TestRuntimeHello(t *testing.T) {
 	}
 }
 
-var _ = fmt.Sprint
-var _ = sort.Strings
-var _ = strings.Contains
-var _ = time.Now
-var _ = runtime.GOOS
-var _ = unix.Getpid
+// TestRuntimeContainerView checks from inside one container what the init
+// set up: namespaces, mounts, devices, masks, credentials, cgroup.
+func TestRuntimeContainerView(t *testing.T) {
+	e := newRuntimeEnv(t)
+	hostDir := t.TempDir()
+	writeFile(t, filepath.Join(hostDir, "data.txt"), "from-host\n")
+	// The host path is a symlink: the spec carries it resolved, as
+	// runtime/spec does, but the runtime must accept both.
+	s := e.baseSpec("view", "sh", "-c", `
+echo "pid=$$"
+echo "hostname=$(hostname)"
+echo "id=$(id)"
+echo "cwd=$(pwd)"
+echo "foo=$FOO"
+grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs):' /proc/self/status
+echo "proc=$(ls /proc/self/ns | wc -l)"
+awk '$2=="/sys" || $2=="/data" || $2=="/dev" || $2=="/proc/sys" {print "mount " $2 " " $4}' /proc/mounts
+echo "dev=$(ls /dev | tr '\n' ' ')"
+echo "devnull=$(stat -c %t:%T /dev/null)"
+echo "keys=$(stat -c %t:%T /proc/keys) $(cat /proc/keys | wc -c)"
+echo "firmware=$(ls -A /sys/firmware | wc -l)"
+echo 1 2>/dev/null > /proc/sysrq-trigger && echo sysrq=writable || echo sysrq=denied
+touch /sys/kernel/x 2>/dev/null && echo sys=writable || echo sys=denied
+echo "data=$(cat /data/data.txt)"
+touch /data/new 2>/dev/null && echo data=writable || echo data=denied
+echo "cgroup=$(grep memory /proc/self/cgroup)"
+echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null)"
+`)
+	s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 2000}}
+	s.Process.Cwd = "/work/dir"
+	s.Process.Env = append(s.Process.Env, "FOO=bar baz")
+	s.Process.NoNewPrivileges = true
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: hostDir, Options: []string{"rbind", "rprivate", "ro"}})
+	limit := int64(64 << 20)
+	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	r := e.run(t, "view", s)
+	if r.status.Code != 0 {
+		t.Fatalf("status %+v\nstdout:\n%s\nstderr:\n%s", r.status, r.stdout, r.stderr)
+	}
+	t.Logf("container output:\n%s%s", r.stdout, r.stderr)
+	// Capabilities of uid 1000 after execve: none effective or permitted
+	// (no ambient set), the bounding set is the spec's.
+	const defaultBnd = "00000000a80425fb"
+	for _, want := range []string{
+		"pid=1\n",
+		"hostname=ctr-view\n",
+		"id=uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)\n",
+		"cwd=/work/dir\n",
+		"foo=bar baz\n",
+		"CapEff:\t0000000000000000\n",
+		"CapPrm:\t0000000000000000\n",
+		"CapBnd:\t" + defaultBnd + "\n",
+		"NoNewPrivs:\t1\n",
+		"mount /sys ro,",
+		"mount /data ro,",
+		"mount /proc/sys ro,",
+		"devnull=1:3\n",
+		"keys=1:3 0\n",
+		"firmware=0\n",
+		"sysrq=denied\n",
+		"sys=denied\n",
+		"data=from-host\n",
+		"data=denied\n",
+		"cgroup=",
+		fmt.Sprintf("limit=%d\n", limit),
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, dev := range []string{"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd", "stdin", "stdout", "stderr"} {
+		if !regexp.MustCompile(`dev=.*\b` + dev + `\b`).MatchString(r.stdout) {
+			t.Errorf("/dev lacks %s", dev)
+		}
+	}
+	if !strings.Contains(r.stdout, ":"+s.Linux.CgroupsPath+"\n") {
+		t.Errorf("process is not in cgroup %s", s.Linux.CgroupsPath)
+	}
+}
+
+func TestRuntimeRootCapabilities(t *testing.T) {
+	e := newRuntimeEnv(t)
+	s := e.baseSpec("caps", "sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb):' /proc/self/status; id -u")
+	s.Process.Capabilities.Bounding = []string{"CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"}
+	s.Process.Capabilities.Effective = []string{"CAP_CHOWN", "CAP_KILL"}
+	s.Process.Capabilities.Permitted = []string{"CAP_CHOWN", "CAP_KILL"}
+	r := e.run(t, "caps", s)
+	// chown=0, kill=5, net_raw=13. Root gets the bounding set at execve
+	// whatever its effective set was before (the kernel's rule for uid 0).
+	for _, want := range []string{"CapEff:\t0000000000002021", "CapPrm:\t0000000000002021", "CapBnd:\t0000000000002021", "CapInh:\t0000000000000000", "\n0\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s%s", want, r.stdout, r.stderr)
+		}
+	}
+}
+
+// TestRuntimeAmbientCapabilities: a non-root user keeps exactly the
+// ambient capabilities across execve.
+func TestRuntimeAmbientCapabilities(t *testing.T) {
+	e := newRuntimeEnv(t)
+	s := e.baseSpec("ambient", "sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb):' /proc/self/status; id -u")
+	s.Process.User = specs.User{UID: 1000, GID: 1000}
+	kill := []string{"CAP_KILL"}
+	s.Process.Capabilities = &specs.LinuxCapabilities{
+		Bounding: []string{"CAP_KILL", "CAP_CHOWN"}, Effective: kill, Permitted: kill, Inheritable: kill, Ambient: kill,
+	}
+	r := e.run(t, "ambient", s)
+	for _, want := range []string{"CapEff:\t0000000000000020", "CapPrm:\t0000000000000020", "CapAmb:\t0000000000000020", "CapBnd:\t0000000000000021", "\n1000\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s%s", want, r.stdout, r.stderr)
+		}
+	}
+}
+
+func TestRuntimeExitCodes(t *testing.T) {
+	e := newRuntimeEnv(t)
+	for _, tc := range []struct {
+		name string
+		cmd  string
+		code int
+	}{{"zero", "exit 0", 0}, {"one", "exit 1", 1}, {"fortytwo", "exit 42", 42}} {
+		r := e.run(t, tc.name, e.baseSpec(tc.name, "sh", "-c", tc.cmd))
+		if r.status.Code != tc.code || r.oom {
+			t.Errorf("%s: status %+v oom %v, want code %d", tc.name, r.status, r.oom, tc.code)
+		}
+	}
+}
+
+// TestRuntimeKill: a container killed from outside reports 128+9.
+func TestRuntimeKill(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "kill")
+	c, output := e.create(t, b, e.baseSpec("kill", "sleep", "100"))
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Wait()
+	output()
+	if err != nil || st.Code != 137 || !st.Signaled || c.OOMKilled() {
+		t.Fatalf("status %+v %v, want 137 by signal, no OOM", st, err)
+	}
+}
+
+func TestRuntimeCommandNotFound(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "missing")
+	s := e.baseSpec("missing", "no-such-command")
+	writeSpec(t, b, s)
+	_, err := process.Create(process.CreateOpts{InitPath: e.initPath, BundleDir: b, Spec: s})
+	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
+		t.Fatalf("create with a missing command: %v", err)
+	}
+	if _, err := cgroups.Load(s.Linux.CgroupsPath); err == nil {
+		t.Errorf("failed create left cgroup %s", s.Linux.CgroupsPath)
+	}
+}
+
+func TestRuntimeOOMKill(t *testing.T) {
+	e := newRuntimeEnv(t)
+	limit := int64(16 << 20)
+	s := e.baseSpec("oom", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	r := e.run(t, "oom", s)
+	if r.status.Code != 137 || !r.oom {
+		t.Fatalf("status %+v oom %v, want 137 and OOM\n%s%s", r.status, r.oom, r.stdout, r.stderr)
+	}
+}
+
+// TestRuntimeStartGating checks that nothing of the command runs before
+// Start: the command would create a file in the writable layer.
+func TestRuntimeStartGating(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "gate")
+	c, output := e.create(t, b, e.baseSpec("gate", "touch", "/tmp/started"))
+	marker := filepath.Join(b, "upper", "tmp", "started")
+	time.Sleep(200 * time.Millisecond)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("command ran before Start")
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.Pid()))
+	if err != nil || filepath.Base(exe) != "berth-shim" {
+		t.Errorf("created process runs %q (%v), want berth-shim init", exe, err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Wait(); err != nil || st.Code != 0 {
+		t.Fatalf("wait: %+v %v", st, err)
+	}
+	output()
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("command did not run after Start: %v", err)
+	}
+}
+
+// makeNetns creates a network namespace pinned by a bind mount at path.
+func makeNetns(t *testing.T, path string) {
+	t.Helper()
+	writeFile(t, path, "")
+	errc := make(chan error, 1)
+	go func() {
+		// The thread changes namespace and is never unlocked: it dies
+		// with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "", unix.MS_BIND, "")
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("make netns: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount netns: %v", err)
+		}
+	})
+}
+
+func TestRuntimeJoinNetns(t *testing.T) {
+	e := newRuntimeEnv(t)
+	nsPath := filepath.Join(e.dir, "netns-pin")
+	makeNetns(t, nsPath)
+	var st unix.Stat_t
+	if err := unix.Stat(nsPath, &st); err != nil {
+		t.Fatal(err)
+	}
+	s := e.baseSpec("netns", "readlink", "/proc/self/ns/net")
+	for i, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			s.Linux.Namespaces[i].Path = nsPath
+		}
+	}
+	r := e.run(t, "netns", s)
+	if want := fmt.Sprintf("net:[%d]\n", st.Ino); r.stdout != want {
+		t.Fatalf("container netns %q, want %q (%s)", r.stdout, want, r.stderr)
+	}
+}
+
+func TestRuntimeTerminal(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "tty")
+	s := e.baseSpec("tty", "sh", "-c", "tty; stat -c %u /proc/self/fd/0")
+	s.Process.Terminal = true
+	s.Process.ConsoleSize = &specs.Box{Height: 30, Width: 100}
+	writeSpec(t, b, s)
+	c, err := process.Create(process.CreateOpts{InitPath: e.initPath, BundleDir: b, Spec: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Destroy() })
+	if c.Console == nil {
+		t.Fatal("no console for a terminal spec")
+	}
+	defer c.Console.Close()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(&out, c.Console); close(done) }()
+	if st, err := c.Wait(); err != nil || st.Code != 0 {
+		t.Fatalf("wait: %+v %v", st, err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("console did not close")
+	}
+	if got := strings.ReplaceAll(out.String(), "\r", ""); got != "/dev/pts/0\n0\n" {
+		t.Fatalf("console output %q", got)
+	}
+}
+
+// TestRuntimeCreateStartLatency measures create + start of a trivial
+// container (rootfs already mounted, as berthd mounts it at create).
+func TestRuntimeCreateStartLatency(t *testing.T) {
+	e := newRuntimeEnv(t)
+	const n = 30
+	var lat []time.Duration
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("lat%d", i)
+		b := e.bundle(t, name)
+		s := e.baseSpec(name, "true")
+		writeSpec(t, b, s)
+		t0 := time.Now()
+		c, err := process.Create(process.CreateOpts{InitPath: e.initPath, BundleDir: b, Spec: s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+		if st, err := c.Wait(); err != nil || st.Code != 0 {
+			t.Fatalf("wait: %+v %v", st, err)
+		}
+		if err := c.Destroy(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p50, p95 := lat[n/2], lat[n*95/100]
+	t.Logf("create+start latency over %d: p50 %v p95 %v (min %v max %v)", n, p50, p95, lat[0], lat[n-1])
+	if p50 > time.Second {
+		t.Errorf("create+start p50 %v is far off the goal", p50)
+	}
+}
