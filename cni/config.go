@@ -1,4 +1,8 @@
-// Package cni sets up pod networking through CNI plugins.
+// Package cni sets up pod networking through CNI plugins (libcni): it loads
+// the network config, runs ADD and DEL with the Kubernetes arguments and
+// capabilities, keeps libcni's cache (results and configs, so DEL works after
+// a restart and after the config changed) in its own dir, and turns results
+// into pod IPs.
 package cni
 
 import (
@@ -6,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/containernetworking/cni/libcni"
 )
 
 // configExtensions are the file types libcni loads network configs from.
@@ -29,4 +35,37 @@ func FindNetworkConfig(dir string) (string, error) {
 	}
 	sort.Strings(names)
 	return filepath.Join(dir, names[0]), nil
+}
+
+// LoadNetwork reads the first network config of dir as a plugin list; a
+// single-plugin .conf file becomes a list of one.
+func LoadNetwork(dir string) (*libcni.NetworkConfigList, error) {
+	path, err := FindNetworkConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	if filepath.Ext(path) == ".conflist" {
+		list, err := libcni.ConfListFromFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("load CNI config %s: %w", path, err)
+		}
+		return list, nil
+	}
+	conf, err := libcni.ConfFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load CNI config %s: %w", path, err)
+	}
+	if conf.Network.Type == "" {
+		// A list in a .conf or .json file.
+		list, err := libcni.ConfListFromFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("load CNI config %s: %w", path, err)
+		}
+		return list, nil
+	}
+	list, err := libcni.ConfListFromConf(conf)
+	if err != nil {
+		return nil, fmt.Errorf("load CNI config %s: %w", path, err)
+	}
+	return list, nil
 }

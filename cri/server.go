@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // Options are what the CRI layer needs to know about the daemon.
@@ -20,6 +22,8 @@ type Options struct {
 	NetworkReady func() error
 	// ConfigJSON is the effective daemon configuration, shown by Status(verbose).
 	ConfigJSON string
+	// Sandboxes runs pod sandboxes (cri/sandbox.go).
+	Sandboxes *sandbox.Manager
 }
 
 // Server implements the CRI RuntimeService and ImageService.

@@ -125,7 +125,11 @@ func (s *server) setUp(pause bool, netns, ipcns, utsns string) error {
 	}
 	sock := filepath.Join(s.stateDir, shim.SocketName)
 	_ = os.Remove(sock)
-	lis, err := net.Listen("unix", sock)
+	// Listening on a relative path lifts the 108-byte limit of socket paths.
+	if err := os.Chdir(s.stateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	lis, err := net.Listen("unix", shim.SocketName)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -186,7 +190,8 @@ func (s *server) startPause(netns, ipcns, utsns string) (int, error) {
 				Dir:   "/",
 				Env:   os.Environ(),
 				Files: []*os.File{null, null, null, w},
-				Sys:   &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true},
+				// In our process group: berthd kills the group when a launch fails.
+				Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID},
 			})
 			w.Close()
 			if err != nil {

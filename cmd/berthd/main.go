@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -89,7 +90,16 @@ func serve(cfg Config) error {
 	}
 	defer os.Remove(cfg.SocketPath())
 
-	srv := cri.NewServer(cri.Options{
+	// srv is set below; the pods read the pod CIDR from it at run time.
+	var srv *cri.Server
+	pods, err := newSandboxManager(cfg, db, func() string { return srv.PodCIDR() })
+	if err != nil {
+		return err
+	}
+	defer pods.Close()
+
+	srv = cri.NewServer(cri.Options{
+		Sandboxes:    pods,
 		Version:      version,
 		CgroupDriver: cfg.CgroupDriver,
 		NetworkReady: func() error {
@@ -123,6 +133,22 @@ func serve(cfg Config) error {
 		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
 	}
 	return nil
+}
+
+// newSandboxManager runs pods with the berth-shim next to berthd and the
+// CNI network of the config dir (its cache under root).
+func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string) (*sandbox.Manager, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.New(sandbox.Options{
+		DB:         db,
+		StateDir:   cfg.State,
+		ShimBinary: filepath.Join(filepath.Dir(self), "berth-shim"),
+		Network:    cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
+		PodCIDR:    podCIDR,
+	})
 }
 
 // openDB opens the metadata database shared by the domain services; each

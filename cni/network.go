@@ -1,0 +1,213 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// IfName is the pod's interface.
+const IfName = "eth0"
+
+// Network runs the CNI plugins of one config dir.
+type Network struct {
+	confDir string
+	cni     *libcni.CNIConfig
+}
+
+// New returns a Network over confDir whose plugins are found in binDirs and
+// whose results are cached in cacheDir (not the node-wide /var/lib/cni, so
+// runtimes side by side do not see each other's attachments).
+func New(confDir string, binDirs []string, cacheDir string) *Network {
+	return &Network{confDir: confDir, cni: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, nil)}
+}
+
+// Ready reports nil when a usable network config exists.
+func (n *Network) Ready() error {
+	_, err := LoadNetwork(n.confDir)
+	return err
+}
+
+// PortMapping is a hostPort of the pod (portmap's portMappings capability).
+type PortMapping struct {
+	HostPort      int32  `json:"hostPort"`
+	ContainerPort int32  `json:"containerPort"`
+	Protocol      string `json:"protocol"` // tcp, udp or sctp
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Pod is what a network attachment is for.
+type Pod struct {
+	ID, Name, Namespace, UID string
+	// NetNS is the path of the pod's pinned network namespace.
+	NetNS        string
+	PortMappings []PortMapping
+	// PodCIDR is the node's pod range (UpdateRuntimeConfig); it reaches IPAM
+	// through the ipRanges capability when the config asks for it.
+	PodCIDR string
+}
+
+// Attachment is the result of Setup.
+type Attachment struct {
+	Network string   `json:"network"`
+	IPs     []string `json:"ips"` // the primary (IPv4 first) comes first
+}
+
+// Setup attaches the pod to the network (CNI ADD). On failure it runs DEL
+// for what the plugins may have done, so nothing stays allocated, and
+// returns an error naming the plugin and its message.
+func (n *Network) Setup(ctx context.Context, p Pod) (*Attachment, error) {
+	list, err := LoadNetwork(n.confDir)
+	if err != nil {
+		return nil, err
+	}
+	rt := runtimeConf(p)
+	res, err := n.cni.AddNetworkList(ctx, list, rt)
+	if err != nil {
+		// No cache was written for a failed ADD: DEL with the same list.
+		if derr := n.cni.DelNetworkList(context.WithoutCancel(ctx), list, rt); derr != nil {
+			err = fmt.Errorf("%w (and cleaning up: %v)", err, derr)
+		}
+		return nil, fmt.Errorf("CNI network %q: %w", list.Name, err)
+	}
+	att, err := attachmentOf(list.Name, res)
+	if err != nil {
+		_ = n.cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
+		return nil, fmt.Errorf("CNI network %q: %w", list.Name, err)
+	}
+	return att, nil
+}
+
+func runtimeConf(p Pod) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{
+		ContainerID: p.ID,
+		NetNS:       p.NetNS,
+		IfName:      IfName,
+		Args: [][2]string{
+			{"IgnoreUnknown", "1"},
+			{"K8S_POD_NAMESPACE", p.Namespace},
+			{"K8S_POD_NAME", p.Name},
+			{"K8S_POD_INFRA_CONTAINER_ID", p.ID},
+			{"K8S_POD_UID", p.UID},
+		},
+		CapabilityArgs: map[string]any{},
+	}
+	if len(p.PortMappings) > 0 {
+		rt.CapabilityArgs["portMappings"] = p.PortMappings
+	}
+	if p.PodCIDR != "" {
+		rt.CapabilityArgs["ipRanges"] = [][]map[string]string{{{"subnet": p.PodCIDR}}}
+	}
+	return rt
+}
+
+func attachmentOf(network string, res types.Result) (*Attachment, error) {
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("convert result: %w", err)
+	}
+	att := &Attachment{Network: network}
+	var v6 []string
+	for _, ip := range r.IPs {
+		// Only addresses of the pod's own interface (the one in its netns).
+		if ip.Interface != nil && *ip.Interface < len(r.Interfaces) {
+			if r.Interfaces[*ip.Interface].Sandbox == "" {
+				continue
+			}
+		}
+		if ip.Address.IP.To4() != nil {
+			att.IPs = append(att.IPs, ip.Address.IP.String())
+		} else {
+			v6 = append(v6, ip.Address.IP.String())
+		}
+	}
+	att.IPs = append(att.IPs, v6...)
+	return att, nil
+}
+
+// Teardown detaches the pod (CNI DEL) with the config and arguments cached
+// at ADD, so it works after a restart and after the config dir changed. An
+// empty or missing netns is passed as empty: plugins still release IPs and
+// host-side rules. Without a cache entry it runs DEL with the current config.
+func (n *Network) Teardown(ctx context.Context, p Pod) error {
+	if p.NetNS != "" {
+		if _, err := os.Stat(p.NetNS); err != nil {
+			p.NetNS = ""
+		}
+	}
+	atts, err := n.cni.GetCachedAttachments(p.ID)
+	if err != nil {
+		return fmt.Errorf("read CNI cache of %s: %w", p.ID, err)
+	}
+	if len(atts) == 0 {
+		list, err := LoadNetwork(n.confDir)
+		if err != nil {
+			// No cache and no config: nothing we could release.
+			return nil
+		}
+		if err := n.cni.DelNetworkList(ctx, list, runtimeConf(p)); err != nil {
+			return fmt.Errorf("CNI DEL of %s on network %q: %w", p.ID, list.Name, err)
+		}
+		return nil
+	}
+	var errs []error
+	for _, a := range atts {
+		list, err := libcni.ConfListFromBytes(a.Config)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cached CNI config of %s: %w", p.ID, err))
+			continue
+		}
+		rt := &libcni.RuntimeConf{ContainerID: a.ContainerID, NetNS: p.NetNS, IfName: a.IfName, Args: a.CniArgs, CapabilityArgs: a.CapabilityArgs}
+		if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
+			errs = append(errs, fmt.Errorf("CNI DEL of %s on network %q: %w", p.ID, list.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CachedPods are the ids of the pods the CNI cache holds attachments of.
+func (n *Network) CachedPods() ([]string, error) {
+	atts, err := n.cni.GetCachedAttachments("")
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for _, a := range atts {
+		if !seen[a.ContainerID] {
+			seen[a.ContainerID] = true
+			ids = append(ids, a.ContainerID)
+		}
+	}
+	return ids, nil
+}
+
+// GC asks plugins that support it (CNI 1.1+) to release whatever does not
+// belong to the valid pods; older configs are left to Teardown of CachedPods.
+func (n *Network) GC(ctx context.Context, validPods []string) error {
+	list, err := LoadNetwork(n.confDir)
+	if err != nil {
+		return nil
+	}
+	if ok, err := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0"); err != nil || !ok {
+		return nil
+	}
+	args := &libcni.GCArgs{}
+	for _, id := range validPods {
+		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: IfName})
+	}
+	if err := n.cni.GCNetworkList(ctx, list, args); err != nil {
+		return fmt.Errorf("CNI GC of network %q: %w", list.Name, err)
+	}
+	return nil
+}
+
+// ParseProtocol maps a CRI protocol name to portmap's.
+func ParseProtocol(p string) string { return strings.ToLower(p) }

@@ -1,0 +1,185 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// defaultCgroupParent holds pods that name no parent; it is removed when it
+// becomes empty.
+const defaultCgroupParent = "/berth"
+
+// podCgroupPath is the pod's own cgroup: <parent>/berth-<id>. A systemd
+// slice name as parent ("kubepods-burstable-pod1.slice") is expanded to its
+// cgroupfs path.
+func podCgroupPath(parent, id string) string {
+	if parent == "" {
+		parent = defaultCgroupParent
+	}
+	if strings.HasSuffix(parent, ".slice") && !strings.Contains(parent, "/") {
+		parent = expandSlice(parent)
+	}
+	return path.Join("/", parent, "berth-"+id)
+}
+
+// expandSlice turns a-b-c.slice into /a.slice/a-b.slice/a-b-c.slice as
+// systemd lays slices out.
+func expandSlice(slice string) string {
+	name := strings.TrimSuffix(slice, ".slice")
+	if name == "-" || name == "" {
+		return "/"
+	}
+	var p, prefix string
+	for _, part := range strings.Split(name, "-") {
+		if prefix == "" {
+			prefix = part
+		} else {
+			prefix += "-" + part
+		}
+		p += "/" + prefix + ".slice"
+	}
+	return p
+}
+
+// linuxResources sums the pod's resources and overhead into limits.
+func linuxResources(r, o *Resources) *specs.LinuxResources {
+	var sum Resources
+	for _, x := range []*Resources{r, o} {
+		if x == nil {
+			continue
+		}
+		sum.CPUShares += x.CPUShares
+		if x.CPUQuota > 0 {
+			sum.CPUQuota += x.CPUQuota
+			sum.CPUPeriod = max(sum.CPUPeriod, x.CPUPeriod)
+		}
+		if x.MemoryLimit > 0 {
+			sum.MemoryLimit += x.MemoryLimit
+		}
+		if x.CpusetCpus != "" {
+			sum.CpusetCpus = x.CpusetCpus
+		}
+		if x.CpusetMems != "" {
+			sum.CpusetMems = x.CpusetMems
+		}
+	}
+	// Without a pod limit, one container's overhead alone is no limit.
+	if r == nil || r.MemoryLimit <= 0 {
+		sum.MemoryLimit = 0
+	}
+	if r == nil || r.CPUQuota <= 0 {
+		sum.CPUQuota, sum.CPUPeriod = 0, 0
+	}
+	lr := &specs.LinuxResources{}
+	if sum.CPUShares > 0 || sum.CPUQuota > 0 || sum.CpusetCpus != "" || sum.CpusetMems != "" {
+		lr.CPU = &specs.LinuxCPU{Cpus: sum.CpusetCpus, Mems: sum.CpusetMems}
+		if sum.CPUShares > 0 {
+			lr.CPU.Shares = &sum.CPUShares
+		}
+		if sum.CPUQuota > 0 {
+			lr.CPU.Quota = &sum.CPUQuota
+			if sum.CPUPeriod == 0 {
+				sum.CPUPeriod = 100000
+			}
+			lr.CPU.Period = &sum.CPUPeriod
+		}
+	}
+	if sum.MemoryLimit > 0 {
+		lr.Memory = &specs.LinuxMemory{Limit: &sum.MemoryLimit}
+	}
+	return lr
+}
+
+// podCgroup is the pod's cgroup on either cgroup version.
+type podCgroup interface {
+	add(pid int) error
+	delete() error
+}
+
+type v1Cgroup struct{ cg cgroup1.Cgroup }
+
+func (c v1Cgroup) add(pid int) error { return c.cg.AddProc(uint64(pid)) }
+func (c v1Cgroup) delete() error     { return c.cg.Delete() }
+
+type v2Cgroup struct{ m *cgroup2.Manager }
+
+func (c v2Cgroup) add(pid int) error { return c.m.AddProc(uint64(pid)) }
+func (c v2Cgroup) delete() error     { return c.m.Delete() }
+
+func unified() bool { return cgroups.Mode() == cgroups.Unified }
+
+// createCgroup makes the pod's cgroup with its limits.
+func createCgroup(p string, res *specs.LinuxResources) (podCgroup, error) {
+	if unified() {
+		m, err := cgroup2.NewManager("/sys/fs/cgroup", p, cgroup2.ToResources(res))
+		if err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", p, err)
+		}
+		return v2Cgroup{m}, nil
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath(p), res)
+	if err != nil {
+		// New leaves what it made of the hierarchies it got through.
+		if c, lerr := cgroup1.Load(cgroup1.StaticPath(p)); lerr == nil {
+			_ = c.Delete()
+		}
+		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
+	}
+	return v1Cgroup{cg}, nil
+}
+
+// deleteCgroup removes the pod's cgroup (it must hold no process); a
+// missing one is fine. The default parent goes too once empty.
+func deleteCgroup(p string) error {
+	if err := deleteOne(p); err != nil {
+		return err
+	}
+	if path.Dir(p) == defaultCgroupParent {
+		// rmdir fails (harmlessly) while other pods, of any berthd, use it.
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + defaultCgroupParent)
+		if unified() {
+			dirs = []string{"/sys/fs/cgroup" + defaultCgroupParent}
+		}
+		for _, d := range dirs {
+			_ = unix.Rmdir(d)
+		}
+	}
+	return nil
+}
+
+func deleteOne(p string) error {
+	if unified() {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", p)); os.IsNotExist(err) {
+			return nil
+		}
+		m, err := cgroup2.Load(p)
+		if err != nil {
+			return fmt.Errorf("load cgroup %s: %w", p, err)
+		}
+		if err := m.Delete(); err != nil {
+			return fmt.Errorf("delete cgroup %s: %w", p, err)
+		}
+		return nil
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(p))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", p, err)
+	}
+	if err := cg.Delete(); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", p, err)
+	}
+	return nil
+}

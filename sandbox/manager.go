@@ -1,0 +1,344 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cni"
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/shim"
+)
+
+// Options configure a Manager.
+type Options struct {
+	DB *bolt.DB
+	// StateDir is berthd's volatile state dir (ns/ and pods/ go there).
+	StateDir string
+	// ShimBinary is the berth-shim executable.
+	ShimBinary string
+	// Network attaches pods to the CNI network.
+	Network *cni.Network
+	// PodCIDR returns the node's pod CIDR (UpdateRuntimeConfig), or "".
+	PodCIDR func() string
+}
+
+// Hooks let the containers side take part in a pod's lifecycle.
+type Hooks struct {
+	// StopContainers stops every container of the pod (StopPodSandbox).
+	StopContainers func(ctx context.Context, podID string) error
+	// RemoveContainers removes every container of the pod (RemovePodSandbox).
+	RemoveContainers func(ctx context.Context, podID string) error
+}
+
+// Manager runs the node's pods.
+type Manager struct {
+	opts    Options
+	store   store
+	nsDir   string
+	podsDir string
+
+	mu    sync.Mutex
+	pods  map[string]*Sandbox
+	names map[string]string // Metadata.key → id
+	// inflight are RunPodSandbox calls still working; unclaimed are pods
+	// whose caller gave up before they were ready, kept for its retry.
+	inflight  map[string]*runOp
+	unclaimed map[string]string
+	podLocks  map[string]*sync.Mutex
+	hooks     Hooks
+}
+
+// New opens the pod records, makes the pin dir a private mount and repairs
+// what a crash or a reboot left: pods whose namespaces are gone are marked
+// not ready with their network released, and leftovers of unrecorded pods
+// (half-made by a crash) are removed.
+func New(opts Options) (*Manager, error) {
+	m := &Manager{
+		opts:      opts,
+		store:     store{opts.DB},
+		nsDir:     filepath.Join(opts.StateDir, "ns"),
+		podsDir:   filepath.Join(opts.StateDir, "pods"),
+		pods:      map[string]*Sandbox{},
+		names:     map[string]string{},
+		inflight:  map[string]*runOp{},
+		unclaimed: map[string]string{},
+		podLocks:  map[string]*sync.Mutex{},
+	}
+	if err := m.store.init(); err != nil {
+		return nil, fmt.Errorf("pod records: %w", err)
+	}
+	if err := os.MkdirAll(m.podsDir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := makePrivateMount(m.nsDir); err != nil {
+		return nil, fmt.Errorf("pin dir: %w", err)
+	}
+	all, err := m.store.all()
+	if err != nil {
+		return nil, err
+	}
+	for _, sb := range all {
+		m.pods[sb.ID] = sb
+		m.names[sb.Config.Metadata.key()] = sb.ID
+	}
+	m.recover(context.Background())
+	return m, nil
+}
+
+// SetHooks installs the containers side's hooks.
+func (m *Manager) SetHooks(h Hooks) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hooks = h
+}
+
+// Close releases the pin dir's own mount when no pod pins remain in it.
+func (m *Manager) Close() error {
+	mps, err := mountsUnder(m.nsDir)
+	if err != nil {
+		return err
+	}
+	if len(mps) == 1 && mps[0] == m.nsDir {
+		return unmountRemove(m.nsDir)
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (m *Manager) podLock(id string) *sync.Mutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.podLocks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		m.podLocks[id] = l
+	}
+	return l
+}
+
+// lookup finds a pod by id or unique id prefix.
+func (m *Manager) lookup(id string) (*Sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lookupLocked(id)
+}
+
+func (m *Manager) lookupLocked(id string) (*Sandbox, error) {
+	if id == "" {
+		return nil, fmt.Errorf("pod sandbox id: %w: empty", errdefs.ErrInvalidArgument)
+	}
+	if sb, ok := m.pods[id]; ok {
+		return sb, nil
+	}
+	var found *Sandbox
+	for pid, sb := range m.pods {
+		if strings.HasPrefix(pid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("pod sandbox id %q: %w: ambiguous prefix", id, errdefs.ErrInvalidArgument)
+			}
+			found = sb
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// Get returns a copy of a pod's record.
+func (m *Manager) Get(id string) (*Sandbox, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	c := *sb
+	return &c, nil
+}
+
+// Status returns a pod's record and whether it is live.
+func (m *Manager) Status(id string) (*Status, error) {
+	sb, err := m.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	return liveStatus(sb), nil
+}
+
+func liveStatus(sb *Sandbox) *Status {
+	st := &Status{Sandbox: sb}
+	if sb.State != StateReady {
+		return st
+	}
+	switch {
+	case !shim.Alive(sb.ShimPid, sb.ShimStartTime):
+		st.Reason = "shim is gone"
+	case sb.PausePid != 0 && !shim.Alive(sb.PausePid, sb.PauseStartTime):
+		st.Reason = "pause process is gone"
+	case sb.NetNS != "" && !isNamespacePin(sb.NetNS):
+		st.Reason = "network namespace is gone"
+	default:
+		st.Ready = true
+	}
+	return st
+}
+
+// List returns the pods the filter selects, oldest first.
+func (m *Manager) List(f Filter) []*Status {
+	m.mu.Lock()
+	var sbs []*Sandbox
+	for id, sb := range m.pods {
+		if f.ID != "" && !strings.HasPrefix(id, f.ID) {
+			continue
+		}
+		if !labelsMatch(sb.Config.Labels, f.LabelSelector) {
+			continue
+		}
+		c := *sb
+		sbs = append(sbs, &c)
+	}
+	m.mu.Unlock()
+	sort.Slice(sbs, func(i, j int) bool { return sbs[i].CreatedAt.Before(sbs[j].CreatedAt) })
+	var out []*Status
+	for _, sb := range sbs {
+		st := liveStatus(sb)
+		if f.State != nil && (*f.State == StateReady) != st.Ready {
+			continue
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// podFile is written first into a new pod's dir: enough to clean up after
+// a crash before the record was written.
+type podFile struct {
+	ID     string `json:"id"`
+	Cgroup string `json:"cgroup"`
+}
+
+// recover repairs the state at start-up (see New).
+func (m *Manager) recover(ctx context.Context) {
+	m.mu.Lock()
+	known := map[string]*Sandbox{}
+	for id, sb := range m.pods {
+		known[id] = sb
+	}
+	m.mu.Unlock()
+
+	for _, sb := range known {
+		if sb.State == StateReady && sb.NetNS != "" && !isNamespacePin(sb.NetNS) {
+			klog.InfoS("Pod lost its namespaces (reboot?), releasing it", "pod", sb.ID)
+			if err := m.stop(ctx, sb); err != nil {
+				klog.ErrorS(err, "Releasing pod", "pod", sb.ID)
+			}
+		}
+	}
+	// Pod dirs and pins a crash left without a record.
+	for _, dir := range []string{m.podsDir, m.nsDir} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if _, ok := known[e.Name()]; ok || !e.IsDir() {
+				continue
+			}
+			klog.InfoS("Removing leftovers of an unrecorded pod", "pod", e.Name())
+			m.cleanOrphan(ctx, e.Name())
+		}
+	}
+	if m.opts.Network == nil {
+		return
+	}
+	cached, err := m.opts.Network.CachedPods()
+	if err != nil {
+		klog.ErrorS(err, "Reading the CNI cache")
+	}
+	for _, id := range cached {
+		if _, ok := known[id]; !ok {
+			klog.InfoS("Releasing the network of an unknown pod", "pod", id)
+			if err := m.opts.Network.Teardown(ctx, cni.Pod{ID: id}); err != nil {
+				klog.ErrorS(err, "CNI DEL of an unknown pod", "pod", id)
+			}
+		}
+	}
+	valid := make([]string, 0, len(known))
+	for id, sb := range known {
+		if sb.NetworkAttached {
+			valid = append(valid, id)
+		}
+	}
+	if err := m.opts.Network.GC(ctx, valid); err != nil {
+		klog.ErrorS(err, "CNI GC")
+	}
+}
+
+// cleanOrphan removes what an unrecorded pod left: its shim, pins, shm,
+// network and cgroup.
+func (m *Manager) cleanOrphan(ctx context.Context, id string) {
+	podDir := filepath.Join(m.podsDir, id)
+	var pf podFile
+	if b, err := os.ReadFile(filepath.Join(podDir, "pod.json")); err == nil {
+		_ = json.Unmarshal(b, &pf)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if st, err := shim.Connect(podDir).Status(sctx); err == nil {
+		_ = shim.Connect(podDir).Shutdown(sctx)
+		shim.WaitGone(st.Pid, 0, 5*time.Second)
+	}
+	cancel()
+	if m.opts.Network != nil {
+		_ = m.opts.Network.Teardown(ctx, cni.Pod{ID: id, NetNS: filepath.Join(m.nsDir, id, "net")})
+	}
+	if err := m.unmountAll(id); err != nil {
+		klog.ErrorS(err, "Unmounting leftovers", "pod", id)
+	}
+	if pf.Cgroup != "" {
+		if err := deleteCgroup(pf.Cgroup); err != nil {
+			klog.ErrorS(err, "Deleting a leftover cgroup", "pod", id)
+		}
+	}
+	_ = os.RemoveAll(podDir)
+	_ = os.RemoveAll(filepath.Join(m.nsDir, id))
+}
+
+// unmountAll unmounts every mount under the pod's pin and pod dirs.
+func (m *Manager) unmountAll(id string) error {
+	var errs []error
+	for _, dir := range []string{filepath.Join(m.nsDir, id), filepath.Join(m.podsDir, id)} {
+		mps, err := mountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		for i := len(mps) - 1; i >= 0; i-- {
+			if err := unmountRemove(mps[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,227 @@
+package sandbox
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// nsSpec is what createNamespaces makes.
+type nsSpec struct {
+	net, ipc, uts bool
+	hostname      string
+	sysctls       map[string]string
+}
+
+// createNamespaces makes the pod's new namespaces on a locked OS thread that
+// is never unlocked (Go ends the thread with the goroutine, so no other code
+// ever runs in them), sets the hostname and sysctls inside them, and pins
+// them by bind mounts of /proc/thread-self/ns/* onto files of pinDir.
+// It returns the pins; on error none remain.
+func createNamespaces(pinDir string, spec nsSpec) (map[string]string, error) {
+	type res struct {
+		pins map[string]string
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		pins, err := createOnThread(pinDir, spec)
+		ch <- res{pins, err}
+		// No UnlockOSThread: the thread carries the new namespaces and dies.
+	}()
+	r := <-ch
+	return r.pins, r.err
+}
+
+func createOnThread(pinDir string, spec nsSpec) (pins map[string]string, err error) {
+	var flags int
+	var kinds []string
+	if spec.net {
+		flags |= unix.CLONE_NEWNET
+		kinds = append(kinds, "net")
+	}
+	if spec.ipc {
+		flags |= unix.CLONE_NEWIPC
+		kinds = append(kinds, "ipc")
+	}
+	if spec.uts {
+		flags |= unix.CLONE_NEWUTS
+		kinds = append(kinds, "uts")
+	}
+	if flags == 0 {
+		return nil, nil
+	}
+	if err := unix.Unshare(flags); err != nil {
+		return nil, fmt.Errorf("unshare namespaces: %w", err)
+	}
+	if spec.uts && spec.hostname != "" {
+		if err := unix.Sethostname([]byte(spec.hostname)); err != nil {
+			return nil, fmt.Errorf("set hostname %q: %w", spec.hostname, err)
+		}
+	}
+	// /proc/sys shows the namespaces of the opening thread.
+	for name, val := range spec.sysctls {
+		p := filepath.Join("/proc/sys", sysctlPath(name))
+		if err := os.WriteFile(p, []byte(val), 0); err != nil {
+			return nil, fmt.Errorf("sysctl %s=%s: %w", name, val, err)
+		}
+	}
+	if err := os.MkdirAll(pinDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make pin dir: %w", err)
+	}
+	pins = map[string]string{}
+	defer func() {
+		if err != nil {
+			unpin(pins)
+		}
+	}()
+	for _, k := range kinds {
+		target := filepath.Join(pinDir, k)
+		if err := pin("/proc/thread-self/ns/"+k, target); err != nil {
+			return pins, err
+		}
+		pins[k] = target
+	}
+	return pins, nil
+}
+
+// pin bind-mounts a namespace file onto target (created empty).
+func pin(nsFile, target string) error {
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_RDONLY, 0o400)
+	if err != nil {
+		return fmt.Errorf("make pin %s: %w", target, err)
+	}
+	f.Close()
+	if err := unix.Mount(nsFile, target, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(target)
+		return fmt.Errorf("pin %s on %s: %w", nsFile, target, err)
+	}
+	return nil
+}
+
+// unpin unmounts and removes pins; missing ones are fine.
+func unpin(pins map[string]string) error {
+	var errs []error
+	for _, p := range pins {
+		if err := unmountRemove(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountRemove unmounts path (detaching, so a busy mount goes too) and
+// removes it.
+func unmountRemove(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// isNamespacePin tells whether path is a live namespace bind mount.
+func isNamespacePin(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.NSFS_MAGIC
+}
+
+// makePrivateMount makes dir a mount point of its own with private
+// propagation, so pins made inside never show up in other mount namespaces
+// (and are not held there).
+func makePrivateMount(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	mounted, err := isMountPoint(dir)
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", dir, err)
+		}
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
+	}
+	return nil
+}
+
+// mountsUnder lists the mount points at or below dir (deepest last in
+// mount order), from /proc/self/mountinfo.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountPath(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, sc.Err()
+}
+
+func isMountPoint(dir string) (bool, error) {
+	mps, err := mountsUnder(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, mp := range mps {
+		if mp == dir {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for j := 1; j <= 3; j++ {
+				c := s[i+j]
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + (c - '0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,127 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/shim"
+)
+
+// Stop stops the pod's containers, releases its network, ends its shim and
+// pause process and unpins its namespaces. It is idempotent.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	l := m.podLock(sb.ID)
+	l.Lock()
+	defer l.Unlock()
+	return m.stop(ctx, sb)
+}
+
+// stop works on the live record; the caller holds the pod's lock (or is
+// the start-up repair).
+func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
+	m.mu.Lock()
+	hook := m.hooks.StopContainers
+	m.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, sb.ID); err != nil {
+			return fmt.Errorf("stop containers of pod %s: %w", sb.ID, err)
+		}
+	}
+	// Edit a copy; the record changes only once persisted.
+	c := *sb
+	if err := m.teardown(&c); err != nil {
+		return fmt.Errorf("stop pod %s: release network: %w", sb.ID, err)
+	}
+	m.stopShim(&c)
+	if err := m.unmountAll(sb.ID); err != nil {
+		return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+	}
+	_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
+	c.State = StateNotReady
+	if c.State == sb.State && c.NetworkAttached == sb.NetworkAttached {
+		return nil
+	}
+	if err := m.store.put(&c); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	*sb = c
+	m.mu.Unlock()
+	return nil
+}
+
+// Remove stops the pod if needed and removes all of it: containers, cgroup,
+// files and record. Removing an unknown pod succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	sb, err := m.lookup(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l := m.podLock(sb.ID)
+	l.Lock()
+	defer l.Unlock()
+	m.mu.Lock()
+	_, still := m.pods[sb.ID]
+	hook := m.hooks.RemoveContainers
+	m.mu.Unlock()
+	if !still {
+		return nil
+	}
+	if err := m.stop(ctx, sb); err != nil {
+		return err
+	}
+	if hook != nil {
+		if err := hook(ctx, sb.ID); err != nil {
+			return fmt.Errorf("remove containers of pod %s: %w", sb.ID, err)
+		}
+	}
+	if err := deleteCgroup(sb.Cgroup); err != nil {
+		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
+	}
+	if err := os.RemoveAll(sb.StateDir); err != nil {
+		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
+	}
+	if err := m.store.delete(sb.ID); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	delete(m.pods, sb.ID)
+	key := sb.Config.Metadata.key()
+	if m.names[key] == sb.ID {
+		delete(m.names, key)
+	}
+	if m.unclaimed[key] == sb.ID {
+		delete(m.unclaimed, key)
+	}
+	delete(m.podLocks, sb.ID)
+	m.mu.Unlock()
+	klog.V(2).InfoS("Pod sandbox removed", "pod", sb.ID)
+	return nil
+}
+
+// killPid SIGKILLs a process if it is still the one we started, and waits
+// for it to go.
+func killPid(pid int, startTime uint64) {
+	if !shim.Alive(pid, startTime) {
+		return
+	}
+	_ = unix.Kill(pid, unix.SIGKILL)
+	if !shim.WaitGone(pid, startTime, 5*time.Second) {
+		klog.ErrorS(nil, "Process did not exit after SIGKILL", "pid", pid)
+	}
+}
