@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 
-.PHONY: all build deps test unit integration run lint critest bench clean
+.PHONY: all build deps test unit integration run lint critest bench clean test-images registry-start registry-stop
 
 all: build
 
@@ -23,13 +23,26 @@ test: deps build lint unit integration
 unit:
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
 
-integration: build
+integration: build test-images
 	BERTH_BIN_DIR=$(BIN) go test $(GO_TEST_FLAGS) ./test/...
 
 # Runs berthd in the foreground with the default configuration.
 run: deps build
 	bash hack/setup-default.sh
 	$(BIN)/berthd $(BERTHD_FLAGS)
+
+# Test images (critest's, the benchmark image, berth's fixtures), built once
+# from Debian's busybox into _output/testimages/<hash of inputs>/.
+test-images:
+	go run ./hack/testimages build
+
+# A local registry with the test images in the background, and the
+# hosts.toml dir for berthd --registry-config-dir (see hack/registry.sh).
+registry-start:
+	bash hack/registry.sh start
+
+registry-stop:
+	bash hack/registry.sh stop
 
 lint:
 	go vet ./...
