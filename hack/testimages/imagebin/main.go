@@ -51,12 +51,13 @@ func main() {
 func nginx() {
 	if !strings.Contains(os.Args[0], "master process") {
 		// Re-exec under the same file so that comm (what pidof matches) stays
-		// "nginx" while argv[0] becomes nginx's process title.
+		// "nginx" while the command line becomes nginx's process title (the
+		// real nginx overwrites its arguments with it, too).
 		exe, err := os.Executable()
 		if err != nil {
 			fatal("nginx: find executable: %v", err)
 		}
-		err = syscall.Exec(exe, append([]string{nginxTitle}, os.Args[1:]...), os.Environ())
+		err = syscall.Exec(exe, []string{nginxTitle}, os.Environ())
 		fatal("nginx: exec %s: %v", exe, err)
 	}
 	ports := nginxPorts("/etc/nginx/conf.d")
