@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -22,6 +23,11 @@ type Options struct {
 	NetworkReady func() error
 	// ConfigJSON is the effective daemon configuration, shown by Status(verbose).
 	ConfigJSON string
+	// CgroupVersion is the node's cgroup version, "v1" or "v2", shown by
+	// Status(verbose) as cgroupVersion.
+	CgroupVersion string
+	// Images serves the ImageService (nil: its calls are Unimplemented).
+	Images *imageservice.Service
 	// Sandboxes runs pod sandboxes (cri/sandbox.go).
 	Sandboxes *sandbox.Manager
 }

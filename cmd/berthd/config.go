@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -26,18 +27,23 @@ type Config struct {
 	CNIBinDirs        []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
 	StreamAddress     string   `toml:"stream_address" json:"streamAddress"`
 	RegistryConfigDir string   `toml:"registry_config_dir" json:"registryConfigDir"`
+	// PinnedImages are image references reported Pinned (never garbage collected by the kubelet).
+	PinnedImages []string `toml:"pinned_images" json:"pinnedImages,omitempty"`
+	// ImagePullProgressTimeout cancels a pull receiving too little for this long (Go duration).
+	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout"`
 }
 
 func defaultConfig() Config {
 	return Config{
-		Listen:            "unix:///run/berth/berth.sock",
-		Root:              "/var/lib/berth",
-		State:             "/run/berth",
-		CgroupDriver:      "cgroupfs",
-		CNIConfDir:        "/etc/cni/net.d",
-		CNIBinDirs:        []string{"/usr/lib/cni", "/opt/cni/bin"},
-		StreamAddress:     "127.0.0.1:0",
-		RegistryConfigDir: "/etc/berth/certs.d",
+		Listen:                   "unix:///run/berth/berth.sock",
+		Root:                     "/var/lib/berth",
+		State:                    "/run/berth",
+		CgroupDriver:             "cgroupfs",
+		CNIConfDir:               "/etc/cni/net.d",
+		CNIBinDirs:               []string{"/usr/lib/cni", "/opt/cni/bin"},
+		StreamAddress:            "127.0.0.1:0",
+		RegistryConfigDir:        "/etc/berth/certs.d",
+		ImagePullProgressTimeout: "1m",
 	}
 }
 
@@ -168,6 +174,9 @@ func (c *Config) validate() error {
 		if !filepath.IsAbs(p) {
 			return configErrorf("%s %q: need an absolute path", name, p)
 		}
+	}
+	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
+		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)
 	}
 	if len(c.CNIBinDirs) == 0 {
 		return configErrorf("cni_bin_dirs: need at least one directory")

@@ -13,12 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	cgroups "github.com/containerd/cgroups/v3"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri"
+	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -98,7 +100,13 @@ func serve(cfg Config) error {
 	}
 	defer pods.Close()
 
+	images, err := newImageService(cfg, db)
+	if err != nil {
+		return err
+	}
+
 	srv = cri.NewServer(cri.Options{
+		Images:       images,
 		Sandboxes:    pods,
 		Version:      version,
 		CgroupDriver: cfg.CgroupDriver,
@@ -106,7 +114,8 @@ func serve(cfg Config) error {
 			_, err := cni.FindNetworkConfig(cfg.CNIConfDir)
 			return err
 		},
-		ConfigJSON: cfg.JSON(),
+		ConfigJSON:    cfg.JSON(),
+		CgroupVersion: nodeCgroupVersion(),
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
@@ -149,6 +158,28 @@ func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string) (*sandbox
 		Network:    cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
 		PodCIDR:    podCIDR,
 	})
+}
+
+// newImageService keeps images under root/images and pulls with the
+// registry config dir's hosts.toml files.
+func newImageService(cfg Config, db *bolt.DB) (*imageservice.Service, error) {
+	progress, _ := time.ParseDuration(cfg.ImagePullProgressTimeout)
+	return imageservice.New(imageservice.Options{
+		Root:              cfg.Root,
+		DB:                db,
+		RegistryConfigDir: cfg.RegistryConfigDir,
+		PinnedImages:      cfg.PinnedImages,
+		ProgressTimeout:   progress,
+	})
+}
+
+// nodeCgroupVersion is "v2" on a cgroup v2 only (unified) node and "v1" on a
+// legacy or hybrid one, whose controllers are all on v1 hierarchies.
+func nodeCgroupVersion() string {
+	if cgroups.Mode() == cgroups.Unified {
+		return "v2"
+	}
+	return "v1"
 }
 
 // openDB opens the metadata database shared by the domain services; each
