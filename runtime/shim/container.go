@@ -1,0 +1,120 @@
+package shim
+
+import "time"
+
+// Container ops: berthd asks the pod's shim to create and control the pod's
+// containers. The shim is the containers' parent: it reaps them, writes
+// their CRI logs and records how they ended (ExitFile in the container's
+// state dir, written temp-then-rename before the cgroup is removed), so that
+// berthd, restarted, learns the exit of a container that ended meanwhile
+// even when the shim itself is gone.
+const (
+	// OpCreate: CreateArgs → ContainerState. The process is set up and held
+	// before execve until OpStart.
+	OpCreate = "create"
+	// OpStart: IDArgs → ContainerState.
+	OpStart = "start"
+	// OpState: IDArgs → ContainerState.
+	OpState = "state"
+	// OpKill: KillArgs → {}. Killing an exited container is not an error.
+	OpKill = "kill"
+	// OpDelete: IDArgs → {}. Kills the process if it still runs, waits for
+	// it, removes the cgroup and forgets the container; idempotent (an
+	// unknown id is not an error).
+	OpDelete = "delete"
+	// OpUpdate: UpdateArgs → {}. Changes the cgroup of a live container.
+	OpUpdate = "update"
+	// OpReopenLog: IDArgs → {}. Reopens the log file after rotation.
+	OpReopenLog = "reopen-log"
+	// OpExecSync: ExecSyncArgs → ExecSyncResult. Runs a command inside the
+	// container and waits for it (killed at the timeout).
+	OpExecSync = "exec-sync"
+)
+
+// ExitFile is the name, in a container's state dir, of the JSON ExitRecord.
+const ExitFile = "exit.json"
+
+// CreateArgs creates one container.
+type CreateArgs struct {
+	ID string `json:"id"`
+	// BundleDir holds config.json (the OCI runtime spec) of the container.
+	BundleDir string `json:"bundleDir"`
+	// StateDir is the container's volatile state dir, where the shim writes
+	// ExitFile.
+	StateDir string `json:"stateDir"`
+	// LogPath is the CRI log file; empty: output is discarded.
+	LogPath string `json:"logPath,omitempty"`
+	// Stdin keeps a pipe to the process's stdin open for attach;
+	// StdinOnce closes it after the first attach ends.
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	// Tty gives the process a terminal (the spec says so too).
+	Tty bool `json:"tty,omitempty"`
+}
+
+// IDArgs names one container.
+type IDArgs struct {
+	ID string `json:"id"`
+}
+
+// KillArgs signals a container. All sends the signal to every process of
+// the container's cgroup (SIGKILL to all when stopping for good).
+type KillArgs struct {
+	ID     string `json:"id"`
+	Signal int    `json:"signal"`
+	All    bool   `json:"all,omitempty"`
+}
+
+// Container statuses in ContainerState.Status.
+const (
+	StatusCreated = "created"
+	StatusRunning = "running"
+	StatusExited  = "exited"
+)
+
+// ContainerState is what the shim knows of one container.
+type ContainerState struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"`
+	// StartedAt is zero until started; FinishedAt and the exit fields are
+	// set once the process was reaped.
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	ExitCode   int       `json:"exitCode"`
+	OOMKilled  bool      `json:"oomKilled,omitempty"`
+}
+
+// ExitRecord is the content of ExitFile.
+type ExitRecord struct {
+	Pid        int       `json:"pid"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt"`
+	ExitCode   int       `json:"exitCode"`
+	OOMKilled  bool      `json:"oomKilled,omitempty"`
+}
+
+// UpdateArgs carries new resources as OCI LinuxResources JSON (kept raw so
+// this package stays free of the runtime-spec types' weight in berthd's
+// client code paths).
+type UpdateArgs struct {
+	ID        string `json:"id"`
+	Resources []byte `json:"resources"`
+}
+
+// ExecSyncArgs runs Cmd inside a container: its namespaces, cgroup, user,
+// environment and working directory.
+type ExecSyncArgs struct {
+	ID      string        `json:"id"`
+	Cmd     []string      `json:"cmd"`
+	Timeout time.Duration `json:"timeout,omitempty"` // 0: no limit
+}
+
+// ExecSyncResult is the outcome of OpExecSync; a timeout kills the command
+// and reports TimedOut.
+type ExecSyncResult struct {
+	Stdout   []byte `json:"stdout"`
+	Stderr   []byte `json:"stderr"`
+	ExitCode int    `json:"exitCode"`
+	TimedOut bool   `json:"timedOut,omitempty"`
+}
