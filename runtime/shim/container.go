@@ -1,6 +1,10 @@
 package shim
 
-import "time"
+import (
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
 
 // Container ops: berthd asks the pod's shim to create and control the pod's
 // containers. The shim is the containers' parent: it reaps them, writes
@@ -94,12 +98,10 @@ type ExitRecord struct {
 	OOMKilled  bool      `json:"oomKilled,omitempty"`
 }
 
-// UpdateArgs carries new resources as OCI LinuxResources JSON (kept raw so
-// this package stays free of the runtime-spec types' weight in berthd's
-// client code paths).
+// UpdateArgs carries a live container's new resources.
 type UpdateArgs struct {
-	ID        string `json:"id"`
-	Resources []byte `json:"resources"`
+	ID        string                `json:"id"`
+	Resources *specs.LinuxResources `json:"resources"`
 }
 
 // ExecSyncArgs runs Cmd inside a container: its namespaces, cgroup, user,
