@@ -1,0 +1,99 @@
+package spec
+
+import (
+	"strings"
+
+	"github.com/moby/sys/capability"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// DefaultCapabilities are containerd's defaults for a container.
+var DefaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// AllCapabilities are the capabilities this build knows, in number order.
+func AllCapabilities() []string {
+	var out []string
+	for _, c := range capability.ListKnown() {
+		out = append(out, "CAP_"+strings.ToUpper(c.String()))
+	}
+	return out
+}
+
+// normalizeCap accepts "NET_ADMIN", "net_admin" and "CAP_NET_ADMIN".
+func normalizeCap(c string) string {
+	c = strings.ToUpper(strings.TrimSpace(c))
+	if c == "ALL" || strings.HasPrefix(c, "CAP_") {
+		return c
+	}
+	return "CAP_" + c
+}
+
+// Capabilities gives the container's sets: privileged gets all; otherwise
+// the defaults with the request's drops then adds ("ALL" allowed in
+// either), and the ambient ones added to every set.
+func Capabilities(sc *runtimeapi.LinuxContainerSecurityContext) (*specs.LinuxCapabilities, error) {
+	known := map[string]bool{}
+	all := AllCapabilities()
+	for _, c := range all {
+		known[c] = true
+	}
+	var caps []string
+	if sc.GetPrivileged() {
+		caps = all
+	} else {
+		set := map[string]bool{}
+		for _, c := range DefaultCapabilities {
+			set[c] = true
+		}
+		for _, c := range sc.GetCapabilities().GetDropCapabilities() {
+			c = normalizeCap(c)
+			if c == "ALL" {
+				set = map[string]bool{}
+				continue
+			}
+			if !known[c] {
+				return nil, invalid("unknown capability %q to drop", c)
+			}
+			delete(set, c)
+		}
+		for _, c := range sc.GetCapabilities().GetAddCapabilities() {
+			c = normalizeCap(c)
+			if c == "ALL" {
+				for _, a := range all {
+					set[a] = true
+				}
+				continue
+			}
+			if !known[c] {
+				return nil, invalid("unknown capability %q to add", c)
+			}
+			set[c] = true
+		}
+		var ambient []string
+		for _, c := range sc.GetCapabilities().GetAddAmbientCapabilities() {
+			c = normalizeCap(c)
+			if !known[c] {
+				return nil, invalid("unknown ambient capability %q", c)
+			}
+			set[c] = true
+			ambient = append(ambient, c)
+		}
+		for _, c := range all {
+			if set[c] {
+				caps = append(caps, c)
+			}
+		}
+		if len(ambient) > 0 {
+			return &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
+				Inheritable: ambient, Ambient: ambient,
+			}, nil
+		}
+	}
+	return &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}, nil
+}
