@@ -184,7 +184,16 @@ func (t *rewrite) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 	}
-	return t.next.RoundTrip(req)
+	ping := req.URL.Path == t.host.Path || req.URL.Path == t.host.Path+"/"
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && ping && t.host.Path != "/v2" && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+		// A mirror under a path prefix need not answer the version check
+		// at its root (containerd never sends one): take it as "no auth".
+		resp.Body.Close()
+		return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+	}
+	return resp, err
 }
 
 // classify maps registry client errors to errdefs sentinels.
