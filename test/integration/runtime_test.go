@@ -113,7 +113,8 @@ func newRuntimeEnv(t *testing.T) *runtimeEnv {
 		dir:      dir,
 		layers:   busyboxLayers(t, filepath.Join(dir, "image")),
 		initPath: filepath.Join(framework.BinDir(t), "berth-shim"),
-		cgParent: "/berth-test-" + filepath.Base(dir),
+		// t.TempDir is /tmp/<test name><random>/<n>: unique on the machine.
+		cgParent: "/berth-rt-" + filepath.Base(filepath.Dir(dir)) + "-" + filepath.Base(dir),
 	}
 	t.Cleanup(func() {
 		if cg, err := cgroups.Load(e.cgParent); err == nil {

@@ -1,0 +1,171 @@
+package cgroups
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func testPath(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// t.TempDir is /tmp/<test name><random>/<n>: unique on the machine.
+	dir := t.TempDir()
+	parent := "/berth-cgtest-" + filepath.Base(filepath.Dir(dir)) + "-" + filepath.Base(dir)
+	t.Cleanup(func() {
+		if p, err := Load(parent); err == nil {
+			if err := p.Delete(); err != nil {
+				t.Errorf("remove parent: %v", err)
+			}
+		}
+	})
+	return parent + "/ctr"
+}
+
+// controlFile is where a v1 or v2 cgroup keeps a setting.
+func controlFile(path, v1Controller, v1File, v2File string) string {
+	if Unified() {
+		return filepath.Join(Root, path, v2File)
+	}
+	return filepath.Join(Root, v1Controller, path, v1File)
+}
+
+func readTrim(t *testing.T, p string) string {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func u64(v uint64) *uint64 { return &v }
+func i64(v int64) *int64   { return &v }
+
+func TestLifecycle(t *testing.T) {
+	path := testPath(t)
+	mem := int64(64 << 20)
+	res := &specs.LinuxResources{
+		CPU:    &specs.LinuxCPU{Shares: u64(512), Quota: i64(50000), Period: u64(100000), Cpus: "0"},
+		Memory: &specs.LinuxMemory{Limit: &mem, Swap: &mem},
+		Pids:   &specs.LinuxPids{Limit: i64(64)},
+	}
+	cg, err := Create(path, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := cg.Delete(); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+	}()
+	checks := map[string]string{
+		controlFile(path, "memory", "memory.limit_in_bytes", "memory.max"): "67108864",
+		controlFile(path, "pids", "pids.max", "pids.max"):                  "64",
+		controlFile(path, "cpuset", "cpuset.cpus", "cpuset.cpus"):          "0",
+	}
+	if Unified() {
+		checks[controlFile(path, "", "", "cpu.max")] = "50000 100000"
+	} else {
+		checks[controlFile(path, "cpu", "cpu.shares", "")] = "512"
+		checks[controlFile(path, "cpu", "cpu.cfs_quota_us", "")] = "50000"
+		checks[controlFile(path, "cpu", "cpu.cfs_period_us", "")] = "100000"
+	}
+	for f, want := range checks {
+		if got := readTrim(t, f); got != want {
+			t.Errorf("%s = %q, want %q", f, got, want)
+		}
+	}
+
+	// The process works only once it is in the cgroup (v1 does not move
+	// earlier charges along).
+	cmd := exec.Command("sh", "-c", "read line; exec yes >/dev/null")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	if err := cg.AddProc(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	pids, err := cg.Pids()
+	if err != nil || len(pids) != 1 || pids[0] != cmd.Process.Pid {
+		t.Fatalf("pids %v %v, want [%d]", pids, err, cmd.Process.Pid)
+	}
+	st, err := cg.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MemoryUsage == 0 || st.MemoryWorkingSet > st.MemoryUsage || st.CPUUsageNanos == 0 {
+		t.Errorf("memory stats %+v", st)
+	}
+
+	mem2 := int64(32 << 20)
+	if err := cg.Update(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &mem2, Swap: &mem2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readTrim(t, controlFile(path, "memory", "memory.limit_in_bytes", "memory.max")); got != "33554432" {
+		t.Errorf("memory limit after update %s", got)
+	}
+	if n, err := cg.OOMKills(); err != nil || n != 0 {
+		t.Errorf("OOM kills %d %v", n, err)
+	}
+
+	loaded, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loaded.KillAll(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != -1 {
+			t.Errorf("sleep ended with %v, want killed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("KillAll left the process running")
+	}
+	if pids, _ := cg.Pids(); len(pids) != 0 {
+		t.Errorf("pids after kill: %v", pids)
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	path := testPath(t)
+	if _, err := Load(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("load missing: %v", err)
+	}
+}
+
+func TestBadPath(t *testing.T) {
+	for _, p := range []string{"", "/", "rel", "/a/../b"} {
+		if _, err := Create(p, nil); err == nil {
+			t.Errorf("Create(%q) succeeded", p)
+		}
+	}
+}
+
+func TestFlatKeyed(t *testing.T) {
+	got := flatKeyed([]byte("oom_kill_disable 0\nunder_oom 0\noom_kill 3\nbad\n"))
+	if got["oom_kill"] != 3 || got["under_oom"] != 0 || len(got) != 3 {
+		t.Fatalf("%v", got)
+	}
+}
