@@ -40,7 +40,8 @@ type Registry struct {
 	HostsDir string   // hosts.toml dir for berthd --registry-config-dir
 	Refs     []string // upstream reference of every fixture image
 
-	srv *testimages.Server
+	srv     *testimages.Server
+	counter *requestCounter
 }
 
 var (
@@ -68,9 +69,18 @@ func TestImagesLayout(t testing.TB) string {
 type RegistryOption func(*testimages.Options)
 
 // WithRegistryWrap wraps the registry's HTTP handler, e.g. to corrupt a blob,
-// answer 401 or 404, or stall, for the tests of failing pulls.
+// answer 401 or 404, or stall, for the tests of failing pulls (see the
+// ready-made faults in registryfaults.go). Wraps compose: the last one given
+// sees a request first.
 func WithRegistryWrap(wrap func(http.Handler) http.Handler) RegistryOption {
-	return func(o *testimages.Options) { o.Wrap = wrap }
+	return func(o *testimages.Options) {
+		inner := o.Wrap
+		if inner == nil {
+			o.Wrap = wrap
+			return
+		}
+		o.Wrap = func(h http.Handler) http.Handler { return wrap(inner(h)) }
+	}
 }
 
 // WithRegistryLog sends the registry's request log to the test log.
@@ -82,8 +92,9 @@ func WithRegistryLog(t testing.TB) RegistryOption {
 // of 127.0.0.1 and writes its HostsDir; both go when the test ends.
 func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	t.Helper()
+	counter := &requestCounter{n: map[string]int{}}
 	var o testimages.Options
-	for _, opt := range opts {
+	for _, opt := range append([]RegistryOption{WithRegistryWrap(counter.wrap)}, opts...) {
 		opt(&o)
 	}
 	srv, err := testimages.Serve(TestImagesLayout(t), o)
@@ -95,7 +106,7 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 			t.Errorf("stop registry: %v", err)
 		}
 	})
-	r := &Registry{Addr: srv.Addr, HostsDir: filepath.Join(t.TempDir(), "certs.d"), Refs: srv.Refs, srv: srv}
+	r := &Registry{Addr: srv.Addr, HostsDir: filepath.Join(t.TempDir(), "certs.d"), Refs: srv.Refs, srv: srv, counter: counter}
 	if err := r.WriteHosts(r.HostsDir); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,12 +11,15 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-dev/berth/test/framework"
@@ -459,4 +463,150 @@ func TestRegistryHostsDirAndPush(t *testing.T) {
 	if n := len(fetch(t, reg, "berth.test/custom/busybox-plus:1").cfg.RootFS.DiffIDs); n < 5 {
 		t.Errorf("derived image has %d layers", n)
 	}
+}
+
+// The fault options of StartRegistry do what the tests of failing pulls
+// expect of them, seen from ggcr's client.
+func TestRegistryFaults(t *testing.T) {
+	const ref = "registry.k8s.io/pause:3.9"
+	digestOf := func(t *testing.T) string {
+		reg := framework.StartRegistry(t)
+		layers, err := reg.Image(t, ref).Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := layers[0].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.String()
+	}
+	layer := digestOf(t)
+	readLayer := func(t *testing.T, reg *framework.Registry, opts ...remote.Option) error {
+		n, err := name.ParseReference(reg.LocalRef(t, ref), name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := remote.Image(n, append([]remote.Option{remote.WithContext(framework.Context(t))}, opts...)...)
+		if err != nil {
+			return err
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		rc, err := layers[0].Compressed()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		_, err = io.Copy(io.Discard, rc)
+		return err
+	}
+
+	t.Run("counts", func(t *testing.T) {
+		reg := framework.StartRegistry(t)
+		if err := readLayer(t, reg); err != nil {
+			t.Fatal(err)
+		}
+		if n := reg.BlobGets(layer); n != 1 {
+			t.Errorf("BlobGets = %d after one read", n)
+		}
+	})
+	t.Run("corrupt", func(t *testing.T) {
+		err := readLayer(t, framework.StartRegistry(t, framework.WithCorruptBlob(layer)))
+		if err == nil || !strings.Contains(err.Error(), "checksum") {
+			t.Errorf("corrupt blob: %v, want a digest mismatch", err)
+		}
+	})
+	t.Run("truncated", func(t *testing.T) {
+		if err := readLayer(t, framework.StartRegistry(t, framework.WithTruncatedBlob(layer, 100))); err == nil {
+			t.Error("truncated blob read without error")
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		err := readLayer(t, framework.StartRegistry(t, framework.WithMissingBlob(layer)))
+		var te *transport.Error
+		if !errors.As(err, &te) || te.StatusCode != http.StatusNotFound {
+			t.Errorf("missing blob: %v, want 404", err)
+		}
+	})
+	t.Run("stalled", func(t *testing.T) {
+		reg := framework.StartRegistry(t, framework.WithStalledBlob(layer, 10))
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := readLayer(t, reg, remote.WithContext(ctx))
+		if err == nil || time.Since(start) > 5*time.Second {
+			t.Errorf("stalled blob: %v after %v", err, time.Since(start))
+		}
+	})
+	t.Run("trickled", func(t *testing.T) {
+		reg := framework.StartRegistry(t, framework.WithTrickledBlob(layer, 10, 100*time.Millisecond))
+		resp, err := http.Get("http://" + reg.Addr + "/v2/registry.k8s.io/pause/blobs/" + layer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		got := 0
+		deadline := time.Now().Add(550 * time.Millisecond)
+		buf := make([]byte, 4096)
+		for time.Now().Before(deadline) {
+			n, err := resp.Body.Read(buf)
+			got += n
+			if err != nil {
+				break
+			}
+		}
+		if got < 12 || got > 16 {
+			t.Errorf("read %d bytes in 550ms, want 10 then one per 100ms", got)
+		}
+	})
+	t.Run("basic auth", func(t *testing.T) {
+		reg := framework.StartRegistry(t, framework.WithBasicAuth("alice", "s3cret"))
+		if err := readLayer(t, reg); err == nil {
+			t.Error("pull without credentials succeeded")
+		}
+		if err := readLayer(t, reg, remote.WithAuth(&authn.Basic{Username: "alice", Password: "s3cret"})); err != nil {
+			t.Errorf("pull with credentials: %v", err)
+		}
+	})
+	t.Run("token auth", func(t *testing.T) {
+		auth := framework.TokenAuth{User: "bob", Password: "pw", IdentityToken: "id-tok", RegistryToken: "reg-tok"}
+		reg := framework.StartRegistry(t, framework.WithTokenAuth(auth))
+		err := readLayer(t, reg)
+		var te *transport.Error
+		if !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+			t.Errorf("pull without credentials: %v, want 401", err)
+		}
+		if err := readLayer(t, reg, remote.WithAuth(&authn.Basic{Username: "bob", Password: "wrong"})); err == nil {
+			t.Error("pull with a wrong password succeeded")
+		}
+		for name, cfg := range map[string]authn.AuthConfig{
+			"password":       {Username: "bob", Password: "pw"},
+			"identity token": {IdentityToken: "id-tok"},
+			"registry token": {RegistryToken: "reg-tok"},
+		} {
+			if err := readLayer(t, reg, remote.WithAuth(authn.FromConfig(cfg))); err != nil {
+				t.Errorf("pull with %s: %v", name, err)
+			}
+		}
+	})
+	t.Run("escaping layer", func(t *testing.T) {
+		reg := framework.StartRegistry(t)
+		bad := framework.TarLayer(t,
+			framework.TarFile{Name: "etc/", Type: tar.TypeDir},
+			framework.TarFile{Name: "../escape", Body: "outside"},
+			framework.TarFile{Name: "link", Type: tar.TypeSymlink, Linkname: "/tmp"},
+			framework.TarFile{Name: "link/through", Body: "via symlink"},
+		)
+		img, err := mutate.AppendLayers(reg.Image(t, "busybox"), bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.PushImage(t, "berth.test/bad/escape:1", img)
+		f := fetch(t, reg, "berth.test/bad/escape:1")
+		f.readLayers(t)
+		f.top(t, "../escape")
+	})
 }
