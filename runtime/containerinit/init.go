@@ -40,6 +40,12 @@ const (
 // SyncFDEnv names the environment variable holding the sync socket's fd.
 const SyncFDEnv = "_BERTH_SYNC_FD"
 
+// ExecFlag, as the init's argument instead of a bundle dir, makes it run a
+// process in an existing container: nsenter joined the container's
+// namespaces (the mount one included), and the spec, whose process is the
+// one to run, comes as the first line on the sync socket.
+const ExecFlag = "--exec"
+
 // LockThread must be called from an init function of the main package of
 // the init role: credentials, capabilities and no_new_privs are set per
 // thread, and execve keeps those of the calling thread, so all of it must
@@ -57,6 +63,10 @@ func Main(args []string) int {
 	}
 	unix.CloseOnExec(fd)
 	sync := os.NewFile(uintptr(fd), "sync")
+	run := runCreate
+	if args[0] == ExecFlag {
+		run = runExec
+	}
 	if err := run(args[0], sync); err != nil {
 		fmt.Fprintf(sync, "%s %s\n", MsgError, strings.ReplaceAll(err.Error(), "\n", " "))
 		return 1
@@ -64,7 +74,7 @@ func Main(args []string) int {
 	return 0
 }
 
-func run(bundle string, sync *os.File) error {
+func runCreate(bundle string, sync *os.File) error {
 	spec, err := loadSpec(bundle)
 	if err != nil {
 		return err
@@ -85,6 +95,34 @@ func run(bundle string, sync *os.File) error {
 	if err := setupNamespaced(spec); err != nil {
 		return err
 	}
+	return finish(spec, bufio.NewReader(sync), sync)
+}
+
+func runExec(_ string, sync *os.File) error {
+	r := bufio.NewReader(sync)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("read exec spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(line, &spec); err != nil {
+		return fmt.Errorf("parse exec spec: %w", err)
+	}
+	if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Linux == nil {
+		return fmt.Errorf("exec spec has no process args")
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	// Joining the mount namespace put us at its root, the container's.
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	return finish(&spec, r, sync)
+}
+
+// finish drops privileges, reports ready, waits for start and execs.
+func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 	if spec.Process.Terminal {
 		if err := setupConsole(spec.Process, sync); err != nil {
 			return err
@@ -101,7 +139,7 @@ func run(bundle string, sync *os.File) error {
 	if _, err := fmt.Fprintln(sync, MsgReady); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
-	line, err := bufio.NewReader(sync).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		// The creator went away: nothing must run.
 		os.Exit(1)

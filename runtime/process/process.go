@@ -54,6 +54,7 @@ type Container struct {
 	pending   []byte // read from sync, not yet consumed
 	cg        *cgroups.Cgroup
 	ownCgroup bool
+	destroyed bool // the owned cgroup is gone
 	// Console is the pty master when the spec asked for a terminal; the
 	// caller owns it.
 	Console *os.File
@@ -103,6 +104,72 @@ func nsConfig(spec *specs.Spec) (nsenter.Config, error) {
 	return c, nil
 }
 
+// ExecOpts describes a process run inside a running container.
+type ExecOpts struct {
+	InitPath string
+	// Pid is the container's init (Container.Pid): the process joins all
+	// its namespaces.
+	Pid int
+	// Spec is the container's spec; Process replaces its process (args,
+	// env, cwd, user, capabilities, terminal).
+	Spec    *specs.Spec
+	Process *specs.Process
+	// Cgroup is the container's cgroup, which the process joins.
+	Cgroup                *cgroups.Cgroup
+	Stdin, Stdout, Stderr *os.File
+	Timeout               time.Duration
+}
+
+// Exec starts a process in a running container, held before execve like a
+// created container: Start releases it, Wait reaps it, Destroy kills it
+// (and only it).
+func Exec(o ExecOpts) (*Container, error) {
+	if o.Spec == nil || o.Process == nil || len(o.Process.Args) == 0 {
+		return nil, errors.New("exec needs the container's spec and a process with args")
+	}
+	s := *o.Spec
+	s.Process = o.Process
+	data, err := json.Marshal(&s)
+	if err != nil {
+		return nil, err
+	}
+	nsc := nsenter.Config{Join: map[string]string{}}
+	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Cgroup, nsenter.Mount} {
+		p := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
+		same, err := sameNamespace(p, "/proc/self/ns/"+kind)
+		if err != nil {
+			return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+		}
+		if !same {
+			nsc.Join[kind] = p
+		}
+	}
+	if _, ok := nsc.Join[nsenter.Mount]; !ok {
+		return nil, fmt.Errorf("exec in container %d: it shares the caller's mount namespace", o.Pid)
+	}
+	c := &Container{cg: o.Cgroup}
+	err = c.launch(launchOpts{
+		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
+		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
+		first: append(data, '\n'),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	}
+	return c, nil
+}
+
+func sameNamespace(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
 func readSpec(bundle string) (*specs.Spec, error) {
 	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
@@ -117,7 +184,7 @@ func readSpec(bundle string) (*specs.Spec, error) {
 
 // Create starts the container's init and returns once it is ready to exec
 // the command (or failed: then nothing is left behind).
-func Create(o CreateOpts) (_ *Container, retErr error) {
+func Create(o CreateOpts) (*Container, error) {
 	spec := o.Spec
 	if spec == nil {
 		var err error
@@ -132,16 +199,55 @@ func Create(o CreateOpts) (_ *Container, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	env, err := nsc.Env()
+	c := &Container{cg: o.Cgroup}
+	// The cgroup exists before the init starts: the init binds its dirs
+	// into the container's /sys/fs/cgroup.
+	if c.cg == nil && spec.Linux.CgroupsPath != "" {
+		if c.cg, err = cgroups.Create(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
+			return nil, err
+		}
+		c.ownCgroup = true
+	}
+	err = c.launch(launchOpts{
+		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
+		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	return c, nil
+}
+
+type launchOpts struct {
+	initPath              string
+	args                  []string // after "init"
+	ns                    nsenter.Config
+	stdin, stdout, stderr *os.File
+	timeout               time.Duration
+	// first is sent to the init before anything else (exec: its spec).
+	first []byte
+}
+
+// launch starts berth-shim init, learns its pid, puts it into c.cg and
+// waits for "ready". On failure it undoes everything, c's cgroup included
+// when c owns it.
+func (c *Container) launch(o launchOpts) (retErr error) {
+	defer func() {
+		if retErr != nil {
+			c.abort()
+		}
+	}()
+	o.ns.SyncFD = 3
+	env, err := o.ns.Env()
+	if err != nil {
+		return err
 	}
 	// The init is short-lived: a small runtime starts faster.
 	env = append(env, "GOMAXPROCS=1", "GOGC=off")
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("sync socket: %w", err)
+		return fmt.Errorf("sync socket: %w", err)
 	}
 	parentFile := os.NewFile(uintptr(fds[0]), "sync")
 	childFile := os.NewFile(uintptr(fds[1]), "sync-child")
@@ -149,80 +255,68 @@ func Create(o CreateOpts) (_ *Container, retErr error) {
 	parentFile.Close()
 	if err != nil {
 		childFile.Close()
-		return nil, fmt.Errorf("sync socket: %w", err)
+		return fmt.Errorf("sync socket: %w", err)
 	}
-	c := &Container{sync: conn.(*net.UnixConn)}
-	defer func() {
-		if retErr != nil {
-			c.abort()
-		}
-	}()
-
-	// The cgroup exists before the init starts: the init binds its dirs
-	// into the container's /sys/fs/cgroup.
-	c.cg = o.Cgroup
-	if c.cg == nil && spec.Linux.CgroupsPath != "" {
-		if c.cg, err = cgroups.Create(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
-			return nil, err
-		}
-		c.ownCgroup = true
-	}
+	c.sync = conn.(*net.UnixConn)
 
 	cmd := &exec.Cmd{
-		Path:       o.InitPath,
-		Args:       []string{"berth-shim", "init", o.BundleDir},
+		Path:       o.initPath,
+		Args:       append([]string{"berth-shim", "init"}, o.args...),
 		Env:        env,
-		Stdin:      o.Stdin,
-		Stdout:     o.Stdout,
-		Stderr:     o.Stderr,
 		ExtraFiles: []*os.File{childFile},
 	}
 	// A nil *os.File in an interface is not nil for exec.Cmd.
-	if o.Stdin == nil {
-		cmd.Stdin = nil
+	if o.stdin != nil {
+		cmd.Stdin = o.stdin
 	}
-	if o.Stdout == nil {
-		cmd.Stdout = nil
+	if o.stdout != nil {
+		cmd.Stdout = o.stdout
 	}
-	if o.Stderr == nil {
-		cmd.Stderr = nil
+	if o.stderr != nil {
+		cmd.Stderr = o.stderr
 	}
 	err = cmd.Start()
 	childFile.Close()
 	if err != nil {
-		return nil, fmt.Errorf("start init: %w", err)
+		return fmt.Errorf("start init: %w", err)
 	}
-	timeout := o.Timeout
+	timeout := o.timeout
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	_ = c.sync.SetReadDeadline(time.Now().Add(timeout))
+	_ = c.sync.SetDeadline(time.Now().Add(timeout))
+	if o.first != nil {
+		if _, err := c.sync.Write(o.first); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("send to init: %w", err)
+		}
+	}
 
-	if nsc.Forks() {
+	if o.ns.Forks() {
 		// The started process only enters the PID namespace and reports
 		// its child (ours, by CLONE_PARENT), the real init.
 		line, rerr := c.readMsg()
 		werr := cmd.Wait()
 		if rerr != nil {
-			return nil, fmt.Errorf("init did not report its pid: %v (%v)", rerr, werr)
+			return fmt.Errorf("init did not report its pid: %v (%v)", rerr, werr)
 		}
 		pidStr, ok := strings.CutPrefix(line, "pid ")
 		if !ok {
-			return nil, fmt.Errorf("create container: %s", strings.TrimPrefix(line, containerinit.MsgError+" "))
+			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
 		}
 		if c.pid, err = strconv.Atoi(pidStr); err != nil {
-			return nil, fmt.Errorf("init reported a bad pid %q", pidStr)
+			return fmt.Errorf("init reported a bad pid %q", pidStr)
 		}
 		if c.proc, err = os.FindProcess(c.pid); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		c.pid, c.proc = cmd.Process.Pid, cmd.Process
 	}
-
 	if c.cg != nil {
 		if err := c.cg.AddProc(c.pid); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
@@ -232,18 +326,18 @@ func Create(o CreateOpts) (_ *Container, retErr error) {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("init exited before it was ready")
 			}
-			return nil, fmt.Errorf("create container: %w", err)
+			return err
 		}
 		switch {
 		case line == containerinit.MsgReady:
-			_ = c.sync.SetReadDeadline(time.Time{})
-			return c, nil
+			_ = c.sync.SetDeadline(time.Time{})
+			return nil
 		case line == containerinit.MsgConsole:
-			// handled in readMsg
+			// readMsg took the pty master.
 		case strings.HasPrefix(line, containerinit.MsgError+" "):
-			return nil, fmt.Errorf("create container: %s", strings.TrimPrefix(line, containerinit.MsgError+" "))
+			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
 		default:
-			return nil, fmt.Errorf("create container: unexpected message %q from init", line)
+			return fmt.Errorf("unexpected message %q from init", line)
 		}
 	}
 }
@@ -302,8 +396,12 @@ func (c *Container) abort() {
 	}
 	if c.Console != nil {
 		c.Console.Close()
+		c.Console = nil
 	}
-	c.sync.Close()
+	if c.sync != nil {
+		c.sync.Close()
+		c.sync = nil
+	}
 }
 
 // Pid is the container's init process in the caller's PID namespace.
@@ -369,28 +467,32 @@ func (c *Container) OOMKilled() bool {
 	return err == nil && n > 0
 }
 
-// Destroy kills every process of the container and, if Create made the
-// cgroup, removes it. The caller must have reaped the init (Wait) or let
-// Destroy do it by passing reap.
+// Destroy kills the process; when Create made the cgroup, it kills every
+// process in it and removes it (a cgroup given in CreateOpts is the
+// caller's to kill and remove). It does not reap the init: call Wait.
+// Calling it again is harmless.
 func (c *Container) Destroy() error {
 	if c.sync != nil {
 		c.sync.Close()
 		c.sync = nil
 	}
-	if c.cg == nil {
-		_ = c.proc.Kill()
+	if !c.ownCgroup {
+		if err := c.proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("kill %d: %w", c.pid, err)
+		}
+		return nil
+	}
+	if c.destroyed {
 		return nil
 	}
 	if err := c.cg.KillAll(); err != nil {
 		return err
 	}
-	if !c.ownCgroup {
-		return nil
-	}
 	// Killed processes leave the cgroup once reaped; give them a moment.
 	var err error
 	for i := 0; i < 200; i++ {
 		if err = c.cg.Delete(); err == nil {
+			c.destroyed = true
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)

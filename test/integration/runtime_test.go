@@ -575,3 +575,83 @@ func TestRuntimeCreateStartLatency(t *testing.T) {
 		t.Errorf("create+start p50 %v is far off the goal", p50)
 	}
 }
+
+// startSleeper runs a long sleep in a new container and returns it.
+func (e *runtimeEnv) startSleeper(t *testing.T, name string) (*process.Container, *specs.Spec) {
+	t.Helper()
+	b := e.bundle(t, name)
+	s := e.baseSpec(name, "sleep", "1000")
+	c, output := e.create(t, b, s)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Destroy()
+		_, _ = c.Wait()
+		output()
+	})
+	return c, s
+}
+
+func TestRuntimeExec(t *testing.T) {
+	e := newRuntimeEnv(t)
+	c, s := e.startSleeper(t, "execd")
+	exec := func(args ...string) (string, process.ExitStatus, error) {
+		p := *s.Process
+		p.Args = args
+		p.Cwd = "/tmp"
+		p.Env = append(p.Env, "EXEC=1")
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outR.Close()
+		x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, Cgroup: c.Cgroup(), Stdout: outW, Stderr: outW})
+		outW.Close()
+		if err != nil {
+			return "", process.ExitStatus{}, err
+		}
+		if err := x.Start(); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(outR)
+		st, err := x.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), st, nil
+	}
+	out, st, err := exec("sh", "-c", "echo pid=$$; cat /etc/layer; hostname; pwd; echo $EXEC; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep memory /proc/self/cgroup; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("top\nctr-execd\n/tmp\n1\nsleep 1000 \n4:memory:%s\n", s.Linux.CgroupsPath)
+	if st.Code != 3 || !strings.HasPrefix(out, "pid=") || strings.HasPrefix(out, "pid=1\n") || !strings.HasSuffix(out, want) {
+		t.Fatalf("exec: status %+v output %q, want a pid other than 1 and %q", st, out, want)
+	}
+	if _, _, err := exec("no-such-tool"); err == nil || !strings.Contains(err.Error(), "no-such-tool") {
+		t.Fatalf("exec of a missing command: %v", err)
+	}
+	// The container is untouched by its execs.
+	if err := c.Signal(0); err != nil {
+		t.Fatalf("container gone after exec: %v", err)
+	}
+}
+
+// TestRuntimeJoinPIDNamespace: a container in another's PID namespace (the
+// TARGET mode, and how a pod's shared PID namespace is joined) sees its
+// processes.
+func TestRuntimeJoinPIDNamespace(t *testing.T) {
+	e := newRuntimeEnv(t)
+	target, _ := e.startSleeper(t, "target")
+	s := e.baseSpec("joiner", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo me=$$")
+	for i, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/pid", target.Pid())
+		}
+	}
+	r := e.run(t, "joiner", s)
+	if r.status.Code != 0 || !strings.HasPrefix(r.stdout, "sleep 1000 \nme=") || strings.Contains(r.stdout, "me=1\n") {
+		t.Fatalf("status %+v stdout %q stderr %q", r.status, r.stdout, r.stderr)
+	}
+}
