@@ -26,15 +26,19 @@ import (
 // HostsDir says so in containerd's hosts.toml format, one
 // <host>/hosts.toml per upstream (testimages.Upstreams):
 //
-//	server = "https://registry.k8s.io"
+//	server = "http://127.0.0.1:PORT/v2/registry.k8s.io"
+//	override_path = true
 //
 //	[host."http://127.0.0.1:PORT/v2/registry.k8s.io"]
 //	  capabilities = ["pull", "resolve"]
 //	  override_path = true
 //
-// override_path = true means the mirror URL's path is the API root in place
-// of /v2, so a pull of registry.k8s.io/pause:3.9 asks for
-// http://127.0.0.1:PORT/v2/registry.k8s.io/pause/manifests/3.9.
+// override_path = true means the URL's path is the API root in place of /v2,
+// so a pull of registry.k8s.io/pause:3.9 asks for
+// http://127.0.0.1:PORT/v2/registry.k8s.io/pause/manifests/3.9. The local
+// registry is the mirror and the server both: a pull the mirror fails falls
+// through to the "registry itself", which is the local one again, so no test
+// reaches for the internet (a missing image is a 404 from 127.0.0.1).
 type Registry struct {
 	Addr     string   // 127.0.0.1:port
 	HostsDir string   // hosts.toml dir for berthd --registry-config-dir

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -368,6 +369,15 @@ func TestRegistryBenchAndFormatImages(t *testing.T) {
 	}
 	mixed.readLayers(t) // decompresses gzip and zstd and checks every digest
 	mixed.top(t, "bin/busybox")
+	for i := range 4 {
+		if l := mixed.top(t, fmt.Sprintf("etc/berth/format-layer-%d", i)).layer; l != i {
+			t.Errorf("etc/berth/format-layer-%d in layer %d", i, l)
+		}
+	}
+	bb := fetch(t, reg, "busybox")
+	if mixed.cfg.RootFS.DiffIDs[1] == bb.cfg.RootFS.DiffIDs[1] {
+		t.Errorf("mixed image shares busybox's layers: its zstd layer would never be unpacked")
+	}
 
 	full := fetch(t, reg, "berth.test/config/full:latest")
 	c := full.cfg.Config
@@ -387,6 +397,7 @@ func TestRegistryHostsDirAndPush(t *testing.T) {
 		}
 		s := string(b)
 		for _, want := range []string{
+			`server = "http://` + reg.Addr + `/v2/` + host + `"`,
 			`[host."http://` + reg.Addr + `/v2/` + host + `"]`,
 			`capabilities = ["pull", "resolve"]`,
 			`override_path = true`,

@@ -167,7 +167,8 @@ func cacheKey() (string, error) {
 			if err != nil {
 				return err
 			}
-			if !e.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			// serve.go does not change the images.
+			if !e.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") && filepath.Base(p) != "serve.go" {
 				files = append(files, p)
 			}
 			return nil

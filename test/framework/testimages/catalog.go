@@ -401,8 +401,15 @@ func (c *catalog) buildAll() error {
 	nnp := layerSpec{"setuid nnp", []file{reg("usr/local/bin/nnp", 0o4755, 0, 0, c.imagebin)}, gzipped}
 	pause := layerSpec{"pause", []file{reg("pause", 0o755, 0, 0, c.imagebin)}, gzipped}
 
-	// The mixed-format image: the same content stored three ways.
+	// The mixed-format image: busybox's layers stored three ways, each with
+	// a file of its own so that its diff IDs (and so its unpacked layers and
+	// image ID) are not busybox's.
 	mixed := c.baseLayers()
+	for i := range mixed {
+		mixed[i].comment += ", format test copy"
+		mixed[i].files = append(append([]file{}, mixed[i].files...),
+			text(fmt.Sprintf("etc/berth/format-layer-%d", i), fmt.Sprintf("layer %d of %s\n", i, MixedLayersRef)))
+	}
 	mixed[1].c, mixed[2].c = zstded, uncompressed
 
 	fullHome := layerSpec{"app dir owned by berth1", []file{

@@ -262,23 +262,24 @@ func (w logfWriter) Write(p []byte) (int, error) {
 // HostsTOML is the containerd-format hosts.toml that sends pulls of upstream
 // (a registry host such as registry.k8s.io) to the local registry at addr.
 //
-// The mirror's URL carries the local repository prefix and override_path =
-// true, as containerd defines it: requests go to
-// http://addr/v2/<upstream>/<repository>/manifests/<ref> (and /blobs/...),
-// i.e. the URL's path replaces the usual /v2 root, and the repository path is
-// appended as usual.
+// The local registry is both the mirror and the server: a pull that fails
+// on the mirror falls through to the "registry itself" as usual, but that is
+// the local registry again, so tests never reach for the internet.
+//
+// The URLs carry the local repository prefix with override_path = true, as
+// containerd defines it: the URL's path is the API root in place of /v2, and
+// the repository is appended as usual, so requests go to
+// http://addr/v2/<upstream>/<repository>/manifests/<ref> (and /blobs/...).
 func HostsTOML(upstream, addr string) string {
-	server := "https://" + upstream
-	if upstream == "docker.io" {
-		server = "https://registry-1.docker.io"
-	}
-	return fmt.Sprintf(`# Written by berth's test registry: pulls of %[1]s go to the local registry.
-server = %[2]q
+	return fmt.Sprintf(`# Written by berth's test registry: pulls of %[1]s go to the local
+# registry at %[2]s, which also stands in for the registry itself.
+server = "http://%[2]s/v2/%[1]s"
+override_path = true
 
-[host."http://%[3]s/v2/%[1]s"]
+[host."http://%[2]s/v2/%[1]s"]
   capabilities = ["pull", "resolve"]
   override_path = true
-`, upstream, server, addr)
+`, upstream, addr)
 }
 
 // WriteHostsDir writes <dir>/<upstream>/hosts.toml for every upstream.
