@@ -68,6 +68,10 @@ func (n *Network) Setup(ctx context.Context, p Pod) (*Attachment, error) {
 	if err != nil {
 		return nil, err
 	}
+	list = withoutLoopback(list)
+	if len(list.Plugins) == 0 {
+		return &Attachment{Network: list.Name}, nil
+	}
 	rt := runtimeConf(p)
 	res, err := n.cni.AddNetworkList(ctx, list, rt)
 	if err != nil {
@@ -152,7 +156,7 @@ func (n *Network) Teardown(ctx context.Context, p Pod) error {
 			// No cache and no config: nothing we could release.
 			return nil
 		}
-		if err := n.cni.DelNetworkList(ctx, list, runtimeConf(p)); err != nil {
+		if err := n.cni.DelNetworkList(ctx, withoutLoopback(list), runtimeConf(p)); err != nil {
 			return fmt.Errorf("CNI DEL of %s on network %q: %w", p.ID, list.Name, err)
 		}
 		return nil
@@ -164,6 +168,7 @@ func (n *Network) Teardown(ctx context.Context, p Pod) error {
 			errs = append(errs, fmt.Errorf("cached CNI config of %s: %w", p.ID, err))
 			continue
 		}
+		list = withoutLoopback(list)
 		rt := &libcni.RuntimeConf{ContainerID: a.ContainerID, NetNS: p.NetNS, IfName: a.IfName, Args: a.CniArgs, CapabilityArgs: a.CapabilityArgs}
 		if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
 			errs = append(errs, fmt.Errorf("CNI DEL of %s on network %q: %w", p.ID, list.Name, err))
@@ -211,3 +216,18 @@ func (n *Network) GC(ctx context.Context, validPods []string) error {
 
 // ParseProtocol maps a CRI protocol name to portmap's.
 func ParseProtocol(p string) string { return strings.ToLower(p) }
+
+// withoutLoopback drops "loopback" plugins: the pod's lo is brought up when
+// its network namespace is made (package sandbox), and one plugin less to
+// exec is a few milliseconds less per pod start and stop. The plugin has
+// nothing to release on DEL.
+func withoutLoopback(list *libcni.NetworkConfigList) *libcni.NetworkConfigList {
+	c := *list
+	c.Plugins = nil
+	for _, p := range list.Plugins {
+		if p.Network.Type != "loopback" {
+			c.Plugins = append(c.Plugins, p)
+		}
+	}
+	return &c
+}

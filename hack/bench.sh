@@ -7,11 +7,19 @@ endpoint=${BENCH_ENDPOINT:-}
 if [ -z "$endpoint" ]; then
 	dir=$(mktemp -d /tmp/berth-bench-XXXX)
 	: >"$dir/config.toml"
+	bridge=""
+	if [ -z "${BENCH_CNI_CONF_DIR:-}" ]; then
+		# A bridge network of its own (name and subnet unique to this run).
+		bridge="bb-${dir##*-}"
+		mkdir -p "$dir/net.d"
+		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 256)).0/24|" \
+			-e "s|@IPAMDIR@|$dir/ipam|" hack/cni-default.conflist >"$dir/net.d/10-bench.conflist"
+	fi
 	./bin/berthd --listen "unix://$dir/berth.sock" --root "$dir/root" --state "$dir/state" \
 		--config "$dir/config.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
 		--registry-config-dir "${BENCH_REGISTRY_CONFIG_DIR:-$dir/certs.d}" 2>"$dir/berthd.log" &
 	pid=$!
-	trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+	trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; [ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null; rm -rf "$dir"' EXIT
 	endpoint="unix://$dir/berth.sock"
 	for _ in $(seq 100); do [ -S "$dir/berth.sock" ] && break; sleep 0.1; done
 fi

@@ -1,4 +1,14 @@
 #!/usr/bin/env bash
-# Prepares the node for `make run`: the directories berthd uses by default.
+# Prepares the node for `make run`: the directories berthd uses by default and,
+# when /etc/cni/net.d holds no network config, a default one: a bridge
+# (berth0, 10.88.0.0/16, NAT to the outside) with host-local IPAM, portmap
+# for hostPorts and loopback, from hack/cni-default.conflist. The plugins are
+# Debian's containernetworking-plugins in /usr/lib/cni (hack/install-deps.sh).
 set -euo pipefail
-mkdir -p /etc/berth /etc/berth/certs.d /var/lib/berth /run/berth
+cd "$(dirname "$0")/.."
+mkdir -p /etc/berth /etc/berth/certs.d /var/lib/berth /run/berth /etc/cni/net.d
+if ! ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json >/dev/null 2>&1; then
+	sed -e "s|@BRIDGE@|${BERTH_CNI_BRIDGE:-berth0}|g" -e "s|@SUBNET@|${BERTH_CNI_SUBNET:-10.88.0.0/16}|" \
+		-e "s|@IPAMDIR@|/var/lib/cni/networks|" hack/cni-default.conflist >/etc/cni/net.d/10-berth.conflist
+	echo "setup-default: wrote /etc/cni/net.d/10-berth.conflist" >&2
+fi

@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -141,8 +142,18 @@ func createCgroup(p string, res *specs.LinuxResources) (podCgroup, error) {
 // deleteCgroup removes the pod's cgroup (it must hold no process); a
 // missing one is fine. The default parent goes too once empty.
 func deleteCgroup(p string) error {
-	if err := deleteOne(p); err != nil {
-		return err
+	// A process that just exited stays in the cgroup until its parent reaps
+	// it: retry for a while.
+	deadline := time.Now().Add(5 * time.Second)
+	for d := 2 * time.Millisecond; ; d = min(2*d, 100*time.Millisecond) {
+		err := deleteOne(p)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(d)
 	}
 	if path.Dir(p) == defaultCgroupParent {
 		// rmdir fails (harmlessly) while other pods, of any berthd, use it.

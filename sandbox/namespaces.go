@@ -61,6 +61,11 @@ func createOnThread(pinDir string, spec nsSpec) (pins map[string]string, err err
 	if err := unix.Unshare(flags); err != nil {
 		return nil, fmt.Errorf("unshare namespaces: %w", err)
 	}
+	if spec.net {
+		if err := loopbackUp(); err != nil {
+			return nil, fmt.Errorf("bring up lo: %w", err)
+		}
+	}
 	if spec.uts && spec.hostname != "" {
 		if err := unix.Sethostname([]byte(spec.hostname)); err != nil {
 			return nil, fmt.Errorf("set hostname %q: %w", spec.hostname, err)
@@ -224,4 +229,23 @@ func unescapeMountPath(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// loopbackUp brings up lo of the calling thread's network namespace, so no
+// loopback CNI plugin needs to run.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }

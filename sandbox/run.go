@@ -145,6 +145,11 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	step := func(name string, e error) error {
 		return fmt.Errorf("run pod sandbox %s: %s: %w", cfg.Metadata.Name, name, e)
 	}
+	// Step timings, logged at -v=4.
+	var timings []any
+	mark := func(name string) {
+		timings = append(timings, name, time.Since(start).Round(10*time.Microsecond).String())
+	}
 
 	hostname := cfg.Hostname
 	if cfg.HostNetwork {
@@ -179,6 +184,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 		return "", step("create namespaces", err)
 	}
 	undo = append(undo, func() { _ = unpin(pins); _ = os.RemoveAll(pinDir) })
+	mark("namespaces")
 	sb.NetNS, sb.IPCNS, sb.UTSNS = pins["net"], pins["ipc"], pins["uts"]
 
 	sb.ShmPath = "/dev/shm"
@@ -190,33 +196,31 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 		undo = append(undo, func() { _ = unmountRemove(sb.ShmPath) })
 	}
 
-	cg, err := createCgroup(sb.Cgroup, linuxResources(cfg.Resources, cfg.Overhead))
-	if err != nil {
-		return "", step("pod cgroup", err)
-	}
-	undo = append(undo, func() {
-		if err := deleteCgroup(sb.Cgroup); err != nil {
-			klog.ErrorS(err, "Undoing pod cgroup", "pod", id)
-		}
-	})
-
-	// The shim starts while CNI works: neither needs the other.
+	// The cgroup and the shim are made while CNI works: neither needs the
+	// other.
 	type launched struct {
-		l   *shim.Launched
-		err error
+		cg     podCgroup
+		l      *shim.Launched
+		cgErr  error
+		err    error
+		doneAt time.Duration
 	}
 	shimCh := make(chan launched, 1)
 	go func() {
+		var r launched
+		defer func() { r.doneAt = time.Since(start); shimCh <- r }()
+		if r.cg, r.cgErr = createCgroup(sb.Cgroup, linuxResources(cfg.Resources, cfg.Overhead)); r.cgErr != nil {
+			return
+		}
 		opts := shim.LaunchOptions{
 			Binary: m.opts.ShimBinary, PodID: id, StateDir: sb.StateDir,
 			LogPath: filepath.Join(sb.StateDir, "shim.log"),
-			Place:   cg.add,
+			Place:   r.cg.add,
 		}
 		if cfg.SharedPID {
 			opts.Pause = &shim.PauseOptions{NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}
 		}
-		l, err := shim.Launch(ctx, opts)
-		shimCh <- launched{l, err}
+		r.l, r.err = shim.Launch(ctx, opts)
 	}()
 	var netErr error
 	if !cfg.HostNetwork && m.opts.Network != nil {
@@ -235,13 +239,25 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 			undo = append(undo, func() { m.teardown(sb) })
 		}
 	}
+	mark("network")
 	sr := <-shimCh
-	if sr.err == nil {
+	timings = append(timings, "cgroup+shim", sr.doneAt.Round(10*time.Microsecond).String())
+	if sr.cgErr == nil {
+		undo = append(undo, func() {
+			if err := deleteCgroup(sb.Cgroup); err != nil {
+				klog.ErrorS(err, "Undoing pod cgroup", "pod", id)
+			}
+		})
+	}
+	if sr.err == nil && sr.cgErr == nil {
 		sb.ShimPid, sb.ShimStartTime = sr.l.Pid, sr.l.StartTime
 		undo = append(undo, func() { m.stopShim(sb) })
 	}
 	if netErr != nil {
 		return "", step("network", netErr)
+	}
+	if sr.cgErr != nil {
+		return "", step("pod cgroup", sr.cgErr)
 	}
 	if sr.err != nil {
 		return "", step("start shim", sr.err)
@@ -270,7 +286,9 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	m.pods[id] = sb
 	m.names[cfg.Metadata.key()] = id
 	m.mu.Unlock()
+	mark("recorded")
 	klog.V(2).InfoS("Pod sandbox ready", "pod", id, "name", cfg.Metadata.Name, "ips", sb.IPs, "duration", time.Since(start))
+	klog.V(4).InfoS("Pod sandbox steps", append([]any{"pod", id}, timings...)...)
 	return id, nil
 }
 

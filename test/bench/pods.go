@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Pod sandbox lifecycle latency and the memory each running pod costs, with
+// the network config the endpoint has (make bench gives berthd a bridge).
+func init() {
+	register("pods", benchPods)
+}
+
+const (
+	latencyPods = 30
+	memoryPods  = 50
+)
+
+// runtimeProcs are the per-pod processes of the runtimes we compare: berth's
+// shim and pause, containerd's shims and pause, CRI-O's conmon.
+var runtimeProcs = map[string]bool{
+	"berth-shim": true, "containerd-shim": true, "containerd-shim-runc-v2": true, "pause": true, "conmon": true,
+}
+
+// podConfig is shaped like the kubelet's: own PID namespace per container,
+// labels.
+func podConfig(run string, i int) *runtimeapi.PodSandboxConfig {
+	name := fmt.Sprintf("bench-%s-%d", run, i)
+	return &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: fmt.Sprintf("uid-%s-%d", run, i)},
+		Hostname: name,
+		Labels:   map[string]string{"bench": run},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			},
+		},
+	}
+}
+
+func benchPods(e *env) error {
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var ids []string
+	cleanup := func() {
+		for _, id := range ids {
+			_, _ = e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+			_, _ = e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+		}
+		ids = nil
+	}
+	defer cleanup()
+
+	var runs, stops, removes []time.Duration
+	for i := 0; i < latencyPods; i++ {
+		start := time.Now()
+		resp, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(run, i)})
+		if err != nil {
+			return fmt.Errorf("RunPodSandbox: %w", err)
+		}
+		runs = append(runs, time.Since(start))
+		ids = append(ids, resp.PodSandboxId)
+	}
+	for _, id := range ids {
+		start := time.Now()
+		if _, err := e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("StopPodSandbox: %w", err)
+		}
+		stops = append(stops, time.Since(start))
+		start = time.Now()
+		if _, err := e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("RemovePodSandbox: %w", err)
+		}
+		removes = append(removes, time.Since(start))
+	}
+	ids = nil
+	summary("RunPodSandbox", runs)
+	summary("StopPodSandbox", stops)
+	summary("RemovePodSandbox", removes)
+	both := make([]time.Duration, len(stops))
+	for i := range stops {
+		both[i] = stops[i] + removes[i]
+	}
+	summary("Stop+RemovePodSandbox", both)
+
+	before := runtimePids()
+	for i := 0; i < memoryPods; i++ {
+		resp, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(run+"m", i)})
+		if err != nil {
+			return fmt.Errorf("RunPodSandbox: %w", err)
+		}
+		ids = append(ids, resp.PodSandboxId)
+	}
+	// Let the shims settle (GC, lazily touched pages) as they would on a node.
+	time.Sleep(2 * time.Second)
+	var rss, pss uint64
+	byName := map[string]int{}
+	for pid, name := range runtimePids() {
+		if _, old := before[pid]; old {
+			continue
+		}
+		r, p, err := smapsRollup(pid)
+		if err != nil {
+			continue
+		}
+		rss += r
+		pss += p
+		byName[name]++
+	}
+	fmt.Printf("   memory with %d pods: processes %v\n", memoryPods, byName)
+	fmt.Printf("   %-28s RSS %.2f MB  PSS %.2f MB  (total RSS %.1f MB, PSS %.1f MB)\n", "per pod",
+		float64(rss)/memoryPods/1024, float64(pss)/memoryPods/1024, float64(rss)/1024, float64(pss)/1024)
+	return nil
+}
+
+// runtimePids maps the pids of runtime per-pod processes to their names.
+func runtimePids() map[int]string {
+	out := map[int]string{}
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, c := range comms {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSpace(string(b))
+		if !runtimeProcs[name] && !strings.HasPrefix(name, "containerd-shim") {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+		out[pid] = name
+	}
+	return out
+}
+
+// smapsRollup reads a process's Rss and Pss in KiB.
+func smapsRollup(pid int) (rss, pss uint64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseUint(fields[1], 10, 64)
+		switch fields[0] {
+		case "Rss:":
+			rss = v
+		case "Pss:":
+			pss = v
+		}
+	}
+	return rss, pss, sc.Err()
+}
