@@ -37,7 +37,8 @@ start() {
 	rm -f "$dir/addr" "$dir/pid"
 	go build -o "$dir/testimages" ./hack/testimages
 	# Builds the images first when _output/testimages has none for this tree.
-	setsid "$dir/testimages" serve -addr "$listen" -hosts-dir "$dir/certs.d" -addr-file "$dir/addr" \
+	mkdir -p "$dir/blobs"
+	setsid "$dir/testimages" serve -addr "$listen" -hosts-dir "$dir/certs.d" -addr-file "$dir/addr" -blob-dir "$dir/blobs" \
 		</dev/null >"$dir/log" 2>&1 &
 	echo $! >"$dir/pid"
 	for _ in $(seq 1 600); do

@@ -2,7 +2,7 @@
 // registry, for make test-images, hack/registry.sh and manual runs.
 //
 //	testimages build                     build (or find) the cached layout, print its dir
-//	testimages serve [-addr A] [-hosts-dir D] [-addr-file F]
+//	testimages serve [-addr A] [-hosts-dir D] [-addr-file F] [-blob-dir B]
 //	                                     serve every fixture until SIGINT/SIGTERM
 //	testimages list                      print every fixture reference
 package main
@@ -63,13 +63,14 @@ func serve(ctx context.Context, args []string) {
 	hostsDir := fs.String("hosts-dir", "", "write <upstream>/hosts.toml here (berthd --registry-config-dir)")
 	addrFile := fs.String("addr-file", "", "write the listen address here once serving")
 	verbose := fs.Bool("v", false, "log every request")
+	blobDir := fs.String("blob-dir", "", "keep pushed blobs here (default: a temp dir removed on exit)")
 	_ = fs.Parse(args)
 
 	dir, err := testimages.Build(ctx, testimages.CacheRoot())
 	if err != nil {
 		log.Fatal(err)
 	}
-	opts := testimages.Options{Addr: *addr}
+	opts := testimages.Options{Addr: *addr, BlobDir: *blobDir}
 	if *verbose {
 		opts.Logf = log.Printf
 	}

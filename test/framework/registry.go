@@ -97,7 +97,7 @@ func WithRegistryLog(t testing.TB) RegistryOption {
 func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	t.Helper()
 	counter := &requestCounter{n: map[string]int{}}
-	var o testimages.Options
+	o := testimages.Options{BlobDir: t.TempDir()}
 	for _, opt := range append([]RegistryOption{WithRegistryWrap(counter.wrap)}, opts...) {
 		opt(&o)
 	}

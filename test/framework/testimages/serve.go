@@ -46,7 +46,7 @@ type Server struct {
 	Refs []string // upstream references of every fixture served
 
 	srv      *http.Server
-	pushDir  string
+	ownDir   string // temp dir of pushed blobs, removed by Close
 	serveErr chan error
 }
 
@@ -57,6 +57,9 @@ type Options struct {
 	Wrap func(http.Handler) http.Handler
 	// Logf, if set, receives the registry's request log.
 	Logf func(format string, args ...any)
+	// BlobDir, if set, holds pushed blobs and is left to the caller;
+	// otherwise they go to a temp dir that Close removes.
+	BlobDir string
 }
 
 // Serve starts a registry holding every image of the layout at layoutDir.
@@ -64,11 +67,18 @@ func Serve(layoutDir string, opts Options) (*Server, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	pushDir, err := os.MkdirTemp("", "berth-registry-blobs-")
-	if err != nil {
-		return nil, err
+	pushDir, ownDir := opts.BlobDir, false
+	if pushDir == "" {
+		var err error
+		if pushDir, err = os.MkdirTemp("", "berth-registry-blobs-"); err != nil {
+			return nil, err
+		}
+		ownDir = true
 	}
-	s := &Server{pushDir: pushDir, serveErr: make(chan error, 1)}
+	s := &Server{serveErr: make(chan error, 1)}
+	if ownDir {
+		s.ownDir = pushDir
+	}
 	logger := log.New(io.Discard, "", 0)
 	if opts.Logf != nil {
 		logger = log.New(logfWriter(opts.Logf), "registry: ", 0)
@@ -77,8 +87,9 @@ func Serve(layoutDir string, opts Options) (*Server, error) {
 		registry.WithBlobHandler(&blobStore{layout: filepath.Join(layoutDir, "blobs"), pushed: pushDir}),
 		registry.Logger(logger),
 	)
+	var err error
 	if s.Refs, err = loadLayout(reg, layoutDir); err != nil {
-		os.RemoveAll(pushDir)
+		s.removeOwnDir()
 		return nil, err
 	}
 	var h http.Handler = reg
@@ -87,7 +98,7 @@ func Serve(layoutDir string, opts Options) (*Server, error) {
 	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		os.RemoveAll(pushDir)
+		s.removeOwnDir()
 		return nil, fmt.Errorf("registry listen: %w", err)
 	}
 	s.Addr = ln.Addr().String()
@@ -105,10 +116,17 @@ func (s *Server) Close() error {
 		err = s.srv.Close()
 	}
 	<-s.serveErr
-	if rerr := os.RemoveAll(s.pushDir); err == nil {
+	if rerr := s.removeOwnDir(); err == nil {
 		err = rerr
 	}
 	return err
+}
+
+func (s *Server) removeOwnDir() error {
+	if s.ownDir == "" {
+		return nil
+	}
+	return os.RemoveAll(s.ownDir)
 }
 
 // LocalRef is ref as the local registry names it:
