@@ -4,6 +4,8 @@ go 1.26.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/moby/profiles/seccomp v0.3.0
+	github.com/seccomp/libseccomp-golang v0.11.1
 	go.etcd.io/bbolt v1.5.0
 	google.golang.org/grpc v1.85.0
 	k8s.io/cri-api v0.37.2
