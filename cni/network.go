@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"golang.org/x/sys/unix"
 )
 
 // IfName is the pod's interface.
@@ -141,10 +141,11 @@ func attachmentOf(network string, res types.Result) (*Attachment, error) {
 // empty or missing netns is passed as empty: plugins still release IPs and
 // host-side rules. Without a cache entry it runs DEL with the current config.
 func (n *Network) Teardown(ctx context.Context, p Pod) error {
-	if p.NetNS != "" {
-		if _, err := os.Stat(p.NetNS); err != nil {
-			p.NetNS = ""
-		}
+	// A pin whose mount is gone (reboot, crash) is an empty file: plugins
+	// must not try to enter it.
+	var st unix.Statfs_t
+	if p.NetNS != "" && (unix.Statfs(p.NetNS, &st) != nil || st.Type != unix.NSFS_MAGIC) {
+		p.NetNS = ""
 	}
 	atts, err := n.cni.GetCachedAttachments(p.ID)
 	if err != nil {

@@ -157,7 +157,9 @@ func ipamAllocations(dir string) []string {
 func shimsMentioning(s string) []int {
 	var out []int
 	for _, pid := range processesMentioning(s) {
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(filepath.Base(string(b)), "berth-shim") {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		argv0, _, _ := strings.Cut(string(b), "\x00")
+		if filepath.Base(argv0) == "berth-shim" {
 			out = append(out, pid)
 		}
 	}
@@ -812,4 +814,96 @@ exit 0
 		t.Errorf("third run: %v, want AlreadyExists", err)
 	}
 	removePod(t, d, resp.PodSandboxId)
+}
+
+// slowPluginNet is a podNet whose config ends in a plugin that sleeps
+// (seconds) on ADD and passes the previous result on.
+func slowPluginNet(t *testing.T, dir string, seconds int) *podNet {
+	t.Helper()
+	n := newPodNet(t, dir)
+	n.binDir = filepath.Join(dir, "cni-bin")
+	if err := os.MkdirAll(n.binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		if err := os.Symlink(filepath.Join("/usr/lib/cni", p), filepath.Join(n.binDir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := fmt.Sprintf(`#!/bin/sh
+conf=$(cat)
+if [ "$CNI_COMMAND" = ADD ]; then
+	sleep %d
+	echo "$conf" | sed -n 's/.*"prevResult":\(.*\),"type":"slow"}$/\1/p'
+fi
+exit 0
+`, seconds)
+	if err := os.WriteFile(filepath.Join(n.binDir, "slow"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n.writeConf(t, n.conflist(`{"type":"slow"}`))
+	return n
+}
+
+// TestPodSandboxCrashDuringRun: berthd is killed while a pod is half made
+// (namespaces pinned, shim running, IP allocated, no record yet); the next
+// start removes all of it.
+func TestPodSandboxCrashDuringRun(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := slowPluginNet(t, dir, 3)
+	d := n.start(t)
+	go func() {
+		_, _ = d.Runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: n.podConfig("half")})
+	}()
+	// Wait until the IP is allocated and the shim runs, then crash.
+	deadline := time.Now().Add(10 * time.Second)
+	for (len(ipamAllocations(filepath.Join(n.ipamDir, n.bridge))) == 0 || len(shimsMentioning(dir)) == 0) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(n.leftovers(true)) == 0 {
+		t.Fatalf("nothing half-made to crash on:\n%s", d.Logs())
+	}
+	d.Kill()
+	time.Sleep(3500 * time.Millisecond) // the orphaned plugin finishes
+	n.writeConf(t, n.conflist())
+	d = n.start(t)
+	if left := n.leftovers(true); len(left) > 0 {
+		t.Errorf("after restart: %v\n%s", left, d.Logs())
+	}
+	resp, err := d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil || len(resp.Items) != 0 {
+		t.Errorf("pods after the crash: %v %v", resp, err)
+	}
+	for _, sub := range []string{"state/pods", "state/ns"} {
+		if entries, _ := os.ReadDir(filepath.Join(dir, sub)); len(entries) != 0 {
+			t.Errorf("%s has %d entries", sub, len(entries))
+		}
+	}
+}
+
+// TestPodSandboxLostNamespaces is a reboot as berthd sees it: the pins and
+// the shim are gone. The pod is NotReady at the next start and its IP is
+// released with the cached CNI result.
+func TestPodSandboxLostNamespaces(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	d := n.start(t)
+	id := runPod(t, d, n.podConfig("rebooted"))
+	pi := inspectPod(t, d, id)
+	d.Kill()
+	_ = unix.Kill(pi.Pid, unix.SIGKILL)
+	mps := mountsBelow(filepath.Join(dir, "state"))
+	for i := len(mps) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mps[i], unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d = n.start(t)
+	if st := inspectPod(t, d, id).status.State; st != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("pod after losing its namespaces: %v", st)
+	}
+	if allocs := ipamAllocations(filepath.Join(n.ipamDir, n.bridge)); len(allocs) != 0 {
+		t.Errorf("IP still allocated at start-up: %v\n%s", allocs, d.Logs())
+	}
+	removePod(t, d, id)
 }
