@@ -1,25 +1,24 @@
-// Package cgroups manages a container's cgroup with the cgroupfs driver on
-// cgroup v1 and v2 hosts: create it below the pod's with the spec's
-// resources, update, read statistics and OOM kills, kill everything in it
-// and remove it.
+// Package cgroups manages a container's (or pod's) cgroup with the
+// cgroupfs driver on cgroup v1 and v2 hosts, through containerd's cgroups
+// library: create it below the pod's with the spec's resources, update it,
+// read its statistics, remove it. It is berthd's side; moving processes in,
+// killing them and counting OOM kills is runtime/cgroupfs, which the shim
+// uses without this package's dependencies.
 package cgroups
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	cgroupsv3 "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 )
 
 // Root is where the cgroup hierarchies are mounted.
@@ -109,20 +108,6 @@ func Load(path string) (*Cgroup, error) {
 // Path is the cgroup's path below the hierarchy root.
 func (c *Cgroup) Path() string { return c.path }
 
-// AddProc moves a process (all its threads) into the cgroup.
-func (c *Cgroup) AddProc(pid int) error {
-	var err error
-	if c.v2 != nil {
-		err = c.v2.AddProc(uint64(pid))
-	} else {
-		err = c.v1.AddProc(uint64(pid))
-	}
-	if err != nil {
-		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, c.path, err)
-	}
-	return nil
-}
-
 // Update changes the limits of a live cgroup.
 func (c *Cgroup) Update(resources *specs.LinuxResources) error {
 	var err error
@@ -135,122 +120,6 @@ func (c *Cgroup) Update(resources *specs.LinuxResources) error {
 		return fmt.Errorf("update cgroup %s: %w", c.path, err)
 	}
 	return nil
-}
-
-// Pids lists the processes in the cgroup and its children.
-func (c *Cgroup) Pids() ([]int, error) {
-	var pids []int
-	if c.v2 != nil {
-		ps, err := c.v2.Procs(true)
-		if err != nil {
-			return nil, fmt.Errorf("list processes of cgroup %s: %w", c.path, err)
-		}
-		for _, p := range ps {
-			pids = append(pids, int(p))
-		}
-		return pids, nil
-	}
-	// The pids controller is always there on the hosts we support; the
-	// first active one would do as well.
-	ps, err := c.v1.Processes(c.v1Subsystem(), true)
-	if err != nil {
-		return nil, fmt.Errorf("list processes of cgroup %s: %w", c.path, err)
-	}
-	seen := map[int]bool{}
-	for _, p := range ps {
-		if !seen[p.Pid] {
-			seen[p.Pid] = true
-			pids = append(pids, p.Pid)
-		}
-	}
-	return pids, nil
-}
-
-func (c *Cgroup) v1Subsystem() cgroup1.Name {
-	names := map[cgroup1.Name]bool{}
-	for _, s := range c.v1.Subsystems() {
-		names[s.Name()] = true
-	}
-	for _, n := range []cgroup1.Name{cgroup1.Pids, cgroup1.Freezer, cgroup1.Memory, cgroup1.Cpu} {
-		if names[n] {
-			return n
-		}
-	}
-	return c.v1.Subsystems()[0].Name()
-}
-
-// KillAll sends SIGKILL to every process in the cgroup. On v1 the cgroup is
-// frozen meanwhile so that no process forks past the kill.
-func (c *Cgroup) KillAll() error {
-	if c.v2 != nil {
-		if err := os.WriteFile(filepath.Join(Root, c.path, "cgroup.kill"), []byte("1"), 0); err == nil {
-			return nil
-		}
-	}
-	frozen := c.freeze() == nil
-	pids, err := c.Pids()
-	if err == nil {
-		for _, pid := range pids {
-			if kerr := syscall.Kill(pid, syscall.SIGKILL); kerr != nil && kerr != syscall.ESRCH {
-				err = fmt.Errorf("kill %d: %w", pid, kerr)
-			}
-		}
-	}
-	if frozen {
-		if terr := c.thaw(); terr != nil && err == nil {
-			err = terr
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("kill processes of cgroup %s: %w", c.path, err)
-	}
-	return nil
-}
-
-func (c *Cgroup) freeze() error {
-	if c.v2 != nil {
-		return c.v2.Freeze()
-	}
-	return c.v1.Freeze()
-}
-
-func (c *Cgroup) thaw() error {
-	if c.v2 != nil {
-		return c.v2.Thaw()
-	}
-	return c.v1.Thaw()
-}
-
-// OOMKills is how many processes the kernel's OOM killer killed in the
-// cgroup. Read it before Delete: the counter goes with the cgroup.
-func (c *Cgroup) OOMKills() (uint64, error) {
-	var file, key string
-	if c.v2 != nil {
-		file, key = filepath.Join(Root, c.path, "memory.events"), "oom_kill"
-	} else {
-		file, key = filepath.Join(Root, "memory", c.path, "memory.oom_control"), "oom_kill"
-	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return 0, fmt.Errorf("read OOM kills of cgroup %s: %w", c.path, err)
-	}
-	v, _ := flatKeyed(data)[key]
-	return v, nil
-}
-
-func flatKeyed(data []byte) map[string]uint64 {
-	out := map[string]uint64{}
-	s := bufio.NewScanner(bytes.NewReader(data))
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		if len(f) != 2 {
-			continue
-		}
-		if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-			out[f[0]] = v
-		}
-	}
-	return out
 }
 
 // Stats reads CPU and memory usage.
@@ -292,8 +161,10 @@ func (c *Cgroup) Stats() (*Stats, error) {
 		st.MajorPageFaults = m.Memory.TotalPgMajFault
 		st.MemoryWorkingSet = workingSet(st.MemoryUsage, m.Memory.TotalInactiveFile)
 	}
-	if n, err := c.OOMKills(); err == nil {
-		st.OOMKills = n
+	if g, err := cgroupfs.Open(c.path); err == nil {
+		if n, err := g.OOMKills(); err == nil {
+			st.OOMKills = n
+		}
 	}
 	return st, nil
 }
@@ -318,4 +189,44 @@ func (c *Cgroup) Delete() error {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
 	return nil
+}
+
+// FS is the same cgroup for process operations (join, list, kill all, OOM
+// kills, remove), as the shim does them.
+func (c *Cgroup) FS() (*cgroupfs.Group, error) { return cgroupfs.Open(c.path) }
+
+// AddProc moves a process into the cgroup.
+func (c *Cgroup) AddProc(pid int) error {
+	g, err := c.FS()
+	if err != nil {
+		return err
+	}
+	return g.AddProc(pid)
+}
+
+// Pids lists the processes in the cgroup and below it.
+func (c *Cgroup) Pids() ([]int, error) {
+	g, err := c.FS()
+	if err != nil {
+		return nil, err
+	}
+	return g.Pids()
+}
+
+// KillAll sends SIGKILL to every process in the cgroup.
+func (c *Cgroup) KillAll() error {
+	g, err := c.FS()
+	if err != nil {
+		return err
+	}
+	return g.KillAll()
+}
+
+// OOMKills is how many processes the OOM killer killed in the cgroup.
+func (c *Cgroup) OOMKills() (uint64, error) {
+	g, err := c.FS()
+	if err != nil {
+		return 0, err
+	}
+	return g.OOMKills()
 }

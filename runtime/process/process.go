@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/containerinit"
 	"github.com/berth-dev/berth/runtime/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -38,23 +38,18 @@ type CreateOpts struct {
 	// Stdio of the process; nil means /dev/null. Ignored for stdout and
 	// stderr when the spec asks for a terminal (see Container.Console).
 	Stdin, Stdout, Stderr *os.File
-	// Cgroup, when set, receives the process; otherwise the cgroup at
-	// spec.Linux.CgroupsPath is created with spec.Linux.Resources (and
-	// removed by Container.Destroy).
-	Cgroup *cgroups.Cgroup
 	// Timeout bounds the setup until "ready"; 0 means 30s.
 	Timeout time.Duration
 }
 
 // Container is a created container process.
 type Container struct {
-	pid       int
-	proc      *os.Process
-	sync      *net.UnixConn
-	pending   []byte // read from sync, not yet consumed
-	cg        *cgroups.Cgroup
-	ownCgroup bool
-	destroyed bool // the owned cgroup is gone
+	pid     int
+	proc    *os.Process
+	sync    *net.UnixConn
+	pending []byte // read from sync, not yet consumed
+	cg      *cgroupfs.Group
+	exec    bool // an Exec: Destroy kills only this process
 	// Console is the pty master when the spec asked for a terminal; the
 	// caller owns it.
 	Console *os.File
@@ -111,11 +106,10 @@ type ExecOpts struct {
 	// its namespaces.
 	Pid int
 	// Spec is the container's spec; Process replaces its process (args,
-	// env, cwd, user, capabilities, terminal).
-	Spec    *specs.Spec
-	Process *specs.Process
-	// Cgroup is the container's cgroup, which the process joins.
-	Cgroup                *cgroups.Cgroup
+	// env, cwd, user, capabilities, terminal). The process joins the
+	// spec's cgroup.
+	Spec                  *specs.Spec
+	Process               *specs.Process
 	Stdin, Stdout, Stderr *os.File
 	Timeout               time.Duration
 }
@@ -147,7 +141,10 @@ func Exec(o ExecOpts) (*Container, error) {
 	if _, ok := nsc.Join[nsenter.Mount]; !ok {
 		return nil, fmt.Errorf("exec in container %d: it shares the caller's mount namespace", o.Pid)
 	}
-	c := &Container{cg: o.Cgroup}
+	c := &Container{exec: true}
+	if c.cg, err = openCgroup(&s); err != nil {
+		return nil, err
+	}
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
@@ -168,6 +165,23 @@ func sameNamespace(a, b string) (bool, error) {
 		return false, err
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
+// openCgroup names the spec's cgroup, which must exist: berthd creates it
+// with its resources (runtime/cgroups) before the create, and the init binds
+// its dirs into the container's /sys/fs/cgroup.
+func openCgroup(spec *specs.Spec) (*cgroupfs.Group, error) {
+	if spec.Linux.CgroupsPath == "" {
+		return nil, nil
+	}
+	g, err := cgroupfs.Open(spec.Linux.CgroupsPath)
+	if err != nil {
+		return nil, err
+	}
+	if !g.Exists() {
+		return nil, fmt.Errorf("cgroup %s does not exist", spec.Linux.CgroupsPath)
+	}
+	return g, nil
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {
@@ -199,14 +213,9 @@ func Create(o CreateOpts) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{cg: o.Cgroup}
-	// The cgroup exists before the init starts: the init binds its dirs
-	// into the container's /sys/fs/cgroup.
-	if c.cg == nil && spec.Linux.CgroupsPath != "" {
-		if c.cg, err = cgroups.Create(spec.Linux.CgroupsPath, spec.Linux.Resources); err != nil {
-			return nil, err
-		}
-		c.ownCgroup = true
+	c := &Container{}
+	if c.cg, err = openCgroup(spec); err != nil {
+		return nil, err
 	}
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
@@ -229,8 +238,7 @@ type launchOpts struct {
 }
 
 // launch starts berth-shim init, learns its pid, puts it into c.cg and
-// waits for "ready". On failure it undoes everything, c's cgroup included
-// when c owns it.
+// waits for "ready". On failure it kills what it started.
 func (c *Container) launch(o launchOpts) (retErr error) {
 	defer func() {
 		if retErr != nil {
@@ -390,10 +398,6 @@ func (c *Container) abort() {
 		_ = c.proc.Kill()
 		_, _ = c.proc.Wait()
 	}
-	if c.ownCgroup && c.cg != nil {
-		_ = c.cg.KillAll()
-		_ = c.cg.Delete()
-	}
 	if c.Console != nil {
 		c.Console.Close()
 		c.Console = nil
@@ -407,8 +411,8 @@ func (c *Container) abort() {
 // Pid is the container's init process in the caller's PID namespace.
 func (c *Container) Pid() int { return c.pid }
 
-// Cgroup is the container's cgroup (nil if none was asked for).
-func (c *Container) Cgroup() *cgroups.Cgroup { return c.cg }
+// Cgroup is the container's cgroup (nil if the spec has none).
+func (c *Container) Cgroup() *cgroupfs.Group { return c.cg }
 
 // Start lets the process exec its command and reports whether the exec
 // succeeded.
@@ -467,35 +471,24 @@ func (c *Container) OOMKilled() bool {
 	return err == nil && n > 0
 }
 
-// Destroy kills the process; when Create made the cgroup, it kills every
-// process in it and removes it (a cgroup given in CreateOpts is the
-// caller's to kill and remove). It does not reap the init: call Wait.
-// Calling it again is harmless.
+// Destroy kills the container: every process of its cgroup, which it
+// then removes (read OOMKilled before), or only its own process for an
+// Exec or a container without cgroup. It does not reap the init: call
+// Wait. Calling it again is harmless.
 func (c *Container) Destroy() error {
 	if c.sync != nil {
 		c.sync.Close()
 		c.sync = nil
 	}
-	if !c.ownCgroup {
+	if c.exec || c.cg == nil {
 		if err := c.proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			return fmt.Errorf("kill %d: %w", c.pid, err)
 		}
 		return nil
 	}
-	if c.destroyed {
-		return nil
-	}
 	if err := c.cg.KillAll(); err != nil {
 		return err
 	}
-	// Killed processes leave the cgroup once reaped; give them a moment.
-	var err error
-	for i := 0; i < 200; i++ {
-		if err = c.cg.Delete(); err == nil {
-			c.destroyed = true
-			return nil
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return err
+	// Killed processes leave the cgroup once reaped.
+	return c.cg.Remove(2 * time.Second)
 }

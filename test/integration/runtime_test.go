@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/process"
 	"github.com/berth-dev/berth/runtime/rootfs"
@@ -183,6 +184,22 @@ func (e *runtimeEnv) baseSpec(name string, args ...string) *specs.Spec {
 	}
 }
 
+// cgroup creates the spec's cgroup with its resources, as berthd does
+// before it asks the shim to create the container; it is removed when the
+// test ends if the container's Destroy did not.
+func cgroup(t testing.TB, s *specs.Spec) {
+	t.Helper()
+	cg, err := cgroups.Create(s.Linux.CgroupsPath, s.Linux.Resources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cg.Delete(); err != nil {
+			t.Errorf("delete cgroup: %v", err)
+		}
+	})
+}
+
 func writeSpec(t testing.TB, bundle string, s *specs.Spec) {
 	t.Helper()
 	data, err := json.Marshal(s)
@@ -206,6 +223,7 @@ type ran struct {
 func (e *runtimeEnv) create(t *testing.T, bundle string, s *specs.Spec) (*process.Container, func() (string, string)) {
 	t.Helper()
 	writeSpec(t, bundle, s)
+	cgroup(t, s)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -414,12 +432,17 @@ func TestRuntimeCommandNotFound(t *testing.T) {
 	b := e.bundle(t, "missing")
 	s := e.baseSpec("missing", "no-such-command")
 	writeSpec(t, b, s)
+	cgroup(t, s)
 	_, err := process.Create(process.CreateOpts{InitPath: e.initPath, BundleDir: b, Spec: s})
 	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
 		t.Fatalf("create with a missing command: %v", err)
 	}
-	if _, err := cgroups.Load(s.Linux.CgroupsPath); err == nil {
-		t.Errorf("failed create left cgroup %s", s.Linux.CgroupsPath)
+	g, err := cgroupfs.Open(s.Linux.CgroupsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := g.Pids(); err != nil || len(pids) != 0 {
+		t.Errorf("failed create left processes %v (%v)", pids, err)
 	}
 }
 
@@ -513,6 +536,7 @@ func TestRuntimeTerminal(t *testing.T) {
 	s.Process.Terminal = true
 	s.Process.ConsoleSize = &specs.Box{Height: 30, Width: 100}
 	writeSpec(t, b, s)
+	cgroup(t, s)
 	c, err := process.Create(process.CreateOpts{InitPath: e.initPath, BundleDir: b, Spec: s})
 	if err != nil {
 		t.Fatal(err)
@@ -542,7 +566,9 @@ func TestRuntimeTerminal(t *testing.T) {
 }
 
 // TestRuntimeCreateStartLatency measures create + start of a trivial
-// container (rootfs already mounted, as berthd mounts it at create).
+// container: its cgroup, the process set up and released (the rootfs is
+// already mounted, as berthd mounts it at create; on an idle machine the
+// overlay mount adds about a millisecond).
 func TestRuntimeCreateStartLatency(t *testing.T) {
 	e := newRuntimeEnv(t)
 	const n = 30
@@ -553,6 +579,9 @@ func TestRuntimeCreateStartLatency(t *testing.T) {
 		s := e.baseSpec(name, "true")
 		writeSpec(t, b, s)
 		t0 := time.Now()
+		if _, err := cgroups.Create(s.Linux.CgroupsPath, s.Linux.Resources); err != nil {
+			t.Fatal(err)
+		}
 		c, err := process.Create(process.CreateOpts{InitPath: e.initPath, BundleDir: b, Spec: s})
 		if err != nil {
 			t.Fatal(err)
@@ -606,7 +635,7 @@ func TestRuntimeExec(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer outR.Close()
-		x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, Cgroup: c.Cgroup(), Stdout: outW, Stderr: outW})
+		x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, Stdout: outW, Stderr: outW})
 		outW.Close()
 		if err != nil {
 			return "", process.ExitStatus{}, err
