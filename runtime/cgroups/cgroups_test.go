@@ -150,4 +150,3 @@ func TestBadPath(t *testing.T) {
 		}
 	}
 }
-
