@@ -16,9 +16,13 @@ import (
 )
 
 // Stop stops the pod's containers, releases its network, ends its shim and
-// pause process and unpins its namespaces. It is idempotent.
+// pause process and unpins its namespaces. It is idempotent: stopping an
+// unknown (e.g. removed) pod succeeds, as the CRI asks.
 func (m *Manager) Stop(ctx context.Context, id string) error {
 	sb, err := m.lookup(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
