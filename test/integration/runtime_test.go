@@ -15,13 +15,16 @@ import (
 	"testing"
 	"time"
 
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/process"
 	"github.com/berth-dev/berth/runtime/rootfs"
+	"github.com/berth-dev/berth/runtime/spec"
 	"github.com/berth-dev/berth/test/framework"
 )
 
@@ -682,5 +685,153 @@ func TestRuntimeJoinPIDNamespace(t *testing.T) {
 	r := e.run(t, "joiner", s)
 	if r.status.Code != 0 || !strings.HasPrefix(r.stdout, "sleep 1000 \nme=") || strings.Contains(r.stdout, "me=1\n") {
 		t.Fatalf("status %+v stdout %q stderr %q", r.status, r.stdout, r.stderr)
+	}
+}
+
+// pinNamespaces makes new UTS, IPC and network namespaces, sets the UTS
+// one's hostname, and pins them at dir/{uts,ipc,net} like a pod's.
+func pinNamespaces(t *testing.T, dir, hostname string) spec.Namespaces {
+	t.Helper()
+	ns := spec.Namespaces{UTS: filepath.Join(dir, "uts"), IPC: filepath.Join(dir, "ipc"), Net: filepath.Join(dir, "net")}
+	for _, p := range []string{ns.UTS, ns.IPC, ns.Net} {
+		writeFile(t, p, "")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// The thread changes namespaces and is never unlocked: it dies
+		// with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		if err := unix.Sethostname([]byte(hostname)); err != nil {
+			errc <- err
+			return
+		}
+		tid := unix.Gettid()
+		for kind, p := range map[string]string{"uts": ns.UTS, "ipc": ns.IPC, "net": ns.Net} {
+			if err := unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/%s", tid, kind), p, "", unix.MS_BIND, ""); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	err := <-errc
+	t.Cleanup(func() {
+		for _, p := range []string{ns.UTS, ns.IPC, ns.Net} {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+		}
+	})
+	if err != nil {
+		t.Fatalf("pin namespaces: %v", err)
+	}
+	return ns
+}
+
+// mountTmpfs mounts a small tmpfs at dir (created), unmounted at the end.
+func mountTmpfs(t *testing.T, dir string, flags uintptr) {
+	t.Helper()
+	mkdirs(t, dir)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	if flags != 0 {
+		if err := unix.Mount("", dir, "", flags, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRuntimeFromCRI runs a container whose spec runtime/spec made from a
+// CRI request, in pinned pod namespaces: the pod's hostname and files, a
+// user by name from the image, read-only and recursively read-only
+// volumes, and a host-to-container volume that sees a host mount made
+// after the container started.
+func TestRuntimeFromCRI(t *testing.T) {
+	e := newRuntimeEnv(t)
+	podDir := filepath.Join(e.dir, "pod")
+	ns := pinNamespaces(t, podDir, "pod-host")
+	writeFile(t, filepath.Join(podDir, "hosts"), "127.0.0.1 localhost pod-host\n")
+	writeFile(t, filepath.Join(podDir, "resolv.conf"), "nameserver 127.0.0.53\n")
+	writeFile(t, filepath.Join(podDir, "hostname"), "pod-host\n")
+
+	// Volumes: vol has a mount inside it, to tell "ro" from "rro".
+	vol := filepath.Join(e.dir, "vol")
+	mountTmpfs(t, vol, 0)
+	mountTmpfs(t, filepath.Join(vol, "sub"), 0)
+	prop := filepath.Join(e.dir, "prop")
+	mountTmpfs(t, prop, unix.MS_SHARED)
+
+	b := e.bundle(t, "cri")
+	root, err := os.OpenRoot(filepath.Join(b, "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	req := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "cri"},
+		Command:  []string{"sh", "-c"},
+		Args: []string{`echo "host=$(hostname) user=$(id -un):$(id -gn) home=$HOME v=$V"
+cat /etc/hosts /etc/resolv.conf
+touch /ro/x 2>/dev/null && echo ro=writable || echo ro=denied
+touch /ro/sub/x 2>/dev/null && echo rosub=writable || echo rosub=denied
+touch /rro/sub/x 2>/dev/null && echo rrosub=writable || echo rrosub=denied
+touch /etc/x 2>/dev/null && echo rootfs=writable || echo rootfs=denied
+echo ready
+i=0; while [ ! -e /prop/late/file ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+cat /prop/late/file`},
+		Envs: []*runtimeapi.KeyValue{{Key: "V", Value: []byte("from-cri")}},
+		Mounts: []*runtimeapi.Mount{
+			{ContainerPath: "/ro", HostPath: vol, Readonly: true},
+			{ContainerPath: "/rro", HostPath: vol, Readonly: true, RecursiveReadOnly: true},
+			{ContainerPath: "/prop", HostPath: prop, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
+		},
+		Linux: &runtimeapi.LinuxContainerConfig{
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				RunAsUsername:    "app",
+				ReadonlyRootfs:   true,
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			},
+			Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20},
+		},
+	}
+	s, err := spec.Generate(spec.Input{
+		Config:      req,
+		Sandbox:     &runtimeapi.PodSandboxConfig{Hostname: "pod-host"},
+		Image:       &imagespec.ImageConfig{Env: []string{"PATH=/bin"}},
+		RootFS:      root.FS(),
+		RootPath:    "rootfs",
+		Pod:         spec.PodFiles{Hostname: filepath.Join(podDir, "hostname"), Hosts: filepath.Join(podDir, "hosts"), ResolvConf: filepath.Join(podDir, "resolv.conf")},
+		Namespaces:  ns,
+		CgroupsPath: e.cgParent + "/cri",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, output := e.create(t, b, s)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A mount made on the host after the start reaches the container.
+	time.Sleep(100 * time.Millisecond)
+	mountTmpfs(t, filepath.Join(prop, "late"), 0)
+	writeFile(t, filepath.Join(prop, "late", "file"), "propagated\n")
+	st, err := c.Wait()
+	out, errOut := output()
+	if err != nil || st.Code != 0 {
+		t.Fatalf("status %+v %v\n%s%s", st, err, out, errOut)
+	}
+	want := "host=pod-host user=app:app home=/home/app v=from-cri\n" +
+		"127.0.0.1 localhost pod-host\nnameserver 127.0.0.53\n" +
+		"ro=denied\nrosub=writable\nrrosub=denied\nrootfs=denied\nready\npropagated\n"
+	if out != want {
+		t.Fatalf("output:\n%s%s\nwant:\n%s", out, errOut, want)
 	}
 }
