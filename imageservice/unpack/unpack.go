@@ -49,6 +49,7 @@ type dirTimes struct {
 }
 
 type unpacker struct {
+	ctx   context.Context
 	root  *os.Root
 	dirs  map[string]*os.File
 	times []dirTimes
@@ -63,7 +64,7 @@ func Unpack(ctx context.Context, r io.Reader, dir string) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("open layer dir: %w", err)
 	}
-	u := &unpacker{root: root, dirs: map[string]*os.File{}, buf: make([]byte, 256<<10)}
+	u := &unpacker{ctx: ctx, root: root, dirs: map[string]*os.File{}, buf: make([]byte, 256<<10)}
 	defer func() {
 		u.dropDirs()
 		root.Close()
@@ -179,7 +180,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
-	case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		return fmt.Errorf("%w: unsupported entry type %q", ErrUnsafe, hdr.Typeflag)
 	}
@@ -214,7 +215,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		u.times = append(u.times, dirTimes{name: name, atime: orMtime(hdr.AccessTime, hdr.ModTime), mtime: hdr.ModTime})
 		return nil
-	case tar.TypeReg:
+	case tar.TypeReg, tar.TypeGNUSparse:
 		if err := u.file(parent, base, hdr, r, mode); err != nil {
 			return err
 		}
@@ -292,7 +293,7 @@ func (u *unpacker) file(parent int, base string, hdr *tar.Header, r io.Reader, m
 	}
 	f := os.NewFile(uintptr(fd), base)
 	defer f.Close()
-	if _, err := io.CopyBuffer(fileWriter{f}, io.LimitReader(r, hdr.Size), u.buf); err != nil {
+	if err := u.copyData(f, hdr, r); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
@@ -307,6 +308,42 @@ func (u *unpacker) file(parent int, base string, hdr *tar.Header, r io.Reader, m
 		}
 	}
 	return f.Close()
+}
+
+// copyData writes an entry's content. Sparse entries go through the tar
+// reader's WriteTo, which seeks over holes instead of writing zeros: a small
+// layer must not cost terabytes of writes. Long copies check ctx.
+func (u *unpacker) copyData(f *os.File, hdr *tar.Header, r io.Reader) error {
+	if isSparse(hdr) {
+		if wt, ok := r.(io.WriterTo); ok {
+			_, err := wt.WriteTo(f)
+			return err
+		}
+	}
+	for {
+		if err := u.ctx.Err(); err != nil {
+			return err
+		}
+		n, err := io.CopyBuffer(fileWriter{f}, io.LimitReader(r, 64<<20), u.buf)
+		if err != nil {
+			return err
+		}
+		if n < 64<<20 {
+			return nil
+		}
+	}
+}
+
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // fileWriter hides os.File's ReadFrom so CopyBuffer uses our buffer.
