@@ -1,0 +1,78 @@
+package cni
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+)
+
+func TestRuntimeConf(t *testing.T) {
+	rt := runtimeConf(Pod{ID: "id1", Name: "n", Namespace: "ns", UID: "u", NetNS: "/x/net",
+		PortMappings: []PortMapping{{HostPort: 80, ContainerPort: 8080, Protocol: "tcp", HostIP: "127.0.0.1"}}, PodCIDR: "10.9.0.0/24"})
+	args := map[string]string{}
+	for _, a := range rt.Args {
+		args[a[0]] = a[1]
+	}
+	want := map[string]string{"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": "ns", "K8S_POD_NAME": "n", "K8S_POD_INFRA_CONTAINER_ID": "id1", "K8S_POD_UID": "u"}
+	if !reflect.DeepEqual(args, want) || rt.IfName != "eth0" || rt.NetNS != "/x/net" {
+		t.Errorf("runtime conf %+v", rt)
+	}
+	b, _ := json.Marshal(rt.CapabilityArgs)
+	if string(b) != `{"ipRanges":[[{"subnet":"10.9.0.0/24"}]],"portMappings":[{"hostPort":80,"containerPort":8080,"protocol":"tcp","hostIP":"127.0.0.1"}]}` {
+		t.Errorf("capability args %s", b)
+	}
+	if rt := runtimeConf(Pod{ID: "x"}); len(rt.CapabilityArgs) != 0 {
+		t.Errorf("capabilities without mappings or CIDR: %v", rt.CapabilityArgs)
+	}
+}
+
+func TestAttachmentOfKeepsPodInterfaceIPv4First(t *testing.T) {
+	host, pod := 0, 1
+	res := &types100.Result{
+		CNIVersion: "1.0.0",
+		Interfaces: []*types100.Interface{{Name: "veth1"}, {Name: "eth0", Sandbox: "/x/net"}},
+		IPs: []*types100.IPConfig{
+			{Interface: &pod, Address: net.IPNet{IP: net.ParseIP("fd00::2"), Mask: net.CIDRMask(64, 128)}},
+			{Interface: &host, Address: net.IPNet{IP: net.ParseIP("10.0.0.1"), Mask: net.CIDRMask(24, 32)}},
+			{Interface: &pod, Address: net.IPNet{IP: net.ParseIP("10.0.0.2").To4(), Mask: net.CIDRMask(24, 32)}},
+		},
+	}
+	att, err := attachmentOf("n", res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(att.IPs, []string{"10.0.0.2", "fd00::2"}) {
+		t.Errorf("IPs = %v", att.IPs)
+	}
+}
+
+func TestLoadNetworkFirstAndSingleConf(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("20-b.conflist", `{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"},{"type":"loopback"}]}`)
+	write("10-a.conf", `{"cniVersion":"0.4.0","name":"a","type":"ptp"}`)
+	list, err := LoadNetwork(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.Name != "a" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "ptp" {
+		t.Errorf("loaded %s with %d plugins", list.Name, len(list.Plugins))
+	}
+	os.Remove(filepath.Join(dir, "10-a.conf"))
+	list, err = LoadNetwork(dir)
+	if err != nil || list.Name != "b" || len(withoutLoopback(list).Plugins) != 1 || len(list.Plugins) != 2 {
+		t.Errorf("conflist: %v %+v", err, list)
+	}
+	if _, err := LoadNetwork(t.TempDir()); err == nil {
+		t.Errorf("empty dir loaded a network")
+	}
+}
