@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/moby/sys/capability"
@@ -23,6 +24,8 @@ func AllCapabilities() []string {
 	}
 	return out
 }
+
+func isAll(c string) bool { return normalizeCap(c) == "ALL" }
 
 // normalizeCap accepts "NET_ADMIN", "net_admin" and "CAP_NET_ADMIN".
 func normalizeCap(c string) string {
@@ -50,29 +53,35 @@ func Capabilities(sc *runtimeapi.LinuxContainerSecurityContext) (*specs.LinuxCap
 		for _, c := range DefaultCapabilities {
 			set[c] = true
 		}
-		for _, c := range sc.GetCapabilities().GetDropCapabilities() {
-			c = normalizeCap(c)
-			if c == "ALL" {
-				set = map[string]bool{}
-				continue
+		// containerd's and CRI-O's order (kubernetes#51980): ALL in add,
+		// ALL in drop, then each add, then each drop; so add ALL with
+		// drop X is every capability but X, and a drop beats an add.
+		add, drop := sc.GetCapabilities().GetAddCapabilities(), sc.GetCapabilities().GetDropCapabilities()
+		if slices.ContainsFunc(add, isAll) {
+			for _, a := range all {
+				set[a] = true
 			}
-			if !known[c] {
-				return nil, invalid("unknown capability %q to drop", c)
-			}
-			delete(set, c)
 		}
-		for _, c := range sc.GetCapabilities().GetAddCapabilities() {
-			c = normalizeCap(c)
-			if c == "ALL" {
-				for _, a := range all {
-					set[a] = true
-				}
+		if slices.ContainsFunc(drop, isAll) {
+			set = map[string]bool{}
+		}
+		for _, c := range add {
+			if c = normalizeCap(c); c == "ALL" {
 				continue
 			}
 			if !known[c] {
 				return nil, invalid("unknown capability %q to add", c)
 			}
 			set[c] = true
+		}
+		for _, c := range drop {
+			if c = normalizeCap(c); c == "ALL" {
+				continue
+			}
+			if !known[c] {
+				return nil, invalid("unknown capability %q to drop", c)
+			}
+			delete(set, c)
 		}
 		var ambient []string
 		for _, c := range sc.GetCapabilities().GetAddAmbientCapabilities() {

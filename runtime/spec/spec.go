@@ -59,6 +59,9 @@ type Input struct {
 	// CgroupNamespace gives the container its own cgroup namespace (cgroup
 	// v2 hosts).
 	CgroupNamespace bool
+	// SeccompDefault gives runtime/default to a container whose request
+	// names no seccomp profile (berthd's seccomp_default); see Seccomp.
+	SeccompDefault bool
 }
 
 func invalid(format string, args ...any) error {
@@ -115,6 +118,12 @@ func Generate(in Input) (*specs.Spec, error) {
 	s.Process.NoNewPrivileges = sc.GetNoNewPrivs()
 
 	if s.Process.Capabilities, err = Capabilities(sc); err != nil {
+		return nil, err
+	}
+	if s.Linux.Seccomp, err = Seccomp(sc, s.Process.Capabilities, in.SeccompDefault); err != nil {
+		return nil, err
+	}
+	if err := CheckLSM(sc); err != nil {
 		return nil, err
 	}
 	if s.Linux.Namespaces, err = namespaces(sc.GetNamespaceOptions(), in.Namespaces, in.CgroupNamespace); err != nil {
