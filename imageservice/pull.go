@@ -138,7 +138,7 @@ func (p *pull) run(ctx context.Context) (string, error) {
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		defer s.mu.Unlock()
+		defer s.unlock()
 		for _, j := range jobs {
 			if s.pending[j.chainID]--; s.pending[j.chainID] <= 0 {
 				delete(s.pending, j.chainID)

@@ -51,6 +51,7 @@ type Service struct {
 	layers  map[string]*layerRecord
 	users   map[string]*userRecord
 	pending map[string]int // chain ID → pulls in progress that need it
+	trash   []string       // removed layer dirs to delete once s.mu is released
 
 	flight singleflight.Group
 }
@@ -93,7 +94,7 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("load image records: %w", err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if err := s.cleanDisk(); err != nil {
 		return nil, fmt.Errorf("clean image store: %w", err)
 	}

@@ -502,3 +502,39 @@ func basicAuth(user, pass string) func(http.ResponseWriter, *http.Request, http.
 		next.ServeHTTP(w, r)
 	}
 }
+
+// TestStartRemovesCrashLeftovers: a crash mid-pull leaves a temp layer and
+// a layer dir without a record; the next start removes both and keeps
+// recorded layers.
+func TestStartRemovesCrashLeftovers(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	_, base := baseLayers(t)
+	ref := reg.Push(t, "test/crash:v1", imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...)))
+	s := newService(t, nil)
+	if _, err := s.Pull(ctx(t), ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	half := filepath.Join(s.tmpDir, "l123", "etc")
+	stray := filepath.Join(s.layersDir, "0123456789abcdef", "bin")
+	for _, d := range []string{half, stray} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2, err := New(s.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Dir(half), filepath.Dir(stray)} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s survived the start: %v", d, err)
+		}
+	}
+	img, err := s2.Resolve(ctx(t), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(img.LayerDirs[0], "etc/passwd")); err != nil {
+		t.Errorf("recorded layer lost at start: %v", err)
+	}
+}

@@ -219,7 +219,7 @@ func (s *Service) List() ([]*Image, error) {
 // user or another image holds them.
 func (s *Service) Remove(ref string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	r, err := s.lookup(ref)
 	if err != nil {
 		if isNotFound(err) {
@@ -287,8 +287,10 @@ func (s *Service) unusedLayers() []string {
 	return out
 }
 
-// removeLayerDirs deletes the records' dirs after their records left the
-// database; s.mu must be held.
+// removeLayerDirs moves the dirs of layers whose records left the database
+// into the temp dir (fast, so under s.mu; a pull of the same layer may put a
+// new dir in the same place right after) and queues them for deletion by
+// unlock; s.mu must be held.
 func (s *Service) removeLayerDirs(chains []string) {
 	for _, c := range chains {
 		l := s.layers[c]
@@ -296,8 +298,32 @@ func (s *Service) removeLayerDirs(chains []string) {
 		if l == nil {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(s.layersDir, l.Dir)); err != nil {
+		src := filepath.Join(s.layersDir, l.Dir)
+		trash, err := os.MkdirTemp(s.tmpDir, "rm-")
+		if err == nil {
+			dst := filepath.Join(trash, "l")
+			if err = os.Rename(src, dst); err == nil {
+				s.trash = append(s.trash, trash)
+				continue
+			}
+			os.Remove(trash)
+		}
+		klog.ErrorS(err, "Move layer dir away, removing it in place", "chainID", c)
+		if err := os.RemoveAll(src); err != nil {
 			klog.ErrorS(err, "Remove layer dir", "chainID", c)
+		}
+	}
+}
+
+// unlock releases s.mu and then deletes the layer dirs removeLayerDirs
+// queued, so that deleting a large layer blocks no other call.
+func (s *Service) unlock() {
+	trash := s.trash
+	s.trash = nil
+	s.mu.Unlock()
+	for _, d := range trash {
+		if err := os.RemoveAll(d); err != nil {
+			klog.ErrorS(err, "Remove layer dir", "dir", d)
 		}
 	}
 }
@@ -342,7 +368,7 @@ func (s *Service) AddUser(imageID, user string) error {
 // are not an error.
 func (s *Service) RemoveUser(user string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	u, ok := s.users[user]
 	if !ok {
 		return nil

@@ -104,10 +104,15 @@ func serve(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	containers, err := newContainerManager(cfg, db, pods, images)
+	if err != nil {
+		return err
+	}
 
 	srv = cri.NewServer(cri.Options{
 		Images:       images,
 		Sandboxes:    pods,
+		Containers:   containers,
 		Version:      version,
 		CgroupDriver: cfg.CgroupDriver,
 		NetworkReady: func() error {
@@ -170,6 +175,8 @@ func newImageService(cfg Config, db *bolt.DB) (*imageservice.Service, error) {
 		RegistryConfigDir: cfg.RegistryConfigDir,
 		PinnedImages:      cfg.PinnedImages,
 		ProgressTimeout:   progress,
+		// Where the container manager keeps writable layers (runtime/container).
+		ContainerLayersDir: filepath.Join(cfg.Root, "containers"),
 	})
 }
 
