@@ -324,6 +324,11 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	if c.cg != nil {
 		if err := c.cg.AddProc(c.pid); err != nil {
+			// An init that failed early (no such command, bad mount) may be
+			// gone before it was placed: its report says why.
+			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
+				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			}
 			return err
 		}
 	}
