@@ -1,0 +1,519 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/cgroupfs"
+	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/shim"
+	"github.com/berth-dev/berth/test/framework"
+)
+
+// shimEnv is a pod shim started for one test, with the runtime test image.
+type shimEnv struct {
+	*runtimeEnv
+	client   *shim.Client
+	shimPid  int
+	shimDir  string
+	launched *shim.Launched
+}
+
+func newShimEnv(t *testing.T) *shimEnv {
+	e := &shimEnv{runtimeEnv: newRuntimeEnv(t)}
+	e.shimDir = filepath.Join(e.dir, "pod")
+	mkdirs(t, e.shimDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := shim.Launch(ctx, shim.LaunchOptions{
+		Binary:   filepath.Join(framework.BinDir(t), "berth-shim"),
+		PodID:    "shimtest",
+		StateDir: e.shimDir,
+		LogPath:  filepath.Join(e.shimDir, "shim.log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.launched, e.shimPid, e.client = l, l.Pid, shim.Connect(e.shimDir)
+	t.Cleanup(func() {
+		if shim.Alive(l.Pid, l.StartTime) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := e.client.Shutdown(ctx); err != nil {
+				t.Errorf("shim shutdown: %v", err)
+			}
+			if !shim.WaitGone(l.Pid, l.StartTime, 10*time.Second) {
+				_ = unix.Kill(l.Pid, unix.SIGKILL)
+				t.Errorf("shim %d did not exit", l.Pid)
+			}
+		}
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(e.shimDir, "shim.log")); err == nil && len(b) > 0 {
+				t.Logf("shim log:\n%s", b)
+			}
+		}
+	})
+	return e
+}
+
+func (e *shimEnv) call(t *testing.T, op string, args, result any) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return e.client.Call(ctx, op, args, result)
+}
+
+// ctr is one container made through the shim.
+type ctr struct {
+	id, bundle, stateDir, logPath string
+	spec                          *specs.Spec
+}
+
+// create makes the bundle and asks the shim to create the container.
+func (e *shimEnv) create(t *testing.T, name string, s *specs.Spec, mod func(*shim.CreateArgs)) (ctr, shim.ContainerState, error) {
+	t.Helper()
+	c := ctr{id: name, bundle: e.bundle(t, name), stateDir: filepath.Join(e.dir, name+"-state"), logPath: filepath.Join(e.dir, "logs", name+".log"), spec: s}
+	mkdirs(t, c.stateDir)
+	writeSpec(t, c.bundle, s)
+	cgroup(t, s) // berthd's part
+	args := shim.CreateArgs{ID: c.id, BundleDir: c.bundle, StateDir: c.stateDir, LogPath: c.logPath}
+	if mod != nil {
+		mod(&args)
+	}
+	var st shim.ContainerState
+	err := e.call(t, shim.OpCreate, args, &st)
+	if err == nil {
+		// Runs before the bundle's rootfs is unmounted.
+		t.Cleanup(func() {
+			if !shim.Alive(e.shimPid, e.launched.StartTime) {
+				return // shut down by the test: its containers went with it
+			}
+			if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+				t.Errorf("delete %s: %v", c.id, err)
+			}
+		})
+	}
+	return c, st, err
+}
+
+func (e *shimEnv) mustCreate(t *testing.T, name string, s *specs.Spec) (ctr, shim.ContainerState) {
+	t.Helper()
+	c, st, err := e.create(t, name, s, nil)
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	return c, st
+}
+
+func (e *shimEnv) start(t *testing.T, c ctr) shim.ContainerState {
+	t.Helper()
+	var st shim.ContainerState
+	if err := e.call(t, shim.OpStart, shim.IDArgs{ID: c.id}, &st); err != nil {
+		t.Fatalf("start %s: %v", c.id, err)
+	}
+	return st
+}
+
+func (e *shimEnv) state(t *testing.T, id string) shim.ContainerState {
+	t.Helper()
+	var st shim.ContainerState
+	if err := e.call(t, shim.OpState, shim.IDArgs{ID: id}, &st); err != nil {
+		t.Fatalf("state %s: %v", id, err)
+	}
+	return st
+}
+
+func (e *shimEnv) waitExited(t *testing.T, id string) shim.ContainerState {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := e.state(t, id)
+		if st.Status == shim.StatusExited {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s still %s", id, st.Status)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func readExit(t *testing.T, c ctr) shim.ExitRecord {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(c.stateDir, shim.ExitFile))
+	if err != nil {
+		t.Fatalf("exit record of %s: %v", c.id, err)
+	}
+	var rec shim.ExitRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatalf("exit record of %s: %v (%q)", c.id, err, data)
+	}
+	return rec
+}
+
+// logRecords parses the CRI log into "stream tag text" strings, checking
+// the timestamp of each.
+func logRecords(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	re := regexp.MustCompile(`^(\S+) (stdout|stderr) ([PF]) (.*)$`)
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("bad log line %q", line)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, m[1]); err != nil {
+			t.Fatalf("bad timestamp in %q: %v", line, err)
+		}
+		out = append(out, m[2]+" "+m[3]+" "+m[4])
+	}
+	return out
+}
+
+func cgroupGone(t *testing.T, path string) {
+	t.Helper()
+	if _, err := cgroups.Load(path); err == nil {
+		t.Errorf("cgroup %s is left", path)
+	}
+}
+
+// cgroupEmpty: the cgroup (berthd's, which the test made) holds no process.
+func cgroupEmpty(t *testing.T, path string) {
+	t.Helper()
+	g, err := cgroupfs.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := g.Pids(); err != nil || len(pids) != 0 {
+		t.Errorf("cgroup %s holds %v (%v)", path, pids, err)
+	}
+}
+
+func processGone(t *testing.T, pid int) {
+	t.Helper()
+	if pid > 0 && shim.Alive(pid, 0) {
+		t.Errorf("process %d is left", pid)
+	}
+}
+
+func TestShimContainerLifecycle(t *testing.T) {
+	e := newShimEnv(t)
+	s := e.baseSpec("life", "sh", "-c", "touch /tmp/ran; echo out; echo err >&2; printf tail")
+	c, st := e.mustCreate(t, "life", s)
+	if st.Status != shim.StatusCreated || st.Pid <= 0 || !st.StartedAt.IsZero() {
+		t.Fatalf("after create: %+v", st)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.Stat(filepath.Join(c.bundle, "upper/tmp/ran")); err == nil {
+		t.Fatal("command ran before start")
+	}
+	if st := e.state(t, c.id); st.Status != shim.StatusCreated {
+		t.Fatalf("state after create: %+v", st)
+	}
+	if err := e.call(t, shim.OpCreate, shim.CreateArgs{ID: c.id, BundleDir: c.bundle, StateDir: c.stateDir}, nil); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("second create with the same id: %v", err)
+	}
+	before := time.Now()
+	st = e.start(t, c)
+	if st.Status != shim.StatusRunning && st.Status != shim.StatusExited || st.StartedAt.Before(before.Add(-time.Second)) {
+		t.Fatalf("after start: %+v", st)
+	}
+	if err := e.call(t, shim.OpStart, shim.IDArgs{ID: c.id}, nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("second start: %v", err)
+	}
+	st = e.waitExited(t, c.id)
+	if st.ExitCode != 0 || st.OOMKilled || st.FinishedAt.Before(st.StartedAt) || st.StartedAt.IsZero() {
+		t.Fatalf("exited: %+v", st)
+	}
+	rec := readExit(t, c)
+	if rec.ExitCode != 0 || rec.Pid != st.Pid || !rec.StartedAt.Equal(st.StartedAt) || !rec.FinishedAt.Equal(st.FinishedAt) {
+		t.Fatalf("exit record %+v, state %+v", rec, st)
+	}
+	got := logRecords(t, c.logPath)
+	sort.Strings(got) // stdout and stderr race
+	if want := []string{"stderr F err", "stdout F out", "stdout F tail"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("log records %q, want %q", got, want)
+	}
+	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: c.id, Signal: 9, All: true}, nil); err != nil {
+		t.Errorf("kill of an exited container: %v", err)
+	}
+	if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cgroupGone(t, s.Linux.CgroupsPath)
+	processGone(t, st.Pid)
+	if err := e.call(t, shim.OpState, shim.IDArgs{ID: c.id}, nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("state after delete: %v", err)
+	}
+	if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+}
+
+func TestShimContainerExitCodes(t *testing.T) {
+	e := newShimEnv(t)
+	for _, tc := range []struct {
+		name string
+		cmd  string
+		code int
+	}{{"zero", "exit 0", 0}, {"one", "exit 1", 1}, {"fortytwo", "exit 42", 42}} {
+		c, _ := e.mustCreate(t, tc.name, e.baseSpec(tc.name, "sh", "-c", tc.cmd))
+		e.start(t, c)
+		st := e.waitExited(t, c.id)
+		rec := readExit(t, c)
+		if st.ExitCode != tc.code || rec.ExitCode != tc.code || st.OOMKilled || rec.OOMKilled {
+			t.Errorf("%s: state %+v record %+v, want code %d", tc.name, st, rec, tc.code)
+		}
+	}
+}
+
+func TestShimContainerKill(t *testing.T) {
+	e := newShimEnv(t)
+	// PID 1 of a namespace gets only the signals it handles.
+	c, _ := e.mustCreate(t, "term", e.baseSpec("term", "sh", "-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done"))
+	e.start(t, c)
+	waitLog(t, c.logPath, "stdout F ready")
+	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: c.id, Signal: int(unix.SIGTERM)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(t, c.id); st.ExitCode != 3 {
+		t.Errorf("after SIGTERM: %+v", st)
+	}
+
+	c2, _ := e.mustCreate(t, "killall", e.baseSpec("killall", "sh", "-c", "sleep 100 & sleep 100"))
+	st := e.start(t, c2)
+	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: c2.id, Signal: int(unix.SIGKILL), All: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(t, c2.id); st.ExitCode != 137 {
+		t.Errorf("after SIGKILL to all: %+v", st)
+	}
+	processGone(t, st.Pid)
+
+	// Killing a created container ends it without running the command.
+	c3, st3 := e.mustCreate(t, "unstarted", e.baseSpec("unstarted", "touch", "/tmp/ran"))
+	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: c3.id, Signal: int(unix.SIGKILL)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(t, c3.id); st.ExitCode != 137 || !st.StartedAt.IsZero() {
+		t.Errorf("killed before start: %+v", st)
+	}
+	if err := e.call(t, shim.OpStart, shim.IDArgs{ID: c3.id}, nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("start of an exited container: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c3.bundle, "upper/tmp/ran")); err == nil {
+		t.Error("killed container ran its command")
+	}
+	processGone(t, st3.Pid)
+	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: "nope", Signal: 9}, nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("kill of an unknown container: %v", err)
+	}
+	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: c3.id, Signal: 0}, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("kill with signal 0: %v", err)
+	}
+}
+
+// waitLog waits until the log holds a record.
+func waitLog(t *testing.T, path, record string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if data, err := os.ReadFile(path); err == nil && strings.Contains(string(data), " "+record+"\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(path)
+			t.Fatalf("log %s lacks %q:\n%s", path, record, data)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestShimContainerInitEnds: without a PID namespace of its own the
+// container's other processes would outlive its init; the shim ends them.
+func TestShimContainerInitEnds(t *testing.T) {
+	e := newShimEnv(t)
+	s := e.baseSpec("orphans", "sh", "-c", "sleep 100 & echo $!")
+	var ns []specs.LinuxNamespace
+	for _, n := range s.Linux.Namespaces {
+		if n.Type != specs.PIDNamespace {
+			ns = append(ns, n)
+		}
+	}
+	s.Linux.Namespaces = ns
+	c, _ := e.mustCreate(t, "orphans", s)
+	e.start(t, c)
+	st := e.waitExited(t, c.id)
+	if st.ExitCode != 0 {
+		t.Fatalf("exited: %+v", st)
+	}
+	recs := logRecords(t, c.logPath)
+	if len(recs) != 1 {
+		t.Fatalf("log %q", recs)
+	}
+	pid, err := strconv.Atoi(strings.TrimPrefix(recs[0], "stdout F "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !shim.WaitGone(pid, 0, 5*time.Second) {
+		t.Errorf("background process %d outlived the container's init", pid)
+	}
+	cgroupEmpty(t, s.Linux.CgroupsPath)
+}
+
+func TestShimContainerOOM(t *testing.T) {
+	e := newShimEnv(t)
+	limit := int64(16 << 20)
+	s := e.baseSpec("oom", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
+	c, _ := e.mustCreate(t, "oom", s)
+	e.start(t, c)
+	st := e.waitExited(t, c.id)
+	rec := readExit(t, c)
+	if st.ExitCode != 137 || !st.OOMKilled || rec.ExitCode != 137 || !rec.OOMKilled {
+		t.Fatalf("state %+v record %+v, want 137 and OOM", st, rec)
+	}
+}
+
+func TestShimContainerCreateErrors(t *testing.T) {
+	e := newShimEnv(t)
+	s := e.baseSpec("missing", "no-such-command")
+	_, _, err := e.create(t, "missing", s, nil)
+	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
+		t.Fatalf("create with a missing command: %v", err)
+	}
+	cgroupEmpty(t, s.Linux.CgroupsPath)
+	if err := e.call(t, shim.OpState, shim.IDArgs{ID: "missing"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("state after a failed create: %v", err)
+	}
+
+	s = e.baseSpec("badmount", "true")
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: filepath.Join(e.dir, "no-such-dir"), Options: []string{"rbind"}})
+	if _, _, err := e.create(t, "badmount", s, nil); err == nil || !strings.Contains(err.Error(), "no-such-dir") {
+		t.Errorf("create with a missing mount source: %v", err)
+	}
+	cgroupEmpty(t, s.Linux.CgroupsPath)
+
+	for name, mod := range map[string]func(*shim.CreateArgs){
+		"noid":     func(a *shim.CreateArgs) { a.ID = "" },
+		"slashid":  func(a *shim.CreateArgs) { a.ID = "a/b" },
+		"relative": func(a *shim.CreateArgs) { a.BundleDir = "bundle" },
+		"nospec":   func(a *shim.CreateArgs) { a.BundleDir = e.dir },
+		"nostate":  func(a *shim.CreateArgs) { a.StateDir = filepath.Join(e.dir, "none") },
+	} {
+		s := e.baseSpec(name, "true")
+		if _, _, err := e.create(t, name, s, mod); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want invalid argument", name, err)
+		}
+		cgroupEmpty(t, s.Linux.CgroupsPath)
+	}
+	// Nothing of the failures is left among the shim's children.
+	if kids := children(t, e.shimPid); len(kids) != 0 {
+		t.Errorf("shim has children %v after failed creates", kids)
+	}
+}
+
+// children lists a process's child pids.
+func children(t *testing.T, pid int) []string {
+	t.Helper()
+	var kids []string
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		kids = append(kids, strings.Fields(string(b))...)
+	}
+	return kids
+}
+
+func TestShimContainerReopenLog(t *testing.T) {
+	e := newShimEnv(t)
+	syncDir := t.TempDir()
+	s := e.baseSpec("rotate", "sh", "-c", "echo one; while [ ! -e /sync/go ]; do sleep 0.02; done; echo two; sleep 100")
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sync", Type: "bind", Source: syncDir, Options: []string{"rbind"}})
+	c, _ := e.mustCreate(t, "rotate", s)
+	e.start(t, c)
+	waitLog(t, c.logPath, "stdout F one")
+	if err := os.Rename(c.logPath, c.logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.call(t, shim.OpReopenLog, shim.IDArgs{ID: c.id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(syncDir, "go"), "")
+	waitLog(t, c.logPath, "stdout F two")
+	if got := logRecords(t, c.logPath); len(got) != 1 {
+		t.Errorf("new log %q", got)
+	}
+	if got := logRecords(t, c.logPath+".1"); len(got) != 1 || got[0] != "stdout F one" {
+		t.Errorf("rotated log %q", got)
+	}
+	if err := e.call(t, shim.OpReopenLog, shim.IDArgs{ID: "nope"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("reopen of an unknown container: %v", err)
+	}
+}
+
+// TestShimShutdownStopsContainers: the shim's shutdown kills its
+// containers, records their ends and removes their cgroups.
+func TestShimShutdownStopsContainers(t *testing.T) {
+	e := newShimEnv(t)
+	var ctrs []ctr
+	var pids []int
+	for _, name := range []string{"one", "two"} {
+		c, st := e.mustCreate(t, name, e.baseSpec(name, "sleep", "100"))
+		if name == "one" {
+			e.start(t, c)
+		}
+		ctrs, pids = append(ctrs, c), append(pids, st.Pid)
+	}
+	if rss, err := rssKiB(e.shimPid); err == nil {
+		t.Logf("shim RSS with 2 containers: %d KiB", rss)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.client.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !shim.WaitGone(e.shimPid, e.launched.StartTime, 10*time.Second) {
+		t.Fatal("shim did not exit")
+	}
+	for i, c := range ctrs {
+		processGone(t, pids[i])
+		cgroupGone(t, c.spec.Linux.CgroupsPath)
+		if rec := readExit(t, c); rec.ExitCode != 137 {
+			t.Errorf("%s: exit record %+v", c.id, rec)
+		}
+	}
+}
+
+func rssKiB(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		return 0, errors.New("no VmRSS")
+	}
+	return strconv.Atoi(string(m[1]))
+}
