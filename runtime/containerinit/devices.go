@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +30,7 @@ var devLinks = [][2]string{
 	{"pts/ptmx", "ptmx"},
 }
 
-func createDevices(root *os.File, extra []specs.LinuxDevice) error {
+func createDevices(root *root, extra []specs.LinuxDevice) error {
 	seen := map[string]bool{}
 	for _, d := range extra {
 		seen[filepath.Clean(d.Path)] = true
@@ -42,17 +41,23 @@ func createDevices(root *os.File, extra []specs.LinuxDevice) error {
 			devs = append(devs, d)
 		}
 	}
+	dirs := map[string]int{} // parent dir → directory fd
+	defer func() {
+		for _, fd := range dirs {
+			unix.Close(fd)
+		}
+	}()
 	for _, d := range devs {
-		if err := createDevice(root, d); err != nil {
+		if err := createDevice(root, dirs, d); err != nil {
 			return fmt.Errorf("device %s: %w", d.Path, err)
 		}
 	}
-	dev, err := pathrs.OpenatInRoot(root, "/dev")
+	dev, err := root.open("/dev")
 	if err != nil {
 		return err
 	}
-	defer dev.Close()
-	dirfd, err := unix.Openat(int(dev.Fd()), ".", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	dirfd, err := dirFd(dev)
+	unix.Close(dev)
 	if err != nil {
 		return err
 	}
@@ -70,7 +75,7 @@ func createDevices(root *os.File, extra []specs.LinuxDevice) error {
 	return nil
 }
 
-func createDevice(root *os.File, d specs.LinuxDevice) error {
+func createDevice(root *root, dirs map[string]int, d specs.LinuxDevice) error {
 	var kind uint32
 	switch d.Type {
 	case "c", "u":
@@ -86,18 +91,22 @@ func createDevice(root *os.File, d specs.LinuxDevice) error {
 	if d.FileMode != nil {
 		mode = uint32(d.FileMode.Perm())
 	}
-	dir, err := pathrs.MkdirAllHandle(root, filepath.Dir(d.Path), 0o755)
-	if err != nil {
-		return err
+	parent := filepath.Dir(filepath.Clean(d.Path))
+	dirfd, ok := dirs[parent]
+	if !ok {
+		dir, err := root.mkdirAll(parent, 0o755)
+		if err != nil {
+			return err
+		}
+		dirfd, err = dirFd(dir)
+		unix.Close(dir)
+		if err != nil {
+			return err
+		}
+		dirs[parent] = dirfd
 	}
-	defer dir.Close()
-	dirfd, err := unix.Openat(int(dir.Fd()), ".", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dirfd)
 	name := filepath.Base(d.Path)
-	err = unix.Mknodat(dirfd, name, kind|mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
+	err := unix.Mknodat(dirfd, name, kind|mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
 	if errors.Is(err, unix.EEXIST) {
 		return nil
 	}

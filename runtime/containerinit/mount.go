@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -77,10 +76,9 @@ func parseMountOptions(options []string) mountOpts {
 	return o
 }
 
-// procPath names an open file by its /proc/self/fd link: mounting onto it
-// mounts onto the very inode that was resolved inside the rootfs, so a
-// symlink swapped in meanwhile cannot redirect the mount.
-func procPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }
+// Mounts target fdPath(handle): the /proc/self/fd link of a handle that
+// was resolved inside the rootfs names that very inode, so a symlink
+// swapped in meanwhile cannot redirect the mount.
 
 // rootfsPropagation maps the spec's rootfsPropagation; rslave by default so
 // that the container's mounts do not leak to the host while host mounts
@@ -109,11 +107,11 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind rootfs %s: %w", rootfs, err)
 	}
-	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := openRoot(rootfs)
 	if err != nil {
-		return fmt.Errorf("open rootfs: %w", err)
+		return err
 	}
-	defer root.Close()
+	defer root.close()
 
 	devMounted := false
 	for _, m := range spec.Mounts {
@@ -130,11 +128,11 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 		}
 	}
 	if cwd := spec.Process.Cwd; cwd != "" {
-		d, err := pathrs.MkdirAllHandle(root, cwd, 0o755)
+		d, err := root.mkdirAll(cwd, 0o755)
 		if err != nil {
 			return fmt.Errorf("create cwd %s: %w", cwd, err)
 		}
-		d.Close()
+		unix.Close(d)
 	}
 	if err := pivotRoot(rootfs); err != nil {
 		return err
@@ -159,33 +157,14 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 
 // openDest resolves a mount destination inside the rootfs, creating it (a
 // file when the source is not a directory) if missing.
-func openDest(root *os.File, dest string, fileDest bool) (*os.File, error) {
-	f, err := pathrs.OpenatInRoot(root, dest)
-	if err == nil {
-		return f, nil
+func openDest(root *root, dest string, fileDest bool) (int, error) {
+	if fileDest {
+		return root.createFile(dest)
 	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	if !fileDest {
-		return pathrs.MkdirAllHandle(root, dest, 0o755)
-	}
-	dir, err := pathrs.MkdirAllHandle(root, filepath.Dir(dest), 0o755)
-	if err != nil {
-		return nil, err
-	}
-	defer dir.Close()
-	fd, err := unix.Openat(int(dir.Fd()), filepath.Base(dest), unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_WRONLY, 0o644)
-	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, err
-	}
-	if err == nil {
-		unix.Close(fd)
-	}
-	return pathrs.OpenatInRoot(root, dest)
+	return root.mkdirAll(dest, 0o755)
 }
 
-func mountEntry(root *os.File, m specs.Mount, spec *specs.Spec) error {
+func mountEntry(root *root, m specs.Mount, spec *specs.Spec) error {
 	if !filepath.IsAbs(m.Destination) {
 		return fmt.Errorf("destination is not absolute")
 	}
@@ -209,44 +188,46 @@ func mountEntry(root *os.File, m specs.Mount, spec *specs.Spec) error {
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}
-	defer dest.Close()
-	data := strings.Join(o.data, ",")
 	if o.bind {
-		if err := unix.Mount(m.Source, procPath(dest), "", o.flags&(unix.MS_BIND|unix.MS_REC), ""); err != nil {
-			return err
-		}
+		err = unix.Mount(m.Source, fdPath(dest), "", o.flags&(unix.MS_BIND|unix.MS_REC), "")
 	} else {
-		if err := unix.Mount(m.Source, procPath(dest), m.Type, o.flags, data); err != nil {
-			return err
-		}
+		err = unix.Mount(m.Source, fdPath(dest), m.Type, o.flags, strings.Join(o.data, ","))
+	}
+	unix.Close(dest)
+	if err != nil {
+		return err
+	}
+	bindFlags := o.flags &^ (unix.MS_BIND | unix.MS_REC)
+	if !(o.bind && bindFlags != 0) && !o.recursiveRO && len(o.propagation) == 0 {
+		return nil
 	}
 	// From here on the destination is the new mount: reopen it.
-	mnt, err := pathrs.OpenatInRoot(root, m.Destination)
+	mnt, err := root.open(m.Destination)
 	if err != nil {
 		return fmt.Errorf("reopen: %w", err)
 	}
-	defer mnt.Close()
-	if o.bind && o.flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
+	defer unix.Close(mnt)
+	if o.bind && bindFlags != 0 {
 		// A bind mount takes its flags only through a remount; keep the
 		// flags the source's mount has (nosuid, nodev ...) that the
 		// options do not clear.
 		var st unix.Statfs_t
-		if err := unix.Fstatfs(int(mnt.Fd()), &st); err != nil {
+		if err := unix.Fstatfs(mnt, &st); err != nil {
 			return err
 		}
-		flags := (mountFlagsOf(st.Flags) &^ o.clear) | o.flags&^(unix.MS_BIND|unix.MS_REC)
-		if err := unix.Mount("", procPath(mnt), "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
+		flags := (mountFlagsOf(st.Flags) &^ o.clear) | bindFlags
+		if err := unix.Mount("", fdPath(mnt), "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
 			return fmt.Errorf("remount: %w", err)
 		}
 	}
 	if o.recursiveRO {
 		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
-		if err := unix.MountSetattr(int(mnt.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+		if err := unix.MountSetattr(mnt, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
 			return fmt.Errorf("recursive read-only: %w", err)
 		}
 	}
 	for _, p := range o.propagation {
-		if err := unix.Mount("", procPath(mnt), "", p, ""); err != nil {
+		if err := unix.Mount("", fdPath(mnt), "", p, ""); err != nil {
 			return fmt.Errorf("propagation: %w", err)
 		}
 	}
@@ -264,12 +245,12 @@ func mountFlagsOf(f int64) uintptr {
 // mountCgroup gives the container a read-only view of its own cgroup: on
 // v2 a cgroup2 mount (in a new cgroup namespace) or a bind of its cgroup
 // dir; on v1 a tmpfs with each hierarchy's container dir bound in.
-func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
+func mountCgroup(root *root, m specs.Mount, spec *specs.Spec) error {
 	dest, err := openDest(root, m.Destination, false)
 	if err != nil {
 		return err
 	}
-	defer dest.Close()
+	defer unix.Close(dest)
 	var st unix.Statfs_t
 	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
 		return err
@@ -278,14 +259,14 @@ func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
 	cgPath := spec.Linux.CgroupsPath
 	if st.Type == unix.CGROUP2_SUPER_MAGIC {
 		if newNamespace(spec, specs.CgroupNamespace) {
-			return unix.Mount("cgroup2", procPath(dest), "cgroup2", ro, "")
+			return unix.Mount("cgroup2", fdPath(dest), "cgroup2", ro, "")
 		}
-		if err := unix.Mount(filepath.Join("/sys/fs/cgroup", cgPath), procPath(dest), "", unix.MS_BIND, ""); err != nil {
+		if err := unix.Mount(filepath.Join("/sys/fs/cgroup", cgPath), fdPath(dest), "", unix.MS_BIND, ""); err != nil {
 			return err
 		}
 		return remountInRoot(root, m.Destination, unix.MS_BIND|unix.MS_REMOUNT|ro)
 	}
-	if err := unix.Mount("tmpfs", procPath(dest), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
+	if err := unix.Mount("tmpfs", fdPath(dest), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir("/sys/fs/cgroup")
@@ -304,8 +285,8 @@ func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
 		if err != nil {
 			return err
 		}
-		err = unix.Mount(src, procPath(sub), "", unix.MS_BIND, "")
-		sub.Close()
+		err = unix.Mount(src, fdPath(sub), "", unix.MS_BIND, "")
+		unix.Close(sub)
 		if err == nil {
 			err = remountInRoot(root, filepath.Join(m.Destination, e.Name()), unix.MS_BIND|unix.MS_REMOUNT|ro)
 		}
@@ -318,13 +299,13 @@ func mountCgroup(root *os.File, m specs.Mount, spec *specs.Spec) error {
 
 // remountInRoot changes the flags of the mount at dest, opened afresh so
 // that the handle names the mount, not the directory under it.
-func remountInRoot(root *os.File, dest string, flags uintptr) error {
-	mnt, err := pathrs.OpenatInRoot(root, dest)
+func remountInRoot(root *root, dest string, flags uintptr) error {
+	mnt, err := root.open(dest)
 	if err != nil {
 		return err
 	}
-	defer mnt.Close()
-	return unix.Mount("", procPath(mnt), "", flags, "")
+	defer unix.Close(mnt)
+	return unix.Mount("", fdPath(mnt), "", flags, "")
 }
 
 // pivotRoot makes rootfs the root and detaches the old one, without a
@@ -365,22 +346,24 @@ func pivotRoot(rootfs string) error {
 // maskPath hides a path: /dev/null over a file, an empty read-only tmpfs
 // over a directory. Missing paths need no mask.
 func maskPath(p string) error {
-	f, err := os.OpenFile(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, unix.ENOENT) {
 			return nil
 		}
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
-	if st.IsDir() {
-		err = unix.Mount("tmpfs", procPath(f), "tmpfs", unix.MS_RDONLY, "size=0,mode=0755")
-	} else if st.Mode()&os.ModeSymlink == 0 {
-		err = unix.Mount("/dev/null", procPath(f), "", unix.MS_BIND, "")
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		err = unix.Mount("tmpfs", fdPath(fd), "tmpfs", unix.MS_RDONLY, "size=0,mode=0755")
+	case unix.S_IFLNK:
+	default:
+		err = unix.Mount("/dev/null", fdPath(fd), "", unix.MS_BIND, "")
 	}
 	if err != nil {
 		return fmt.Errorf("mask %s: %w", p, err)
