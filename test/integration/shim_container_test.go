@@ -517,3 +517,100 @@ func rssKiB(pid int) (int, error) {
 	}
 	return strconv.Atoi(string(m[1]))
 }
+
+func (e *shimEnv) execSync(t *testing.T, id string, timeout time.Duration, cmd ...string) shim.ExecSyncResult {
+	t.Helper()
+	var res shim.ExecSyncResult
+	if err := e.call(t, shim.OpExecSync, shim.ExecSyncArgs{ID: id, Cmd: cmd, Timeout: timeout}, &res); err != nil {
+		t.Fatalf("exec-sync %v: %v", cmd, err)
+	}
+	return res
+}
+
+func TestShimContainerExecSync(t *testing.T) {
+	e := newShimEnv(t)
+	s := e.baseSpec("exec", "sleep", "100")
+	s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{2000}}
+	s.Process.Cwd = "/tmp"
+	s.Process.Env = append(s.Process.Env, "FOO=bar")
+	s.Process.NoNewPrivileges = true
+	c, _ := e.mustCreate(t, "exec", s)
+	if err := e.call(t, shim.OpExecSync, shim.ExecSyncArgs{ID: c.id, Cmd: []string{"true"}}, nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("exec-sync in a created container: %v", err)
+	}
+	e.start(t, c)
+
+	res := e.execSync(t, c.id, 0, "sh", "-c", "echo out; echo err >&2; exit 3")
+	if string(res.Stdout) != "out\n" || string(res.Stderr) != "err\n" || res.ExitCode != 3 || res.TimedOut {
+		t.Errorf("exec-sync: %+v (stdout %q stderr %q)", res, res.Stdout, res.Stderr)
+	}
+
+	res = e.execSync(t, c.id, 0, "sh", "-c", `
+echo "hostname=$(hostname)"
+echo "id=$(id)"
+echo "cwd=$(pwd)"
+echo "foo=$FOO"
+grep -E '^(NoNewPrivs|CapEff):' /proc/self/status
+echo "init=$(cat /proc/1/cmdline | tr '\0' ' ')"
+echo "cgroup=$(grep memory /proc/self/cgroup)"
+echo "layer=$(cat /etc/layer)"`)
+	if res.ExitCode != 0 {
+		t.Fatalf("exec-sync: %+v (stdout %q stderr %q)", res, res.Stdout, res.Stderr)
+	}
+	for _, want := range []string{
+		"hostname=ctr-exec\n",
+		"id=uid=1000(app) gid=1000(app) groups=2000(extra)\n",
+		"cwd=/tmp\n",
+		"foo=bar\n",
+		"NoNewPrivs:\t1\n",
+		"CapEff:\t0000000000000000\n",
+		"init=sleep 100 \n", // the container's PID namespace
+		":" + s.Linux.CgroupsPath + "\n",
+		"layer=top\n", // its rootfs
+	} {
+		if !strings.Contains(string(res.Stdout), want) {
+			t.Errorf("exec output lacks %q:\n%s%s", want, res.Stdout, res.Stderr)
+		}
+	}
+
+	t0 := time.Now()
+	res = e.execSync(t, c.id, 300*time.Millisecond, "sh", "-c", "sleep 50 & sleep 60")
+	if !res.TimedOut || time.Since(t0) > 5*time.Second {
+		t.Errorf("exec-sync with a timeout: %+v after %v", res, time.Since(t0))
+	}
+	// The timed-out command and its children are gone: only the
+	// container's init is left in its cgroup.
+	g, err := cgroupfs.Open(s.Linux.CgroupsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := g.Pids(); err != nil || len(pids) != 1 {
+		t.Errorf("cgroup holds %v after the timeout (%v)", pids, err)
+	}
+
+	// As with runc, a command that cannot be executed is an error, not an exit code.
+	if err := e.call(t, shim.OpExecSync, shim.ExecSyncArgs{ID: c.id, Cmd: []string{"no-such-command"}}, nil); err == nil || !strings.Contains(err.Error(), "no-such-command") {
+		t.Errorf("exec-sync of a missing command: %v", err)
+	}
+
+	big := e.execSync(t, c.id, 0, "dd", "if=/dev/zero", "bs=1M", "count=20")
+	if len(big.Stdout) != 16<<20 || big.ExitCode != 0 {
+		t.Errorf("exec-sync of 20 MiB: %d bytes kept, exit %d", len(big.Stdout), big.ExitCode)
+	}
+
+	const n = 30
+	var lat []time.Duration
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		res := e.execSync(t, c.id, 10*time.Second, "true")
+		lat = append(lat, time.Since(t0))
+		if res.ExitCode != 0 {
+			t.Fatalf("exec-sync true: %+v", res)
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("exec-sync latency over %d: p50 %v p95 %v", n, lat[n/2], lat[n*95/100])
+	if rss, err := rssKiB(e.shimPid); err == nil {
+		t.Logf("shim RSS after %d exec-syncs: %d KiB", n+5, rss)
+	}
+}
