@@ -538,3 +538,64 @@ func TestStartRemovesCrashLeftovers(t *testing.T) {
 		t.Errorf("recorded layer lost at start: %v", err)
 	}
 }
+
+// tokenAuth puts the registry behind the token flow: /token hands out a
+// bearer token for a password (GET, basic auth) or an identity token (POST,
+// refresh_token); registry calls need that token or a registry token.
+func tokenAuth(reg *imagetest.Registry, user, pass, identity, registryToken string) func(http.ResponseWriter, *http.Request, http.Handler) {
+	const issued = "issued-token"
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.URL.Path == "/token" {
+			ok := false
+			if u, p, basic := r.BasicAuth(); basic && u == user && p == pass {
+				ok = true
+			}
+			if r.Method == http.MethodPost && r.ParseForm() == nil && r.PostForm.Get("grant_type") == "refresh_token" && r.PostForm.Get("refresh_token") == identity {
+				ok = true
+			}
+			if !ok {
+				http.Error(w, "denied", http.StatusUnauthorized)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"token":%q,"access_token":%q}`, issued, issued)
+			return
+		}
+		if a := r.Header.Get("Authorization"); a != "Bearer "+issued && a != "Bearer "+registryToken {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, reg.Host))
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}`, http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	}
+}
+
+func TestTokenFlow(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	_, base := baseLayers(t)
+	ref := reg.Push(t, "test/token:v1", imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...)))
+	reg.Wrap = tokenAuth(reg, "user", "secret", "id-token", "reg-token")
+	for _, tc := range []struct {
+		name string
+		auth *Auth
+		ok   bool
+	}{
+		{"anonymous", nil, false},
+		{"wrong password", &Auth{Username: "user", Password: "nope"}, false},
+		{"password", &Auth{Username: "user", Password: "secret"}, true},
+		{"auth field", &Auth{Auth: "dXNlcjpzZWNyZXQ="}, true},
+		{"identity token", &Auth{IdentityToken: "id-token"}, true},
+		{"registry token", &Auth{RegistryToken: "reg-token"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newService(t, nil)
+			_, err := s.Pull(ctx(t), ref, tc.auth)
+			if tc.ok && err != nil {
+				t.Errorf("pull: %v", err)
+			}
+			if !tc.ok && !errors.Is(err, errdefs.ErrUnauthenticated) {
+				t.Errorf("pull: %v, want unauthenticated", err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -132,6 +133,25 @@ func TestCrictlImages(t *testing.T) {
 		t.Errorf("list by ID prefix: %v %v", lst, err)
 	}
 
+	stream, err := d.Images.StreamImages(ctx, &runtimeapi.StreamImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed := 0
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("StreamImages: %v", err)
+		}
+		streamed += len(resp.Images)
+	}
+	if streamed != 3 {
+		t.Errorf("StreamImages sent %d images, want 3", streamed)
+	}
+
 	out = crictl(t, d, "imagefsinfo", "-o", "json")
 	var fsinfo struct {
 		Status struct {
@@ -154,9 +174,25 @@ func TestCrictlImages(t *testing.T) {
 	if out := crictl(t, d, "images"); strings.Contains(out, "busybox") {
 		t.Errorf("busybox still listed after rmi:\n%s", out)
 	}
-	// Its layers are shared with the other fixtures: they stay until those go.
-	if _, err := os.Stat(l[3]); err != nil {
-		t.Errorf("a layer other images use was removed with busybox: %v", err)
+	// Its layers other images use stay; the others go.
+	inUse := map[string]bool{}
+	for _, ref := range []string{"registry.k8s.io/pause:3.9", testimages.MixedLayersRef} {
+		st, err := d.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}, Verbose: true})
+		if err != nil || st.Image == nil {
+			t.Fatalf("status %s: %v", ref, err)
+		}
+		var info struct{ LayerDirs []string }
+		if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil {
+			t.Fatal(err)
+		}
+		for _, ld := range info.LayerDirs {
+			inUse[ld] = true
+		}
+	}
+	for _, ld := range l {
+		if _, err := os.Stat(ld); inUse[ld] != (err == nil) {
+			t.Errorf("layer %s (used by another image: %v) after rmi busybox: %v", ld, inUse[ld], err)
+		}
 	}
 	// Idempotent.
 	if _, err := d.Images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ins.Status.ID}}); err != nil {
