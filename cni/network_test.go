@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
 
@@ -69,10 +70,33 @@ func TestLoadNetworkFirstAndSingleConf(t *testing.T) {
 	}
 	os.Remove(filepath.Join(dir, "10-a.conf"))
 	list, err = LoadNetwork(dir)
-	if err != nil || list.Name != "b" || len(withoutLoopback(list).Plugins) != 1 || len(list.Plugins) != 2 {
+	if err != nil || list.Name != "b" || len(withoutIdle(list, runtimeConf(Pod{})).Plugins) != 1 || len(list.Plugins) != 2 {
 		t.Errorf("conflist: %v %+v", err, list)
 	}
 	if _, err := LoadNetwork(t.TempDir()); err == nil {
 		t.Errorf("empty dir loaded a network")
+	}
+}
+
+func TestWithoutIdle(t *testing.T) {
+	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"loopback"},{"type":"tuning"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := func(l *libcni.NetworkConfigList) (out []string) {
+		for _, p := range l.Plugins {
+			out = append(out, p.Network.Type)
+		}
+		return out
+	}
+	if got := types(withoutIdle(list, runtimeConf(Pod{}))); !reflect.DeepEqual(got, []string{"bridge", "tuning"}) {
+		t.Errorf("no port mappings: %v", got)
+	}
+	withPorts := runtimeConf(Pod{PortMappings: []PortMapping{{HostPort: 1, ContainerPort: 1, Protocol: "tcp"}}})
+	if got := types(withoutIdle(list, withPorts)); !reflect.DeepEqual(got, []string{"bridge", "portmap", "tuning"}) {
+		t.Errorf("with port mappings: %v", got)
+	}
+	if len(list.Plugins) != 4 {
+		t.Errorf("the loaded list changed")
 	}
 }

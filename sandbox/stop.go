@@ -43,12 +43,16 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop containers of pod %s: %w", sb.ID, err)
 		}
 	}
-	// Edit a copy; the record changes only once persisted.
+	// Edit a copy; the record changes only once persisted. The shim stops
+	// while CNI DEL runs: neither needs the other.
 	c := *sb
-	if err := m.teardown(&c); err != nil {
+	shimDone := make(chan struct{})
+	go func() { m.stopShim(&c); close(shimDone) }()
+	err := m.teardown(&c)
+	<-shimDone
+	if err != nil {
 		return fmt.Errorf("stop pod %s: release network: %w", sb.ID, err)
 	}
-	m.stopShim(&c)
 	if err := m.unmountAll(sb.ID); err != nil {
 		return fmt.Errorf("stop pod %s: %w", sb.ID, err)
 	}
