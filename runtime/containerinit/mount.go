@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -103,6 +104,13 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 	if err := unix.Mount("", "/", "", prop, ""); err != nil {
 		return fmt.Errorf("make / %s: %w", spec.Linux.RootfsPropagation, err)
 	}
+	if prop&unix.MS_SHARED != 0 {
+		// pivot_root refuses a shared new root or one on a shared parent,
+		// and the bind below would propagate to the host's mount table.
+		if err := makeParentPrivate(rootfs); err != nil {
+			return err
+		}
+	}
 	// pivot_root needs the new root to be a mount point.
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind rootfs %s: %w", rootfs, err)
@@ -151,6 +159,28 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 		if err := remountReadonly("/"); err != nil {
 			return fmt.Errorf("read-only rootfs: %w", err)
 		}
+	}
+	return nil
+}
+
+// makeParentPrivate makes the mount that holds dir (dir's own, when it is
+// a mount point) private: the bind of dir onto itself then is private too.
+func makeParentPrivate(dir string) error {
+	ms, err := mountinfo.GetMounts(mountinfo.ParentsFilter(dir))
+	if err != nil {
+		return fmt.Errorf("mounts of %s: %w", dir, err)
+	}
+	var best *mountinfo.Info
+	for _, m := range ms {
+		if best == nil || len(m.Mountpoint) > len(best.Mountpoint) {
+			best = m
+		}
+	}
+	if best == nil || !strings.Contains(best.Optional, "shared:") {
+		return nil
+	}
+	if err := unix.Mount("", best.Mountpoint, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", best.Mountpoint, err)
 	}
 	return nil
 }

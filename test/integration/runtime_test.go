@@ -57,7 +57,7 @@ func busyboxLayers(t testing.TB, dir string) []string {
 		copyFile(t, bb, filepath.Join(l1, "bin/busybox"))
 	}
 	mkdirs(t, filepath.Join(l2, "bin"), filepath.Join(l2, "etc"), filepath.Join(l2, "tmp"), filepath.Join(l2, "proc"), filepath.Join(l2, "sys"), filepath.Join(l2, "dev"), filepath.Join(l2, "root"))
-	for _, applet := range []string{"sh", "cat", "ls", "echo", "id", "hostname", "grep", "sleep", "stat", "touch", "mount", "head", "readlink", "pwd", "env", "dd", "true", "false", "ip", "test", "awk", "tr", "cut", "wc", "tty", "kill"} {
+	for _, applet := range []string{"sh", "cat", "ls", "echo", "id", "hostname", "grep", "sleep", "stat", "touch", "mount", "head", "readlink", "pwd", "env", "dd", "true", "false", "ip", "test", "awk", "tr", "cut", "wc", "tty", "kill", "mkdir"} {
 		if err := os.Symlink("busybox", filepath.Join(l2, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}
@@ -834,4 +834,55 @@ cat /prop/late/file`},
 	if out != want {
 		t.Fatalf("output:\n%s%s\nwant:\n%s", out, errOut, want)
 	}
+}
+
+// TestRuntimeBidirectionalPropagation: a mount the container makes in an
+// rshared volume shows on the host, and the container's own rootfs mounts
+// do not leak to the host.
+func TestRuntimeBidirectionalPropagation(t *testing.T) {
+	e := newRuntimeEnv(t)
+	shared := filepath.Join(e.dir, "shared")
+	mountTmpfs(t, shared, unix.MS_SHARED)
+	b := e.bundle(t, "bidi")
+	s := e.baseSpec("bidi", "sh", "-c", "mkdir -p /shared/m && mount -t tmpfs tmpfs /shared/m && touch /shared/m/from-ctr")
+	caps := append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/shared", Type: "bind", Source: shared, Options: []string{"rbind", "rshared", "rw"}})
+	s.Linux.RootfsPropagation = "rshared"
+	before := countMounts(t, b)
+	c, output := e.create(t, b, s)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Wait()
+	out, errOut := output()
+	if err != nil || st.Code != 0 {
+		t.Fatalf("status %+v %v: %s%s", st, err, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(shared, "m", "from-ctr")); err != nil {
+		t.Fatalf("the container's mount did not reach the host: %v", err)
+	}
+	if err := unix.Unmount(filepath.Join(shared, "m"), 0); err != nil {
+		t.Errorf("unmount the propagated mount: %v", err)
+	}
+	if after := countMounts(t, b); after != before {
+		t.Errorf("host mounts below the bundle went from %d to %d", before, after)
+	}
+}
+
+// countMounts counts the host's mounts at or below dir.
+func countMounts(t *testing.T, dir string) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			n++
+		}
+	}
+	return n
 }
