@@ -119,8 +119,19 @@ func (c v2Cgroup) delete() error     { return c.m.Delete() }
 
 func unified() bool { return cgroups.Mode() == cgroups.Unified }
 
-// createCgroup makes the pod's cgroup with its limits.
-func createCgroup(p string, res *specs.LinuxResources) (podCgroup, error) {
+// createCgroup makes the pod's cgroup with its limits. The default parent
+// may vanish under us (another berthd removes it when its last pod goes):
+// a few retries cover that race.
+func createCgroup(p string, res *specs.LinuxResources) (cg podCgroup, err error) {
+	for i := 0; i < 3; i++ {
+		if cg, err = createCgroupOnce(p, res); err == nil || !errors.Is(err, os.ErrNotExist) {
+			return cg, err
+		}
+	}
+	return cg, err
+}
+
+func createCgroupOnce(p string, res *specs.LinuxResources) (podCgroup, error) {
 	if unified() {
 		m, err := cgroup2.NewManager("/sys/fs/cgroup", p, cgroup2.ToResources(res))
 		if err != nil {
