@@ -26,6 +26,13 @@ unit:
 integration: build test-images
 	BERTH_BIN_DIR=$(BIN) go test $(GO_TEST_FLAGS) ./test/...
 
+# The tests again inside cgroup v2 VMs under QEMU (hack/vm): a small
+# initramfs guest and a Debian guest with systemd as PID 1, one boot each.
+# Knobs (packages, -test.run, variants, scripts): hack/vm/test.sh.
+.PHONY: test-vm
+test-vm: build test-images
+	bash hack/vm/test.sh
+
 # Runs berthd in the foreground with the default configuration.
 run: deps build
 	bash hack/setup-default.sh

@@ -37,6 +37,9 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 	}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"config": s.opts.ConfigJSON}
+		if s.opts.CgroupVersion != "" {
+			resp.Info["cgroupVersion"] = s.opts.CgroupVersion
+		}
 	}
 	return resp, nil
 }

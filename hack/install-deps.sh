@@ -16,6 +16,9 @@ packages=(
 	busybox                     # test images are built from Debian's busybox
 	docker-registry             # the local registry the tests pull from
 	libseccomp-dev pkg-config gcc
+	# make test-vm: QEMU boots Debian's kernel with cgroup v2 only, and a
+	# Debian root with systemd made by debootstrap
+	qemu-system-x86 linux-image-amd64 debootstrap cpio e2fsprogs
 )
 missing=()
 for p in "${packages[@]}"; do
