@@ -6,9 +6,12 @@
 # Debian's containernetworking-plugins in /usr/lib/cni (hack/install-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p /etc/berth /etc/berth/certs.d /var/lib/berth /run/berth /etc/cni/net.d
-if ! ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json >/dev/null 2>&1; then
+conf_dir=${BERTH_CNI_CONF_DIR:-/etc/cni/net.d}
+mkdir -p /etc/berth /etc/berth/certs.d /var/lib/berth /run/berth "$conf_dir"
+shopt -s nullglob
+existing=("$conf_dir"/*.conf "$conf_dir"/*.conflist "$conf_dir"/*.json)
+if ((${#existing[@]} == 0)); then
 	sed -e "s|@BRIDGE@|${BERTH_CNI_BRIDGE:-berth0}|g" -e "s|@SUBNET@|${BERTH_CNI_SUBNET:-10.88.0.0/16}|" \
-		-e "s|@IPAMDIR@|/var/lib/cni/networks|" hack/cni-default.conflist >/etc/cni/net.d/10-berth.conflist
-	echo "setup-default: wrote /etc/cni/net.d/10-berth.conflist" >&2
+		-e "s|@IPAMDIR@|/var/lib/cni/networks|" hack/cni-default.conflist >"$conf_dir/10-berth.conflist"
+	echo "setup-default: wrote $conf_dir/10-berth.conflist" >&2
 fi
