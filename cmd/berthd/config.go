@@ -31,6 +31,11 @@ type Config struct {
 	PinnedImages []string `toml:"pinned_images" json:"pinnedImages,omitempty"`
 	// ImagePullProgressTimeout cancels a pull receiving too little for this long (Go duration).
 	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout"`
+	// SeccompDefault confines a container whose request names no seccomp
+	// profile with runtime/default. Off by default: the CRI (and critest)
+	// read an unset profile as unconfined; the kubelet's --seccomp-default
+	// sets RuntimeDefault explicitly.
+	SeccompDefault bool `toml:"seccomp_default" json:"seccompDefault"`
 }
 
 func defaultConfig() Config {
