@@ -95,6 +95,9 @@ func runCreate(bundle string, sync *os.File) error {
 	if err := setupNamespaced(spec); err != nil {
 		return err
 	}
+	if err := protectRootfs(spec); err != nil {
+		return err
+	}
 	return finish(spec, bufio.NewReader(sync), sync)
 }
 

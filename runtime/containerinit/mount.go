@@ -96,6 +96,7 @@ func rootfsPropagation(spec *specs.Spec) (uintptr, error) {
 	return f, nil
 }
 
+// setupRootfs mounts the spec's filesystems in the rootfs and pivots into it.
 func setupRootfs(spec *specs.Spec, rootfs string) error {
 	prop, err := rootfsPropagation(spec)
 	if err != nil {
@@ -142,9 +143,12 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 		}
 		unix.Close(d)
 	}
-	if err := pivotRoot(rootfs); err != nil {
-		return err
-	}
+	return pivotRoot(rootfs)
+}
+
+// protectRootfs masks paths and makes paths and the rootfs read-only:
+// the last of the filesystem setup, after the sysctls were written.
+func protectRootfs(spec *specs.Spec) error {
 	for _, p := range spec.Linux.MaskedPaths {
 		if err := maskPath(p); err != nil {
 			return err

@@ -311,7 +311,9 @@ echo "data=$(cat /data/data.txt)"
 touch /data/new 2>/dev/null && echo data=writable || echo data=denied
 echo "cgroup=$(grep memory /proc/self/cgroup)"
 echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null)"
+echo "sysctl=$(cat /proc/sys/kernel/shm_rmid_forced)"
 `)
+	s.Linux.Sysctl = map[string]string{"kernel.shm_rmid_forced": "1"}
 	s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 2000}}
 	s.Process.Cwd = "/work/dir"
 	s.Process.Env = append(s.Process.Env, "FOO=bar baz")
@@ -349,6 +351,7 @@ echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null)"
 		"data=denied\n",
 		"cgroup=",
 		fmt.Sprintf("limit=%d\n", limit),
+		"sysctl=1\n",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q", want)
@@ -574,12 +577,25 @@ func TestRuntimeTerminal(t *testing.T) {
 // overlay mount adds about a millisecond).
 func TestRuntimeCreateStartLatency(t *testing.T) {
 	e := newRuntimeEnv(t)
+	// Like a pod's containers: the pod's network, IPC and UTS namespaces
+	// joined, mount and PID namespaces new.
+	pod := pinNamespaces(t, filepath.Join(e.dir, "pod"), "pod")
 	const n = 30
 	var lat []time.Duration
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("lat%d", i)
 		b := e.bundle(t, name)
 		s := e.baseSpec(name, "true")
+		for j, ns := range s.Linux.Namespaces {
+			switch ns.Type {
+			case specs.NetworkNamespace:
+				s.Linux.Namespaces[j].Path = pod.Net
+			case specs.IPCNamespace:
+				s.Linux.Namespaces[j].Path = pod.IPC
+			case specs.UTSNamespace:
+				s.Linux.Namespaces[j].Path = pod.UTS
+			}
+		}
 		writeSpec(t, b, s)
 		t0 := time.Now()
 		if _, err := cgroups.Create(s.Linux.CgroupsPath, s.Linux.Resources); err != nil {
