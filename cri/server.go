@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/imageservice"
+	"github.com/berth-dev/berth/runtime/container"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -30,6 +31,8 @@ type Options struct {
 	Images *imageservice.Service
 	// Sandboxes runs pod sandboxes (cri/sandbox.go).
 	Sandboxes *sandbox.Manager
+	// Containers runs containers (cri/container.go).
+	Containers *container.Manager
 }
 
 // Server implements the CRI RuntimeService and ImageService.

@@ -104,10 +104,15 @@ func serve(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	containers, err := newContainerManager(cfg, db, pods, images)
+	if err != nil {
+		return err
+	}
 
 	srv = cri.NewServer(cri.Options{
 		Images:       images,
 		Sandboxes:    pods,
+		Containers:   containers,
 		Version:      version,
 		CgroupDriver: cfg.CgroupDriver,
 		NetworkReady: func() error {

@@ -69,6 +69,40 @@ type Record struct {
 	LogPath     string            `json:"logPath,omitempty"`
 	Mounts      []Mount           `json:"mounts,omitempty"`
 	Status      Status            `json:"status"`
+
+	// ShimDir is the pod's state dir, where its shim's control socket is.
+	ShimDir string `json:"shimDir"`
+	// StateDir is the container's volatile dir: bundle (config.json), the
+	// rootfs mount point and the shim's exit record.
+	StateDir string `json:"stateDir"`
+	// LayerDir is the container's persistent dir: overlay upper and work.
+	LayerDir string `json:"layerDir"`
+	// Cgroup is the container's cgroupfs path, below the pod's.
+	Cgroup string `json:"cgroup"`
+	// StopSignal is the image's stop signal ("" for SIGTERM).
+	StopSignal string `json:"stopSignal,omitempty"`
+	Tty        bool   `json:"tty,omitempty"`
+	Stdin      bool   `json:"stdin,omitempty"`
+	StdinOnce  bool   `json:"stdinOnce,omitempty"`
+	// User the process runs as, for ContainerStatus.
+	UID              int64   `json:"uid"`
+	GID              int64   `json:"gid"`
+	SupplementalGIDs []int64 `json:"supplementalGids,omitempty"`
+	// Resources are the container's current cgroup limits.
+	Resources *Resources `json:"resources,omitempty"`
+}
+
+// Resources are a container's cgroup limits as the CRI states them.
+type Resources struct {
+	CPUPeriod       int64             `json:"cpuPeriod,omitempty"`
+	CPUQuota        int64             `json:"cpuQuota,omitempty"`
+	CPUShares       int64             `json:"cpuShares,omitempty"`
+	MemoryLimit     int64             `json:"memoryLimit,omitempty"`
+	OOMScoreAdj     int64             `json:"oomScoreAdj,omitempty"`
+	CpusetCpus      string            `json:"cpusetCpus,omitempty"`
+	CpusetMems      string            `json:"cpusetMems,omitempty"`
+	MemorySwapLimit int64             `json:"memorySwapLimit,omitempty"`
+	Unified         map[string]string `json:"unified,omitempty"`
 }
 
 func (r *Record) clone() *Record {
@@ -76,6 +110,12 @@ func (r *Record) clone() *Record {
 	c.Labels = cloneMap(r.Labels)
 	c.Annotations = cloneMap(r.Annotations)
 	c.Mounts = append([]Mount(nil), r.Mounts...)
+	c.SupplementalGIDs = append([]int64(nil), r.SupplementalGIDs...)
+	if r.Resources != nil {
+		res := *r.Resources
+		res.Unified = cloneMap(r.Resources.Unified)
+		c.Resources = &res
+	}
 	return &c
 }
 

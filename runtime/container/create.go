@@ -1,0 +1,335 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/rootfs"
+	"github.com/berth-dev/berth/runtime/shim"
+	"github.com/berth-dev/berth/runtime/spec"
+)
+
+// Names inside a container's state dir.
+const (
+	specFile  = "config.json"
+	rootfsDir = "rootfs"
+)
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errdefs.ErrInvalidArgument, fmt.Sprintf(format, args...))
+}
+
+// validate refuses what no later step could make sense of.
+func validate(podID string, cfg *runtimeapi.ContainerConfig) error {
+	switch {
+	case podID == "":
+		return invalid("pod sandbox id is empty")
+	case cfg == nil:
+		return invalid("container config is missing")
+	case cfg.GetMetadata() == nil || cfg.GetMetadata().GetName() == "":
+		return invalid("container metadata name is empty")
+	case cfg.GetImage() == nil || cfg.GetImage().GetImage() == "":
+		return invalid("container image is empty")
+	}
+	for _, mnt := range cfg.GetMounts() {
+		if mnt.GetContainerPath() == "" || !path.IsAbs(mnt.GetContainerPath()) {
+			return invalid("mount container path %q is not absolute", mnt.GetContainerPath())
+		}
+		if mnt.GetImage().GetImage() == "" && mnt.GetHostPath() == "" {
+			return invalid("mount at %s has no host path", mnt.GetContainerPath())
+		}
+	}
+	if lp := cfg.GetLogPath(); lp != "" && (filepath.IsAbs(lp) || !filepath.IsLocal(lp)) {
+		return invalid("log path %q must be relative to the pod's log directory", lp)
+	}
+	return nil
+}
+
+// undo collects the steps that revert a half-done create, run in reverse.
+type undo []func()
+
+func (u *undo) add(f func()) { *u = append(*u, f) }
+
+func (u undo) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// Create makes a container in a ready pod, stopped before its command
+// until Start. Any failure undoes every step: no record, mount, dir, lease
+// or process is left behind.
+func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, podCfg *runtimeapi.PodSandboxConfig) (_ string, err error) {
+	if err := validate(podID, cfg); err != nil {
+		return "", err
+	}
+	pod, err := m.opts.Pods.Pod(podID)
+	if err != nil {
+		return "", err
+	}
+	if !pod.Ready {
+		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
+	}
+	ref := cfg.GetImage().GetImage()
+	img, err := m.opts.Images.Resolve(ctx, ref)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return "", fmt.Errorf("image %q not found (pull it first): %w", ref, errdefs.ErrNotFound)
+		}
+		return "", fmt.Errorf("resolve image %q: %w", ref, err)
+	}
+
+	// Not the named result: a failing return empties that before the
+	// undo steps run.
+	id := newID()
+	md := cfg.GetMetadata()
+	rec := &Record{
+		ID:          id,
+		PodID:       pod.ID,
+		Name:        md.GetName(),
+		Attempt:     md.GetAttempt(),
+		Image:       ref,
+		ImageID:     img.ID,
+		ImageRef:    imageRef(img),
+		Labels:      cfg.GetLabels(),
+		Annotations: cfg.GetAnnotations(),
+		Mounts:      mountsOf(cfg.GetMounts()),
+		Status:      Status{State: Created, CreatedAt: time.Now()},
+		ShimDir:     pod.StateDir,
+		StateDir:    filepath.Join(m.stateDir, id),
+		LayerDir:    filepath.Join(m.layerDir, id),
+		Cgroup:      path.Join(pod.Cgroup, id),
+		StopSignal:  img.Config.Config.StopSignal,
+		Tty:         cfg.GetTty(),
+		Stdin:       cfg.GetStdin(),
+		StdinOnce:   cfg.GetStdinOnce(),
+		Resources:   resourcesOf(cfg.GetLinux().GetResources()),
+	}
+	if sig := cfg.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
+		rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
+	}
+	logDir := pod.LogDirectory
+	if logDir == "" {
+		logDir = podCfg.GetLogDirectory()
+	}
+	if logDir != "" && cfg.GetLogPath() != "" {
+		rec.LogPath = filepath.Join(logDir, cfg.GetLogPath())
+	}
+
+	var u undo
+	defer func() {
+		if err != nil {
+			u.run()
+		}
+	}()
+	// The record reserves the name: a second create of the same name and
+	// attempt fails here, before it touches anything.
+	if err := m.store.Add(rec); err != nil {
+		return "", err
+	}
+	u.add(func() {
+		if derr := m.store.Delete(id); derr != nil {
+			klog.ErrorS(derr, "Undo create: delete record", "container", id)
+		}
+	})
+	if err := m.opts.Images.AddUser(img.ID, id); err != nil {
+		return "", fmt.Errorf("lease image %s: %w", img.ID, err)
+	}
+	u.add(func() {
+		if derr := m.opts.Images.RemoveUser(id); derr != nil {
+			klog.ErrorS(derr, "Undo create: release image", "container", id)
+		}
+	})
+
+	rootPath := filepath.Join(rec.StateDir, rootfsDir)
+	u.add(func() {
+		if derr := removeDirs(rec.StateDir); derr != nil {
+			klog.ErrorS(derr, "Undo create: remove state dir", "container", id)
+		}
+		if derr := os.RemoveAll(rec.LayerDir); derr != nil {
+			klog.ErrorS(derr, "Undo create: remove layer dir", "container", id)
+		}
+	})
+	if err := os.MkdirAll(rootPath, 0o755); err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+	if err := os.MkdirAll(rec.LayerDir, 0o700); err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+	if err := rootfs.Mount(rootPath, layers(rec, img.LayerDirs)); err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+
+	s, err := m.generate(rec, rootPath, pod, img, cfg, podCfg)
+	if err != nil {
+		return "", err
+	}
+	user := s.Process.User
+	rec.UID, rec.GID = int64(user.UID), int64(user.GID)
+	for _, g := range user.AdditionalGids {
+		rec.SupplementalGIDs = append(rec.SupplementalGIDs, int64(g))
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("encode spec of %s: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(rec.StateDir, specFile), data, 0o600); err != nil {
+		return "", fmt.Errorf("write spec of %s: %w", id, err)
+	}
+	if rec.LogPath != "" {
+		if err := os.MkdirAll(filepath.Dir(rec.LogPath), 0o755); err != nil {
+			return "", fmt.Errorf("create log dir of %s: %w", id, err)
+		}
+	}
+
+	// The cgroup is berthd's to make (with the limits) and to remove; the
+	// shim puts the process in it.
+	u.add(func() { killCgroup(rec.Cgroup) })
+	if _, err := cgroups.Create(rec.Cgroup, s.Linux.Resources); err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+
+	client := shim.Connect(rec.ShimDir)
+	var st shim.ContainerState
+	u.add(func() {
+		// A fresh context: the request's may be what failed.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if derr := client.Call(dctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); derr != nil {
+			klog.ErrorS(derr, "Undo create: delete in shim", "container", id)
+		}
+	})
+	err = client.Call(ctx, shim.OpCreate, shim.CreateArgs{
+		ID: id, BundleDir: rec.StateDir, StateDir: rec.StateDir, LogPath: rec.LogPath,
+		Stdin: rec.Stdin, StdinOnce: rec.StdinOnce, Tty: rec.Tty,
+	}, &st)
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+	if _, err := m.store.Update(id, func(r *Record) error {
+		r.Status.Pid = st.Pid
+		r.UID, r.GID, r.SupplementalGIDs = rec.UID, rec.GID, rec.SupplementalGIDs
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	klog.V(2).InfoS("Container created", "container", id, "pod", pod.ID, "name", rec.Name)
+	return id, nil
+}
+
+func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, cfg *runtimeapi.ContainerConfig, podCfg *runtimeapi.PodSandboxConfig) (*specs.Spec, error) {
+	root, err := os.OpenRoot(rootPath)
+	if err != nil {
+		return nil, fmt.Errorf("open rootfs of %s: %w", rec.ID, err)
+	}
+	defer root.Close()
+	ns := pod.Namespaces
+	if o := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); o.GetPid() == runtimeapi.NamespaceMode_TARGET {
+		target, err := m.targetPIDNamespace(o.GetTargetId())
+		if err != nil {
+			return nil, err
+		}
+		ns.TargetPID = target
+	}
+	return spec.Generate(spec.Input{
+		Config:          cfg,
+		Sandbox:         podCfg,
+		Image:           &img.Config.Config,
+		RootFS:          root.FS(),
+		RootPath:        rootPath,
+		Pod:             pod.Files,
+		Namespaces:      ns,
+		CgroupsPath:     rec.Cgroup,
+		CgroupNamespace: m.opts.CgroupNamespace,
+	})
+}
+
+// targetPIDNamespace is the PID namespace of a running container, for a
+// container that asks to share it.
+func (m *Manager) targetPIDNamespace(target string) (string, error) {
+	if target == "" {
+		return "", invalid("PID namespace mode TARGET without a target container")
+	}
+	tid, err := m.resolveID(target)
+	if err != nil {
+		return "", err
+	}
+	r, err := m.store.Get(tid)
+	if err != nil {
+		return "", err
+	}
+	if r.Status.State != Running || r.Status.Pid == 0 {
+		return "", fmt.Errorf("target container %s of the PID namespace is not running: %w", tid, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Sprintf("/proc/%d/ns/pid", r.Status.Pid), nil
+}
+
+func layers(rec *Record, lower []string) rootfs.Layers {
+	return rootfs.Layers{
+		Lower: lower,
+		Upper: filepath.Join(rec.LayerDir, "upper"),
+		Work:  filepath.Join(rec.LayerDir, "work"),
+	}
+}
+
+// removeDirs removes a container's state dir, its rootfs unmounted first:
+// removing through a live mount would delete the container's files.
+func removeDirs(stateDir string) error {
+	if err := rootfs.Unmount(filepath.Join(stateDir, rootfsDir)); err != nil {
+		return err
+	}
+	return os.RemoveAll(stateDir)
+}
+
+// imageRef is the digest reference the image was pulled by, or its ID.
+func imageRef(img *Image) string {
+	if len(img.RepoDigests) > 0 {
+		return img.RepoDigests[0]
+	}
+	return img.ID
+}
+
+func mountsOf(ms []*runtimeapi.Mount) []Mount {
+	var out []Mount
+	for _, m := range ms {
+		out = append(out, Mount{
+			ContainerPath:  m.GetContainerPath(),
+			HostPath:       m.GetHostPath(),
+			Readonly:       m.GetReadonly(),
+			RecursiveRO:    m.GetRecursiveReadOnly(),
+			SELinuxRelabel: m.GetSelinuxRelabel(),
+			Propagation:    int32(m.GetPropagation()),
+		})
+	}
+	return out
+}
+
+func resourcesOf(r *runtimeapi.LinuxContainerResources) *Resources {
+	if r == nil {
+		return nil
+	}
+	return &Resources{
+		CPUPeriod:       r.GetCpuPeriod(),
+		CPUQuota:        r.GetCpuQuota(),
+		CPUShares:       r.GetCpuShares(),
+		MemoryLimit:     r.GetMemoryLimitInBytes(),
+		OOMScoreAdj:     r.GetOomScoreAdj(),
+		CpusetCpus:      r.GetCpusetCpus(),
+		CpusetMems:      r.GetCpusetMems(),
+		MemorySwapLimit: r.GetMemorySwapLimitInBytes(),
+		Unified:         cloneMap(r.GetUnified()),
+	}
+}

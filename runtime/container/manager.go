@@ -1,0 +1,228 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
+	bolt "go.etcd.io/bbolt"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/spec"
+)
+
+// Pod is what a container needs of its pod sandbox.
+type Pod struct {
+	ID    string
+	Ready bool
+	// StateDir holds the pod shim's control socket.
+	StateDir string
+	// Namespaces are the pod's pinned namespaces; Files its hostname,
+	// hosts, resolv.conf and /dev/shm.
+	Namespaces spec.Namespaces
+	Files      spec.PodFiles
+	// Cgroup is the pod's cgroupfs path; containers go below it.
+	Cgroup       string
+	LogDirectory string
+}
+
+// Pods finds pod sandboxes by id (or unique id prefix). An unknown pod is
+// an error wrapping errdefs.ErrNotFound.
+type Pods interface {
+	Pod(id string) (*Pod, error)
+}
+
+// Image is a resolved local image.
+type Image struct {
+	ID          string
+	RepoTags    []string
+	RepoDigests []string
+	Config      imagespec.Image
+	// LayerDirs are the unpacked layers, lowest first.
+	LayerDirs []string
+}
+
+// Images resolves local images and keeps the layers of the images that
+// containers use.
+type Images interface {
+	Resolve(ctx context.Context, ref string) (*Image, error)
+	AddUser(imageID, user string) error
+	RemoveUser(user string) error
+}
+
+// Options configure a Manager.
+type Options struct {
+	DB *bolt.DB
+	// Root is berthd's persistent root: writable layers go to Root/containers.
+	Root string
+	// State is berthd's volatile state dir: bundles, rootfs mount points and
+	// exit records go to State/containers.
+	State  string
+	Pods   Pods
+	Images Images
+	// CgroupNamespace gives containers their own cgroup namespace (cgroup
+	// v2 nodes).
+	CgroupNamespace bool
+}
+
+// Manager creates and controls containers through their pod's shim.
+type Manager struct {
+	opts     Options
+	store    *Store
+	layerDir string
+	stateDir string
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+	// cpu keeps the previous CPU sample of each container, for nano cores.
+	cpu map[string]cpuSample
+}
+
+type cpuSample struct {
+	at    time.Time
+	usage uint64
+}
+
+// New opens the container records and reconciles them with what the shims
+// and the exit records say: a container that ended while berthd was away
+// gets its real exit.
+func New(opts Options) (*Manager, error) {
+	st, err := OpenStore(opts.DB)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		opts:     opts,
+		store:    st,
+		layerDir: filepath.Join(opts.Root, "containers"),
+		stateDir: filepath.Join(opts.State, "containers"),
+		locks:    map[string]*sync.Mutex{},
+		cpu:      map[string]cpuSample{},
+	}
+	for _, d := range []string{m.layerDir, m.stateDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("container dirs: %w", err)
+		}
+	}
+	m.recover()
+	return m, nil
+}
+
+// LayersDir is where the containers' writable layers live.
+func (m *Manager) LayersDir() string { return m.layerDir }
+
+// recover refreshes every live record from its shim or exit record, and
+// removes dirs that no record owns (a crash in the middle of a create).
+func (m *Manager) recover() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	known := map[string]bool{}
+	for _, r := range m.store.List(nil) {
+		known[r.ID] = true
+		if r.Status.State == Exited {
+			continue
+		}
+		if _, err := m.refresh(ctx, r, true); err != nil {
+			klog.ErrorS(err, "Recover container", "container", r.ID)
+		}
+	}
+	for _, dir := range []string{m.stateDir, m.layerDir} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if known[e.Name()] {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			klog.InfoS("Removing leftover of an unrecorded container", "path", p)
+			if err := removeDirs(p); err != nil {
+				klog.ErrorS(err, "Remove leftover container dir", "path", p)
+			}
+		}
+	}
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// lock serialises the operations on one container.
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (m *Manager) forget(id string) {
+	m.mu.Lock()
+	delete(m.locks, id)
+	delete(m.cpu, id)
+	m.mu.Unlock()
+}
+
+// resolveID finds a container by id or unique id prefix.
+func (m *Manager) resolveID(id string) (string, error) {
+	if id == "" {
+		return "", fmt.Errorf("container id: %w: empty", errdefs.ErrInvalidArgument)
+	}
+	if _, err := m.store.Get(id); err == nil {
+		return id, nil
+	}
+	var found []string
+	for _, r := range m.store.List(func(r *Record) bool { return strings.HasPrefix(r.ID, id) }) {
+		found = append(found, r.ID)
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	case 1:
+		return found[0], nil
+	default:
+		return "", fmt.Errorf("container id %q: %w: ambiguous prefix", id, errdefs.ErrInvalidArgument)
+	}
+}
+
+// StopPod stops every container of a pod at once (the pod is stopping:
+// no grace period). It is the sandbox's StopContainers hook.
+func (m *Manager) StopPod(ctx context.Context, podID string) error {
+	var errs []string
+	for _, r := range m.store.List(func(r *Record) bool { return r.PodID == podID }) {
+		if err := m.Stop(ctx, r.ID, 0); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stop containers: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// RemovePod removes every container of a pod. It is the sandbox's
+// RemoveContainers hook.
+func (m *Manager) RemovePod(ctx context.Context, podID string) error {
+	var errs []string
+	for _, r := range m.store.List(func(r *Record) bool { return r.PodID == podID }) {
+		if err := m.Remove(ctx, r.ID); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("remove containers: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/shim"
+)
+
+// running returns the record of a container that runs now.
+func (m *Manager) running(ctx context.Context, id, what string) (*Record, error) {
+	id, err := m.resolveID(id)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if rec, err = m.refresh(ctx, rec, false); err != nil {
+		return nil, err
+	}
+	if rec.Status.State != Running {
+		return nil, fmt.Errorf("%s: container %s is %s, not running: %w", what, id, rec.Status.State, errdefs.ErrFailedPrecondition)
+	}
+	return rec, nil
+}
+
+// ExecResult is what a command run by ExecSync did.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int
+}
+
+// execGrace is how long after the command's own timeout berthd waits for
+// the shim to report it killed.
+const execGrace = 5 * time.Second
+
+// ExecSync runs cmd in a running container and waits for it; with a
+// timeout the command is killed then, and the error wraps
+// context.DeadlineExceeded.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
+	if len(cmd) == 0 {
+		return nil, invalid("exec: no command")
+	}
+	rec, err := m.running(ctx, id, "exec")
+	if err != nil {
+		return nil, err
+	}
+	callCtx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, timeout+execGrace)
+		defer cancel()
+	}
+	var res shim.ExecSyncResult
+	if err := shim.Connect(rec.ShimDir).Call(callCtx, shim.OpExecSync, shim.ExecSyncArgs{ID: rec.ID, Cmd: cmd, Timeout: timeout}, &res); err != nil {
+		return nil, fmt.Errorf("exec in container %s: %w", rec.ID, err)
+	}
+	if res.TimedOut {
+		return nil, fmt.Errorf("exec in container %s: command %q timed out after %s: %w", rec.ID, cmd, timeout, context.DeadlineExceeded)
+	}
+	return &ExecResult{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.ExitCode}, nil
+}
+
+// UpdateResources changes the cgroup limits of a created or running
+// container.
+func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
+	if r == nil {
+		return invalid("update resources: no linux resources")
+	}
+	lr, err := linuxResources(r)
+	if err != nil {
+		return err
+	}
+	id, err = m.resolveID(id)
+	if err != nil {
+		return err
+	}
+	defer m.lock(id)()
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return err
+	}
+	if rec, err = m.refresh(ctx, rec, false); err != nil {
+		return err
+	}
+	if rec.Status.State == Exited {
+		return fmt.Errorf("update resources: container %s has exited: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	// berthd made the cgroup; it changes it too (the shim only moves the
+	// process in).
+	cg, err := cgroups.Load(rec.Cgroup)
+	if err != nil {
+		return fmt.Errorf("update resources of container %s: %w", id, err)
+	}
+	if err := cg.Update(lr); err != nil {
+		return fmt.Errorf("update resources of container %s: %w", id, err)
+	}
+	_, err = m.store.Update(id, func(rec *Record) error {
+		rec.Resources = resourcesOf(r)
+		return nil
+	})
+	return err
+}
+
+// linuxResources converts CRI resources into the cgroup limits of an
+// update. Device rules are left out: an update must not reset them.
+// (runtime/spec converts them at create; it keeps its converter private.)
+func linuxResources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, error) {
+	out := &specs.LinuxResources{}
+	cpu := &specs.LinuxCPU{Cpus: r.GetCpusetCpus(), Mems: r.GetCpusetMems()}
+	if v := r.GetCpuShares(); v > 0 {
+		u := uint64(v)
+		cpu.Shares = &u
+	}
+	if v := r.GetCpuQuota(); v != 0 {
+		cpu.Quota = &v
+	}
+	if v := r.GetCpuPeriod(); v > 0 {
+		u := uint64(v)
+		cpu.Period = &u
+	}
+	if *cpu != (specs.LinuxCPU{}) {
+		out.CPU = cpu
+	}
+	if v := r.GetMemoryLimitInBytes(); v > 0 {
+		out.Memory = &specs.LinuxMemory{Limit: &v}
+		if sw := r.GetMemorySwapLimitInBytes(); sw > 0 {
+			if sw < v {
+				return nil, invalid("memory+swap limit %d is below the memory limit %d", sw, v)
+			}
+			out.Memory.Swap = &sw
+		}
+	} else if r.GetMemorySwapLimitInBytes() > 0 {
+		return nil, invalid("a swap limit needs a memory limit")
+	}
+	for _, h := range r.GetHugepageLimits() {
+		if h.GetPageSize() == "" {
+			return nil, invalid("hugepage limit without a page size")
+		}
+		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
+	}
+	out.Unified = cloneMap(r.GetUnified())
+	return out, nil
+}
+
+// ReopenLog makes the shim reopen a running container's log file, after
+// the kubelet rotated it.
+func (m *Manager) ReopenLog(ctx context.Context, id string) error {
+	rec, err := m.running(ctx, id, "reopen log")
+	if err != nil {
+		return err
+	}
+	if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpReopenLog, shim.IDArgs{ID: rec.ID}, nil); err != nil {
+		return fmt.Errorf("reopen log of container %s: %w", rec.ID, err)
+	}
+	return nil
+}

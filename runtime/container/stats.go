@@ -1,0 +1,132 @@
+package container
+
+import (
+	"context"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/runtime/cgroups"
+)
+
+// Stats is a container's resource usage at one moment.
+type Stats struct {
+	Record *Record
+	Time   time.Time
+	// CPU is nil when the container has no cgroup (not created or gone).
+	CPU *CPUStats
+	// Memory is nil likewise.
+	Memory *MemoryStats
+	// Layer is the writable layer's use.
+	Layer LayerStats
+}
+
+// CPUStats are cumulative usage and the rate since the previous sample.
+type CPUStats struct {
+	UsageNanos uint64
+	// NanoCores is the average use since the previous sample of this
+	// container (0 at the first).
+	NanoCores uint64
+}
+
+// MemoryStats are as the kubelet reads them.
+type MemoryStats struct {
+	WorkingSet, Usage, RSS, PageFaults, MajorPageFaults uint64
+}
+
+// LayerStats is the use of the writable layer.
+type LayerStats struct {
+	Mountpoint string
+	Bytes      uint64
+	Inodes     uint64
+}
+
+// Stats reads one container's usage.
+func (m *Manager) Stats(ctx context.Context, id string) (*Stats, error) {
+	id, err := m.resolveID(id)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if rec, err = m.refresh(ctx, rec, false); err != nil {
+		return nil, err
+	}
+	return m.stats(rec), nil
+}
+
+// ListStats reads the usage of the containers the filter selects that are
+// not exited.
+func (m *Manager) ListStats(ctx context.Context, f Filter) []*Stats {
+	var out []*Stats
+	for _, r := range m.List(ctx, f) {
+		if r.Status.State == Exited {
+			continue
+		}
+		out = append(out, m.stats(r))
+	}
+	return out
+}
+
+func (m *Manager) stats(rec *Record) *Stats {
+	st := &Stats{Record: rec, Time: time.Now()}
+	if rec.Status.State != Exited {
+		if cg, err := cgroups.Load(rec.Cgroup); err == nil {
+			if cs, err := cg.Stats(); err == nil {
+				st.Time = cs.Time
+				st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: m.nanoCores(rec.ID, cs.Time, cs.CPUUsageNanos)}
+				st.Memory = &MemoryStats{
+					WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
+					PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
+				}
+			}
+		}
+	}
+	st.Layer = layerUsage(filepath.Join(rec.LayerDir, "upper"))
+	return st
+}
+
+// nanoCores is the CPU rate between the previous sample and this one.
+func (m *Manager) nanoCores(id string, at time.Time, usage uint64) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev, ok := m.cpu[id]
+	m.cpu[id] = cpuSample{at: at, usage: usage}
+	return rate(prev, cpuSample{at: at, usage: usage}, ok)
+}
+
+func rate(prev, cur cpuSample, ok bool) uint64 {
+	if !ok || !cur.at.After(prev.at) || cur.usage < prev.usage {
+		return 0
+	}
+	elapsed := cur.at.Sub(prev.at)
+	return uint64(float64(cur.usage-prev.usage) / elapsed.Seconds())
+}
+
+// layerUsage walks a writable layer: bytes allocated and inodes.
+func layerUsage(dir string) LayerStats {
+	ls := LayerStats{Mountpoint: dir}
+	seen := map[uint64]bool{}
+	_ = filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			if seen[st.Ino] {
+				return nil // a hard link counts once
+			}
+			seen[st.Ino] = true
+			ls.Bytes += uint64(st.Blocks) * 512
+		}
+		ls.Inodes++
+		return nil
+	})
+	return ls
+}

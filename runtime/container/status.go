@@ -1,0 +1,128 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Filter selects containers in List; zero fields match everything.
+type Filter struct {
+	ID            string // exact or prefix
+	PodID         string // exact or prefix
+	State         *State
+	LabelSelector map[string]string
+}
+
+// Match says whether the filter selects r.
+func (f Filter) Match(r *Record) bool {
+	if f.ID != "" && !strings.HasPrefix(r.ID, f.ID) {
+		return false
+	}
+	if f.PodID != "" && !strings.HasPrefix(r.PodID, f.PodID) {
+		return false
+	}
+	if f.State != nil && r.Status.State != *f.State {
+		return false
+	}
+	for k, v := range f.LabelSelector {
+		if got, ok := r.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Status returns a container's record, brought up to date with its shim.
+func (m *Manager) Status(ctx context.Context, id string) (*Record, error) {
+	id, err := m.resolveID(id)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Status.State == Exited {
+		return rec, nil
+	}
+	defer m.lock(id)()
+	if rec, err = m.store.Get(id); err != nil {
+		return nil, err
+	}
+	r, err := m.refresh(ctx, rec, true)
+	if err != nil {
+		// A shim that does not answer in time leaves the last known state.
+		return rec, nil
+	}
+	return r, nil
+}
+
+// List returns the containers the filter selects, oldest first, with
+// their exits up to date. It reads exit records; it asks a shim only when
+// the pod's shim is gone, so listing stays cheap with many containers.
+func (m *Manager) List(ctx context.Context, f Filter) []*Record {
+	state := f.State
+	f.State = nil
+	recs := m.store.List(f.Match)
+	podLive := map[string]bool{}
+	out := recs[:0]
+	for _, r := range recs {
+		if r.Status.State != Exited {
+			live, ok := podLive[r.PodID]
+			if !ok {
+				p, err := m.opts.Pods.Pod(r.PodID)
+				live = err == nil && p.Ready
+				podLive[r.PodID] = live
+			}
+			if nr, err := m.refreshLocked(ctx, r, !live); err == nil {
+				r = nr
+			}
+		}
+		if state == nil || r.Status.State == *state {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// refreshLocked is refresh under the container's lock, re-reading the
+// record (it may have changed or gone while waiting).
+func (m *Manager) refreshLocked(ctx context.Context, r *Record, deep bool) (*Record, error) {
+	defer m.lock(r.ID)()
+	cur, err := m.store.Get(r.ID)
+	if err != nil {
+		return r, err
+	}
+	return m.refresh(ctx, cur, deep)
+}
+
+// Info is the runtime detail of a container shown by a verbose status.
+type Info struct {
+	Pid         int             `json:"pid"`
+	SandboxID   string          `json:"sandboxID"`
+	StateDir    string          `json:"stateDir"`
+	Bundle      string          `json:"bundle"`
+	SpecPath    string          `json:"specPath"`
+	Rootfs      string          `json:"rootfs"`
+	LayerDir    string          `json:"layerDir"`
+	Cgroup      string          `json:"cgroup"`
+	ShimDir     string          `json:"shimDir"`
+	RuntimeSpec json.RawMessage `json:"runtimeSpec,omitempty"`
+}
+
+// InfoOf gathers a record's runtime detail (the spec, while the state dir
+// holds it).
+func InfoOf(r *Record) Info {
+	info := Info{
+		Pid: r.Status.Pid, SandboxID: r.PodID, StateDir: r.StateDir, Bundle: r.StateDir,
+		SpecPath: filepath.Join(r.StateDir, specFile), Rootfs: filepath.Join(r.StateDir, rootfsDir),
+		LayerDir: r.LayerDir, Cgroup: r.Cgroup, ShimDir: r.ShimDir,
+	}
+	if data, err := os.ReadFile(info.SpecPath); err == nil && json.Valid(data) {
+		info.RuntimeSpec = data
+	}
+	return info
+}
