@@ -27,6 +27,9 @@ const (
 	// unknown id is not an error).
 	OpDelete = "delete"
 	// OpUpdate: UpdateArgs → {}. Changes the cgroup of a live container.
+	// berth-shim does not serve it (it answers CodeUnimplemented): the
+	// shim does not link containerd's cgroups library, so berthd, which
+	// created the cgroup (runtime/cgroups), updates it directly.
 	OpUpdate = "update"
 	// OpReopenLog: IDArgs → {}. Reopens the log file after rotation.
 	OpReopenLog = "reopen-log"
@@ -42,6 +45,9 @@ const ExitFile = "exit.json"
 type CreateArgs struct {
 	ID string `json:"id"`
 	// BundleDir holds config.json (the OCI runtime spec) of the container.
+	// The spec's cgroup (Linux.CgroupsPath) must exist: berthd creates it
+	// with its resources; the shim puts the process in and removes the
+	// cgroup at OpDelete (or shutdown), after recording the exit.
 	BundleDir string `json:"bundleDir"`
 	// StateDir is the container's volatile state dir, where the shim writes
 	// ExitFile.
