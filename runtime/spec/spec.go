@@ -62,6 +62,9 @@ type Input struct {
 	// SeccompDefault gives runtime/default to a container whose request
 	// names no seccomp profile (berthd's seccomp_default); see Seccomp.
 	SeccompDefault bool
+	// Rlimits are the node's defaults (the CRI has no field for them);
+	// none means the container inherits the shim's.
+	Rlimits []specs.POSIXRlimit
 }
 
 func invalid(format string, args ...any) error {
@@ -116,6 +119,7 @@ func Generate(in Input) (*specs.Spec, error) {
 	s.Process.User = u.User
 	s.Process.Env = Env(img.Env, c.GetEnvs(), s.Hostname, u.home)
 	s.Process.NoNewPrivileges = sc.GetNoNewPrivs()
+	s.Process.Rlimits = append([]specs.POSIXRlimit(nil), in.Rlimits...)
 
 	if s.Process.Capabilities, err = Capabilities(sc); err != nil {
 		return nil, err

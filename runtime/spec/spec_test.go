@@ -346,6 +346,7 @@ func TestGenerate(t *testing.T) {
 	in.Config.Linux.SecurityContext.ReadonlyRootfs = true
 	in.Config.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 1 << 30}
 	in.Sandbox.Linux = &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"net.ipv4.ip_forward": "1"}}
+	in.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}}
 
 	s, err := Generate(in)
 	if err != nil {
@@ -401,6 +402,9 @@ func TestGenerate(t *testing.T) {
 	last := s.Linux.Resources.Devices[len(s.Linux.Resources.Devices)-1]
 	if !last.Allow || last.Access != "rw" || *last.Major != 1 || *last.Minor != 3 {
 		t.Errorf("device rule %+v", last)
+	}
+	if !reflect.DeepEqual(s.Process.Rlimits, in.Rlimits) {
+		t.Errorf("rlimits %v", s.Process.Rlimits)
 	}
 	if *s.Linux.Resources.Memory.Limit != 1<<30 {
 		t.Errorf("memory %+v", s.Linux.Resources.Memory)
