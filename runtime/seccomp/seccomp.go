@@ -89,10 +89,11 @@ var Operators = map[specs.LinuxSeccompOperator]bool{
 
 // Flags are the seccomp(2) flags the loader applies.
 // SECCOMP_FILTER_FLAG_TSYNC is accepted too: every filter berth loads
-// synchronises all threads.
+// synchronises all threads. SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is
+// missing: it only means something to a notify listener.
 var Flags = map[specs.LinuxSeccompFlag]bool{
 	specs.LinuxSeccompFlagLog: true, specs.LinuxSeccompFlagSpecAllow: true,
-	specs.LinuxSeccompFlagWaitKillableRecv: true, "SECCOMP_FILTER_FLAG_TSYNC": true,
+	"SECCOMP_FILTER_FLAG_TSYNC": true,
 }
 
 var arches = map[specs.Arch]bool{

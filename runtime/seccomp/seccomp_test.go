@@ -195,6 +195,7 @@ func TestParse(t *testing.T) {
 		{name: "listener", json: `{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}`, wantErr: "listenerPath"},
 		{name: "unknown arch", json: `{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_VAX"]}`, wantErr: "SCMP_ARCH_VAX"},
 		{name: "unknown flag", json: `{"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_FAST"]}`, wantErr: "SECCOMP_FILTER_FLAG_FAST"},
+		{name: "listener flag", json: `{"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}`, wantErr: "WAIT_KILLABLE_RECV"},
 		{name: "unknown op", json: `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_LIKE"}]}]}`, wantErr: "SCMP_CMP_LIKE"},
 		{name: "arg index 6", json: `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}`, wantErr: "argument index 6"},
 		{name: "errno too big", json: `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 70000}]}`, wantErr: "errno 70000"},

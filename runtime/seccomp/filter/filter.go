@@ -97,8 +97,6 @@ func setFlag(f *libseccomp.ScmpFilter, fl specs.LinuxSeccompFlag) error {
 		err = f.SetLogBit(true)
 	case specs.LinuxSeccompFlagSpecAllow:
 		err = f.SetSSB(true)
-	case specs.LinuxSeccompFlagWaitKillableRecv:
-		err = f.SetWaitKill(true)
 	default:
 		err = fmt.Errorf("%w: unsupported flag", seccomp.ErrInvalidProfile)
 	}
