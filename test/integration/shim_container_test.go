@@ -61,10 +61,12 @@ func newShimEnv(t *testing.T) *shimEnv {
 				t.Errorf("shim %d did not exit", l.Pid)
 			}
 		}
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(e.shimDir, "shim.log")); err == nil && len(b) > 0 {
-				t.Logf("shim log:\n%s", b)
-			}
+		b, _ := os.ReadFile(filepath.Join(e.shimDir, "shim.log"))
+		if strings.Contains(string(b), "DATA RACE") || strings.Contains(string(b), "panic:") {
+			t.Errorf("the shim (built with -race?) reported a problem")
+		}
+		if t.Failed() && len(b) > 0 {
+			t.Logf("shim log:\n%s", b)
 		}
 	})
 	return e
@@ -612,5 +614,105 @@ echo "layer=$(cat /etc/layer)"`)
 	t.Logf("exec-sync latency over %d: p50 %v p95 %v", n, lat[n/2], lat[n*95/100])
 	if rss, err := rssKiB(e.shimPid); err == nil {
 		t.Logf("shim RSS after %d exec-syncs: %d KiB", n+5, rss)
+	}
+}
+
+// TestShimContainerTerminal: a container with a terminal logs the
+// console's output as stdout.
+func TestShimContainerTerminal(t *testing.T) {
+	e := newShimEnv(t)
+	s := e.baseSpec("tty", "sh", "-c", "tty; echo to-stderr >&2")
+	s.Process.Terminal = true
+	c, _, err := e.create(t, "tty", s, func(a *shim.CreateArgs) { a.Tty, a.Stdin = true, true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, c)
+	if st := e.waitExited(t, c.id); st.ExitCode != 0 {
+		t.Fatalf("exited: %+v", st)
+	}
+	got := logRecords(t, c.logPath)
+	if want := []string{"stdout F /dev/pts/0", "stdout F to-stderr"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("log records %q, want %q", got, want)
+	}
+}
+
+// TestShimContainerDeleteRunning: delete kills a running container, records
+// its end and removes its cgroup.
+func TestShimContainerDeleteRunning(t *testing.T) {
+	e := newShimEnv(t)
+	s := e.baseSpec("running", "sh", "-c", "sleep 100 & sleep 100")
+	c, st := e.mustCreate(t, "running", s)
+	e.start(t, c)
+	if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	processGone(t, st.Pid)
+	cgroupGone(t, s.Linux.CgroupsPath)
+	if rec := readExit(t, c); rec.ExitCode != 137 || rec.StartedAt.IsZero() {
+		t.Errorf("exit record %+v", rec)
+	}
+	if kids := children(t, e.shimPid); len(kids) != 0 {
+		t.Errorf("shim has children %v after delete", kids)
+	}
+}
+
+// TestShimContainerSharedPID: in a pod's shared PID namespace (the shim's
+// pause process is its PID 1) containers see each other, exec-sync works,
+// and what a container's init leaves behind goes when the init ends.
+func TestShimContainerSharedPID(t *testing.T) {
+	e := &shimEnv{runtimeEnv: newRuntimeEnv(t)}
+	e.shimDir = filepath.Join(e.dir, "pod")
+	mkdirs(t, e.shimDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := shim.Launch(ctx, shim.LaunchOptions{
+		Binary: filepath.Join(framework.BinDir(t), "berth-shim"), PodID: "shimtest-pid", StateDir: e.shimDir,
+		LogPath: filepath.Join(e.shimDir, "shim.log"), Pause: &shim.PauseOptions{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.launched, e.shimPid, e.client = l, l.Pid, shim.Connect(e.shimDir)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := e.client.Shutdown(ctx); err != nil {
+			t.Errorf("shim shutdown: %v", err)
+		}
+		if !shim.WaitGone(l.Pid, l.StartTime, 10*time.Second) {
+			_ = unix.Kill(l.Pid, unix.SIGKILL)
+		}
+		if !shim.WaitGone(l.PausePid, 0, 5*time.Second) {
+			t.Errorf("pause %d is left", l.PausePid)
+		}
+	})
+	pidNS := fmt.Sprintf("/proc/%d/ns/pid", l.PausePid)
+	shared := func(name string, args ...string) *specs.Spec {
+		s := e.baseSpec(name, args...)
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.PIDNamespace {
+				s.Linux.Namespaces[i].Path = pidNS
+			}
+		}
+		return s
+	}
+	a, _ := e.mustCreate(t, "a", shared("a", "sleep", "100"))
+	e.start(t, a)
+	res := e.execSync(t, a.id, 10*time.Second, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'")
+	if !strings.HasPrefix(string(res.Stdout), "berth-shim pause \n") {
+		t.Errorf("PID 1 seen by an exec: %q (%q)", res.Stdout, res.Stderr)
+	}
+
+	b, _ := e.mustCreate(t, "b", shared("b", "sh", "-c", "sleep 100 & echo $!"))
+	e.start(t, b)
+	if st := e.waitExited(t, b.id); st.ExitCode != 0 {
+		t.Fatalf("b exited: %+v", st)
+	}
+	cgroupEmpty(t, b.spec.Linux.CgroupsPath)
+	// a is still there, b's orphan is not.
+	res = e.execSync(t, a.id, 10*time.Second, "sh", "-c", "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done")
+	if strings.Count(string(res.Stdout), "sleep 100") != 1 {
+		t.Errorf("processes in the pod:\n%s", res.Stdout)
 	}
 }
