@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -353,16 +354,36 @@ func (p *pull) ensureLayer(ctx context.Context, eps []*endpoint, j layerJob) err
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)
 			}
+			s.mu.Lock()
+			s.fetching[j.chainID] = p.prog
+			s.mu.Unlock()
+			defer func() {
+				s.mu.Lock()
+				delete(s.fetching, j.chainID)
+				s.mu.Unlock()
+			}()
 			return nil, p.fetchLayer(ctx, eps, j)
 		})
+		tick := time.NewTicker(50 * time.Millisecond)
+	wait:
 		select {
+		case <-tick.C:
+			// Waiting on another pull's fetch: its bytes are our progress.
+			s.mu.Lock()
+			if lp := s.fetching[j.chainID]; lp != nil && lp != p.prog {
+				p.prog.follow(lp)
+			}
+			s.mu.Unlock()
+			goto wait
 		case <-ctx.Done():
+			tick.Stop()
 			if mine.Load() {
 				// Our own fetch stops with ctx: wait until it has cleaned up.
 				<-ch
 			}
 			return context.Cause(ctx)
 		case r := <-ch:
+			tick.Stop()
 			if r.Err == nil {
 				return nil
 			}
@@ -617,11 +638,32 @@ func (v *verifier) Read(b []byte) (int, error) {
 type progress struct {
 	bytes atomic.Int64
 	steps atomic.Int64
+
+	mu      sync.Mutex
+	leaders []*progress // pulls fetching layers this one waits for
 }
 
-func (p *progress) add(n int)   { p.bytes.Add(int64(n)) }
-func (p *progress) step()       { p.steps.Add(1) }
-func (p *progress) mark() int64 { return p.bytes.Load() + p.steps.Load()*minProgress }
+func (p *progress) add(n int) { p.bytes.Add(int64(n)) }
+func (p *progress) step()     { p.steps.Add(1) }
+
+func (p *progress) follow(l *progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Contains(p.leaders, l) {
+		p.leaders = append(p.leaders, l)
+	}
+}
+
+// mark only grows while the pull, or a pull it waits for, receives data.
+func (p *progress) mark() int64 {
+	m := p.bytes.Load() + p.steps.Load()*minProgress
+	p.mu.Lock()
+	for _, l := range p.leaders {
+		m += l.bytes.Load() + l.steps.Load()*minProgress
+	}
+	p.mu.Unlock()
+	return m
+}
 
 func (p *progress) watch(ctx context.Context, timeout time.Duration, cancel context.CancelCauseFunc) func() {
 	done := make(chan struct{})

@@ -52,6 +52,8 @@ type Service struct {
 	users   map[string]*userRecord
 	pending map[string]int // chain ID → pulls in progress that need it
 	trash   []string       // removed layer dirs to delete once s.mu is released
+	// fetching is the progress of the pull fetching a layer, by chain ID.
+	fetching map[string]*progress
 
 	flight singleflight.Group
 }
@@ -74,6 +76,7 @@ func New(opts Options) (*Service, error) {
 		layers:    map[string]*layerRecord{},
 		users:     map[string]*userRecord{},
 		pending:   map[string]int{},
+		fetching:  map[string]*progress{},
 	}
 	for _, p := range opts.PinnedImages {
 		r, err := reference.Parse(p)

@@ -599,3 +599,35 @@ func TestTokenFlow(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitingOnAnotherPullIsProgress: a pull waiting for a layer another
+// pull is fetching is not cancelled for lack of progress while bytes arrive.
+func TestWaitingOnAnotherPullIsProgress(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	big := imagetest.Layer(t, imagetest.None, imagetest.Entry{Name: "big", Body: strings.Repeat("0123456789abcdef", 1<<17)})
+	ref := reg.Push(t, "test/slowshared:v1", imagetest.Image(t, false, "", big))
+	reg.Wrap = imagetest.BlobHandler(imagetest.Digest(t, big), func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		rec := &capture{header: http.Header{}}
+		next.ServeHTTP(rec, r)
+		w.Header().Set("Content-Length", fmt.Sprint(len(rec.body)))
+		for b := rec.body; len(b) > 0; {
+			n := min(len(b), 128<<10)
+			if _, err := w.Write(b[:n]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			b = b[n:]
+			time.Sleep(60 * time.Millisecond)
+		}
+	})
+	s := newService(t, func(o *Options) { o.ProgressTimeout = 400 * time.Millisecond })
+	errs := make(chan error, 2)
+	go func() { _, err := s.Pull(ctx(t), ref, nil); errs <- err }()
+	time.Sleep(100 * time.Millisecond)
+	go func() { _, err := s.Pull(ctx(t), ref, nil); errs <- err }()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("pull %d: %v", i, err)
+		}
+	}
+}
