@@ -89,6 +89,33 @@ func benchPods(e *env) error {
 	}
 	summary("Stop+RemovePodSandbox", both)
 
+	// The same without CNI (host network): the runtime's own share.
+	var hostRuns, hostStops []time.Duration
+	for i := 0; i < latencyPods; i++ {
+		cfg := podConfig(run+"h", i)
+		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+		start := time.Now()
+		resp, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		if err != nil {
+			return fmt.Errorf("RunPodSandbox (host network): %w", err)
+		}
+		hostRuns = append(hostRuns, time.Since(start))
+		ids = append(ids, resp.PodSandboxId)
+	}
+	for _, id := range ids {
+		start := time.Now()
+		if _, err := e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("StopPodSandbox: %w", err)
+		}
+		if _, err := e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("RemovePodSandbox: %w", err)
+		}
+		hostStops = append(hostStops, time.Since(start))
+	}
+	ids = nil
+	summary("RunPodSandbox hostNetwork", hostRuns)
+	summary("Stop+Remove hostNetwork", hostStops)
+
 	before := runtimePids()
 	for i := 0; i < memoryPods; i++ {
 		resp, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(run+"m", i)})
@@ -101,10 +128,7 @@ func benchPods(e *env) error {
 	time.Sleep(2 * time.Second)
 	var rss, pss uint64
 	byName := map[string]int{}
-	for pid, name := range runtimePids() {
-		if _, old := before[pid]; old {
-			continue
-		}
+	for pid, name := range ofPods(runtimePids(), before, ids) {
 		r, p, err := smapsRollup(pid)
 		if err != nil {
 			continue
@@ -160,4 +184,47 @@ func smapsRollup(pid int) (rss, pss uint64, err error) {
 		}
 	}
 	return rss, pss, sc.Err()
+}
+
+// ofPods keeps the runtime processes that belong to our pods: new since
+// before, and either naming a pod id on their command line (berth-shim,
+// containerd's shim, conmon) or a child of one that does (pause), so other
+// pods on the node are not counted.
+func ofPods(procs, before map[int]string, ids []string) map[int]string {
+	out := map[int]string{}
+	for pid, name := range procs {
+		if _, old := before[pid]; old {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		for _, id := range ids {
+			if strings.Contains(string(cmdline), id) {
+				out[pid] = name
+				break
+			}
+		}
+	}
+	for pid, name := range procs {
+		if _, ok := out[pid]; ok {
+			continue
+		}
+		if _, ok := out[parentPid(pid)]; ok {
+			out[pid] = name
+		}
+	}
+	return out
+}
+
+func parentPid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
