@@ -631,3 +631,34 @@ func TestWaitingOnAnotherPullIsProgress(t *testing.T) {
 		}
 	}
 }
+
+func TestTLSRegistryCA(t *testing.T) {
+	reg := imagetest.StartTLSRegistry(t)
+	_, base := baseLayers(t)
+	reg.Push(t, "test/tls:v1", imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...)))
+	s := newService(t, nil)
+	dir := filepath.Join(s.opts.RegistryConfigDir, "secure.test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), reg.CAPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		conf string
+		ok   bool
+	}{
+		{fmt.Sprintf("server = \"https://%s\"\n", reg.Host), false},
+		{fmt.Sprintf("server = \"https://%s\"\nca = \"ca.pem\"\n", reg.Host), true},
+		{fmt.Sprintf("server = \"https://%s\"\nskip_verify = true\n", reg.Host), true},
+		{fmt.Sprintf("[host.\"https://%s\"]\n  ca = [\"ca.pem\"]\n", reg.Host), true},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(tc.conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Pull(ctx(t), "secure.test/test/tls:v1", nil)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want success %v", tc.conf, err, tc.ok)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
 	"log"
 	"net/http"
@@ -169,40 +170,69 @@ func Index(t testing.TB, img, other v1.Image) v1.ImageIndex {
 
 // Registry is an in-process registry on 127.0.0.1.
 type Registry struct {
-	Host string // 127.0.0.1:port
-	srv  *httptest.Server
+	Host  string // 127.0.0.1:port
+	CAPEM []byte // the TLS registry's certificate
+	srv   *httptest.Server
 	// Wrap, when set, handles every request in front of the registry.
 	Wrap func(w http.ResponseWriter, r *http.Request, next http.Handler)
 }
 
 // StartRegistry starts a registry that stops when the test ends.
-func StartRegistry(t testing.TB) *Registry {
+func StartRegistry(t testing.TB) *Registry { return start(t, false) }
+
+// StartTLSRegistry starts a registry on HTTPS with its own CA (CAPEM).
+func StartTLSRegistry(t testing.TB) *Registry { return start(t, true) }
+
+func start(t testing.TB, tls bool) *Registry {
 	t.Helper()
 	r := &Registry{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if r.Wrap != nil {
 			r.Wrap(w, req, reg)
 			return
 		}
 		reg.ServeHTTP(w, req)
-	}))
+	})
+	if tls {
+		r.srv = httptest.NewUnstartedServer(h)
+		// Handshakes that fail on purpose need no log.
+		r.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		r.srv.StartTLS()
+		r.CAPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.srv.Certificate().Raw})
+	} else {
+		r.srv = httptest.NewServer(h)
+	}
 	t.Cleanup(r.srv.Close)
-	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
+	r.Host = strings.TrimPrefix(strings.TrimPrefix(r.srv.URL, "http://"), "https://")
 	return r
+}
+
+func (r *Registry) pushOpts() []remote.Option {
+	if r.CAPEM == nil {
+		return nil
+	}
+	return []remote.Option{remote.WithTransport(r.srv.Client().Transport)}
+}
+
+func (r *Registry) nameOpts() []name.Option {
+	if r.CAPEM == nil {
+		return []name.Option{name.Insecure}
+	}
+	return nil
 }
 
 // Push uploads img as repo:tag (repo without host) and returns host/repo:tag.
 func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 	t.Helper()
-	ref, err := name.ParseReference(r.Host+"/"+repoTag, name.Insecure)
+	ref, err := name.ParseReference(r.Host+"/"+repoTag, r.nameOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wrap := r.Wrap
 	r.Wrap = nil
 	defer func() { r.Wrap = wrap }()
-	if err := remote.Write(ref, img); err != nil {
+	if err := remote.Write(ref, img, r.pushOpts()...); err != nil {
 		t.Fatal(err)
 	}
 	return ref.String()
@@ -211,14 +241,14 @@ func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 // PushIndex uploads idx as repo:tag.
 func (r *Registry) PushIndex(t testing.TB, repoTag string, idx v1.ImageIndex) string {
 	t.Helper()
-	ref, err := name.ParseReference(r.Host+"/"+repoTag, name.Insecure)
+	ref, err := name.ParseReference(r.Host+"/"+repoTag, r.nameOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wrap := r.Wrap
 	r.Wrap = nil
 	defer func() { r.Wrap = wrap }()
-	if err := remote.WriteIndex(ref, idx); err != nil {
+	if err := remote.WriteIndex(ref, idx, r.pushOpts()...); err != nil {
 		t.Fatal(err)
 	}
 	return ref.String()
