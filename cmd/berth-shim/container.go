@@ -281,16 +281,34 @@ func pollable(f *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "console"), nil
 }
 
-// copyOutput copies one stream into the log; whatever fails, the stream is
-// drained so the container never blocks on a full pipe.
+// copyOutput copies one stream into the log until the stream ends. A log
+// that cannot be written (a reopen failed) loses lines, not the stream:
+// copying goes on, so the container never blocks on a full pipe and the
+// log resumes once a later reopen succeeds.
 func (c *container) copyOutput(stream string, r *os.File) {
 	defer c.copiers.Done()
-	if c.log != nil {
-		if err := c.log.Copy(stream, r, 0); err == nil {
+	src := &readErr{r: r}
+	for c.log != nil && src.err == nil {
+		if err := c.log.Copy(stream, src, 0); err == nil {
 			return
 		}
 	}
-	_, _ = io.Copy(io.Discard, r)
+	_, _ = io.Copy(io.Discard, src)
+}
+
+// readErr remembers its reader's error, to tell the stream's end from a
+// failed write of the log.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (x *readErr) Read(p []byte) (int, error) {
+	n, err := x.r.Read(p)
+	if err != nil {
+		x.err = err
+	}
+	return n, err
 }
 
 // reap waits for the container's init to end and records the end.

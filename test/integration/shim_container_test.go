@@ -451,7 +451,7 @@ func children(t *testing.T, pid int) []string {
 func TestShimContainerReopenLog(t *testing.T) {
 	e := newShimEnv(t)
 	syncDir := t.TempDir()
-	s := e.baseSpec("rotate", "sh", "-c", "echo one; while [ ! -e /sync/go ]; do sleep 0.02; done; echo two; sleep 100")
+	s := e.baseSpec("rotate", "sh", "-c", `echo one; w() { while [ ! -e /sync/$1 ]; do sleep 0.02; done; }; w go; echo two; w go2; echo three; w go3; echo four; sleep 100`)
 	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sync", Type: "bind", Source: syncDir, Options: []string{"rbind"}})
 	c, _ := e.mustCreate(t, "rotate", s)
 	e.start(t, c)
@@ -469,6 +469,27 @@ func TestShimContainerReopenLog(t *testing.T) {
 	}
 	if got := logRecords(t, c.logPath+".1"); len(got) != 1 || got[0] != "stdout F one" {
 		t.Errorf("rotated log %q", got)
+	}
+
+	// A reopen that fails loses the lines written meanwhile, not the log:
+	// the next reopen resumes it.
+	logDir := filepath.Dir(c.logPath)
+	if err := os.Rename(logDir, logDir+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.call(t, shim.OpReopenLog, shim.IDArgs{ID: c.id}, nil); err == nil {
+		t.Fatal("reopen into a missing dir succeeded")
+	}
+	writeFile(t, filepath.Join(syncDir, "go2"), "")
+	time.Sleep(200 * time.Millisecond)
+	mkdirs(t, logDir)
+	if err := e.call(t, shim.OpReopenLog, shim.IDArgs{ID: c.id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(syncDir, "go3"), "")
+	waitLog(t, c.logPath, "stdout F four")
+	if got := logRecords(t, c.logPath); len(got) != 1 {
+		t.Errorf("log after a failed reopen %q", got)
 	}
 	if err := e.call(t, shim.OpReopenLog, shim.IDArgs{ID: "nope"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("reopen of an unknown container: %v", err)
