@@ -117,7 +117,13 @@ type v2Cgroup struct{ m *cgroup2.Manager }
 func (c v2Cgroup) add(pid int) error { return c.m.AddProc(uint64(pid)) }
 func (c v2Cgroup) delete() error     { return c.m.Delete() }
 
-func unified() bool { return cgroups.Mode() == cgroups.Unified }
+// v2Mount is the cgroup2 mount point; unified tells whether the node uses
+// cgroup v2 (alone). Variables so that a test can drive the v2 path on the
+// cgroup2 mount of a hybrid node.
+var (
+	v2Mount = "/sys/fs/cgroup"
+	unified = func() bool { return cgroups.Mode() == cgroups.Unified }
+)
 
 // createCgroup makes the pod's cgroup with its limits. The default parent
 // may vanish under us (another berthd removes it when its last pod goes):
@@ -133,7 +139,7 @@ func createCgroup(p string, res *specs.LinuxResources) (cg podCgroup, err error)
 
 func createCgroupOnce(p string, res *specs.LinuxResources) (podCgroup, error) {
 	if unified() {
-		m, err := cgroup2.NewManager("/sys/fs/cgroup", p, cgroup2.ToResources(res))
+		m, err := cgroup2.NewManager(v2Mount, p, cgroup2.ToResources(res))
 		if err != nil {
 			return nil, fmt.Errorf("create cgroup %s: %w", p, err)
 		}
@@ -170,7 +176,7 @@ func deleteCgroup(p string) error {
 		// rmdir fails (harmlessly) while other pods, of any berthd, use it.
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + defaultCgroupParent)
 		if unified() {
-			dirs = []string{"/sys/fs/cgroup" + defaultCgroupParent}
+			dirs = []string{v2Mount + defaultCgroupParent}
 		}
 		for _, d := range dirs {
 			_ = unix.Rmdir(d)
@@ -181,10 +187,10 @@ func deleteCgroup(p string) error {
 
 func deleteOne(p string) error {
 	if unified() {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", p)); os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(v2Mount, p)); os.IsNotExist(err) {
 			return nil
 		}
-		m, err := cgroup2.Load(p)
+		m, err := cgroup2.Load(p, cgroup2.WithMountpoint(v2Mount))
 		if err != nil {
 			return fmt.Errorf("load cgroup %s: %w", p, err)
 		}
