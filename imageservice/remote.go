@@ -141,6 +141,9 @@ func newEndpoint(ref reference.Reference, h registryconf.Host, auth *Auth) (*end
 		base.TLSClientConfig = tc
 	}
 	rt := &rewrite{next: base, registry: repo.RegistryStr(), host: h}
+	if h.Mirror {
+		rt.ns = ref.Domain
+	}
 	ropts := []remote.Option{
 		remote.WithTransport(rt),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 2}),
@@ -168,6 +171,9 @@ type rewrite struct {
 	next     http.RoundTripper
 	registry string
 	host     registryconf.Host
+	// ns names the upstream registry to a mirror, as containerd does
+	// (?ns=docker.io), so one mirror can serve several registries.
+	ns string
 }
 
 func (t *rewrite) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -178,6 +184,11 @@ func (t *rewrite) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Host = t.host.Host
 		req.URL.Path = t.host.Path + strings.TrimPrefix(req.URL.Path, "/v2")
 		req.URL.RawPath = ""
+		if t.ns != "" {
+			q := req.URL.Query()
+			q.Set("ns", t.ns)
+			req.URL.RawQuery = q.Encode()
+		}
 		for k, vs := range t.host.Header {
 			for _, v := range vs {
 				req.Header.Add(k, v)

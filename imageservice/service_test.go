@@ -392,6 +392,10 @@ func TestMirrorsFallThrough(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
+		if r.URL.Query().Get("ns") != "docker.io" {
+			http.Error(w, "no ns", http.StatusBadRequest)
+			return
+		}
 		mu.Lock()
 		hits++
 		mu.Unlock()
