@@ -72,6 +72,10 @@ type container struct {
 var containers = struct {
 	mu   sync.Mutex
 	byID map[string]*container
+	// closed refuses new creates once the shim shuts down; creating
+	// counts those under way, which the shutdown waits for.
+	closed   bool
+	creating sync.WaitGroup
 }{byID: map[string]*container{}}
 
 func decodeArgs(raw json.RawMessage, v any) error {
@@ -116,19 +120,19 @@ func handleCreate(s *server, raw json.RawMessage) (any, error) {
 	if !filepath.IsAbs(a.BundleDir) || !filepath.IsAbs(a.StateDir) || (a.LogPath != "" && !filepath.IsAbs(a.LogPath)) {
 		return nil, fmt.Errorf("container %s: bundle, state dir and log path must be absolute: %w", a.ID, errdefs.ErrInvalidArgument)
 	}
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	containers.mu.Lock()
+	if containers.closed {
+		containers.mu.Unlock()
 		return nil, fmt.Errorf("shim is shutting down: %w", errdefs.ErrFailedPrecondition)
 	}
-	containers.mu.Lock()
 	if _, ok := containers.byID[a.ID]; ok {
 		containers.mu.Unlock()
 		return nil, fmt.Errorf("container %s: %w", a.ID, errdefs.ErrAlreadyExists)
 	}
 	containers.byID[a.ID] = nil
+	containers.creating.Add(1)
 	containers.mu.Unlock()
+	defer containers.creating.Done()
 
 	c, err := createContainer(s, a)
 	containers.mu.Lock()
@@ -571,6 +575,10 @@ func (c *container) stop(timeout time.Duration) error {
 // end recorded before the shim goes; their cgroups go too, since no one
 // else would remove them.
 func stopContainers(*server) {
+	containers.mu.Lock()
+	containers.closed = true
+	containers.mu.Unlock()
+	containers.creating.Wait()
 	containers.mu.Lock()
 	all := make([]*container, 0, len(containers.byID))
 	for _, c := range containers.byID {
