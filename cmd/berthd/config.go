@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/berth-dev/berth/imageservice/reference"
 )
 
 const defaultConfigPath = "/etc/berth/config.toml"
@@ -178,6 +180,13 @@ func (c *Config) validate() error {
 	for name, p := range map[string]string{"root": c.Root, "state": c.State, "cni_conf_dir": c.CNIConfDir, "registry_config_dir": c.RegistryConfigDir} {
 		if !filepath.IsAbs(p) {
 			return configErrorf("%s %q: need an absolute path", name, p)
+		}
+	}
+	for _, ref := range c.PinnedImages {
+		if _, err := reference.Parse(ref); err != nil {
+			if _, isID := reference.IDPrefix(ref); !isID {
+				return configErrorf("pinned_images: %v", err)
+			}
 		}
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {

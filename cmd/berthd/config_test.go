@@ -46,13 +46,15 @@ func TestFileAndFlagPrecedence(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for file, want := range map[string]string{
-		"bogus = 1\n":               "bogus",
-		"[cni]\nconf = 1\n":         "cni",
-		"cgroup_driver = \"x\"\n":   "cgroup_driver",
-		"cni_conf_dir = \"rel\"\n":  "cni_conf_dir",
-		"cni_bin_dirs = []\n":       "cni_bin_dirs",
-		"stream_address = \"::\"\n": "stream_address",
-		"root = 3\n":                "root",
+		"bogus = 1\n":                              "bogus",
+		"[cni]\nconf = 1\n":                        "cni",
+		"cgroup_driver = \"x\"\n":                  "cgroup_driver",
+		"cni_conf_dir = \"rel\"\n":                 "cni_conf_dir",
+		"cni_bin_dirs = []\n":                      "cni_bin_dirs",
+		"stream_address = \"::\"\n":                "stream_address",
+		"root = 3\n":                               "root",
+		"pinned_images = [\"Bad Ref\"]\n":          "pinned_images",
+		"image_pull_progress_timeout = \"soon\"\n": "image_pull_progress_timeout",
 	} {
 		_, err := parse(t, file)
 		if err == nil || !strings.Contains(err.Error(), want) {
