@@ -8,9 +8,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -177,6 +179,9 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", err
 	}
+	if err := boundCaps(s); err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
 	user := s.Process.User
 	rec.UID, rec.GID = int64(user.UID), int64(user.GID)
 	for _, g := range user.AdditionalGids {
@@ -332,4 +337,56 @@ func resourcesOf(r *runtimeapi.LinuxContainerResources) *Resources {
 		MemorySwapLimit: r.GetMemorySwapLimitInBytes(),
 		Unified:         cloneMap(r.GetUnified()),
 	}
+}
+
+// boundCaps drops from the spec the capabilities berthd's own bounding set
+// lacks (a privileged container asks for all the kernel knows): the
+// container could not get them, and asking makes its start fail.
+func boundCaps(s *specs.Spec) error {
+	if s.Process == nil || s.Process.Capabilities == nil {
+		return nil
+	}
+	bounding, err := boundingSet()
+	if err != nil {
+		return err
+	}
+	keep := func(list []string) []string {
+		out := list[:0]
+		for _, c := range list {
+			if bounding[c] {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	pc := s.Process.Capabilities
+	pc.Bounding, pc.Effective, pc.Permitted = keep(pc.Bounding), keep(pc.Effective), keep(pc.Permitted)
+	pc.Inheritable, pc.Ambient = keep(pc.Inheritable), keep(pc.Ambient)
+	return nil
+}
+
+// boundingSet reads the names ("CAP_CHOWN") of this process's bounding set.
+func boundingSet() (map[string]bool, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		v, ok := strings.CutPrefix(line, "CapBnd:")
+		if !ok {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parse CapBnd %q: %w", v, err)
+		}
+		out := map[string]bool{}
+		for _, c := range capability.ListKnown() {
+			if mask&(1<<uint(c)) != 0 {
+				out["CAP_"+strings.ToUpper(c.String())] = true
+			}
+		}
+		return out, nil
+	}
+	return nil, errors.New("no CapBnd in /proc/self/status")
 }

@@ -243,11 +243,19 @@ func signalOf(name string) (unix.Signal, error) {
 // no error.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	id, err := m.resolveID(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// The CRI wants stop idempotent: a container already removed is
+		// stopped.
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer m.lock(id)()
 	rec, err := m.store.Get(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
