@@ -737,3 +737,34 @@ func TestShimContainerSharedPID(t *testing.T) {
 		t.Errorf("processes in the pod:\n%s", res.Stdout)
 	}
 }
+
+// TestShimContainerCreateStartLatency measures create + start of a trivial
+// container through the shim (rootfs, spec and cgroup ready, as berthd
+// has them when it calls the shim).
+func TestShimContainerCreateStartLatency(t *testing.T) {
+	e := newShimEnv(t)
+	const n = 20
+	var lat []time.Duration
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("lat%d", i)
+		s := e.baseSpec(name, "true")
+		c := ctr{id: name, bundle: e.bundle(t, name), stateDir: filepath.Join(e.dir, name+"-state"), logPath: filepath.Join(e.dir, "logs", name+".log"), spec: s}
+		mkdirs(t, c.stateDir)
+		writeSpec(t, c.bundle, s)
+		cgroup(t, s)
+		t0 := time.Now()
+		if err := e.call(t, shim.OpCreate, shim.CreateArgs{ID: c.id, BundleDir: c.bundle, StateDir: c.stateDir, LogPath: c.logPath}, nil); err != nil {
+			t.Fatal(err)
+		}
+		e.start(t, c)
+		lat = append(lat, time.Since(t0))
+		if st := e.waitExited(t, c.id); st.ExitCode != 0 {
+			t.Fatalf("exited: %+v", st)
+		}
+		if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("create+start through the shim over %d: p50 %v p95 %v", n, lat[n/2], lat[n*95/100])
+}
