@@ -209,15 +209,12 @@ func (p *pull) resolve(ctx context.Context) (string, []byte, *endpoint, error) {
 		}
 		desc, err := ep.puller.Get(ctx, nref)
 		if err == nil {
-			top := desc.Digest.String()
-			raw, err := p.platformManifest(ctx, ep, desc.MediaType, desc.Manifest)
-			if err == nil {
-				return top, raw, ep, nil
+			var raw []byte
+			if raw, err = p.platformManifest(ctx, ep, desc.MediaType, desc.Manifest); err == nil {
+				return desc.Digest.String(), raw, ep, nil
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
-		} else {
-			errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
 		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
 		if ctx.Err() != nil {
 			return "", nil, nil, context.Cause(ctx)
 		}
