@@ -178,6 +178,7 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	}
 	c := &container{id: a.ID, stateDir: a.StateDir, spec: spec, done: make(chan struct{})}
 	var closeOnErr, childEnds []*os.File
+	newLog := false // a failed create removes the log file it made
 	defer func() {
 		for _, f := range childEnds {
 			f.Close()
@@ -188,6 +189,9 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 			}
 			if c.log != nil {
 				c.log.Close()
+				if newLog {
+					_ = os.Remove(a.LogPath)
+				}
 			}
 		}
 	}()
@@ -199,6 +203,8 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	}
 
 	if a.LogPath != "" {
+		_, err := os.Stat(a.LogPath)
+		newLog = errors.Is(err, os.ErrNotExist)
 		if err := os.MkdirAll(filepath.Dir(a.LogPath), 0o755); err != nil {
 			return nil, fmt.Errorf("container %s: log dir: %w", a.ID, err)
 		}
@@ -209,8 +215,7 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	opts := process.CreateOpts{InitPath: initPath, BundleDir: a.BundleDir, Spec: spec}
 	tty := spec.Process.Terminal
 	if !tty {
-		// Without a log the output still flows (to the attach of a later
-		// day); with no reader at all /dev/null takes it.
+		// Without a log, /dev/null takes the output.
 		if c.log != nil {
 			outR, outW, err := pipe()
 			if err != nil {

@@ -406,6 +406,9 @@ func TestShimContainerCreateErrors(t *testing.T) {
 		t.Fatalf("create with a missing command: %v", err)
 	}
 	cgroupEmpty(t, s.Linux.CgroupsPath)
+	if _, err := os.Stat(filepath.Join(e.dir, "logs", "missing.log")); err == nil {
+		t.Error("a failed create left its log file")
+	}
 	if err := e.call(t, shim.OpState, shim.IDArgs{ID: "missing"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("state after a failed create: %v", err)
 	}
