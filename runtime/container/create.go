@@ -131,6 +131,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		rec.LogPath = filepath.Join(logDir, cfg.GetLogPath())
 	}
 
+	steps := newStepTimer()
 	var u undo
 	defer func() {
 		if err != nil {
@@ -147,6 +148,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 			klog.ErrorS(derr, "Undo create: delete record", "container", id)
 		}
 	})
+	steps.mark("record")
 	if err := m.opts.Images.AddUser(img.ID, id); err != nil {
 		return "", fmt.Errorf("lease image %s: %w", img.ID, err)
 	}
@@ -156,6 +158,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		}
 	})
 
+	steps.mark("lease")
 	rootPath := filepath.Join(rec.StateDir, rootfsDir)
 	u.add(func() {
 		if derr := removeDirs(rec.StateDir); derr != nil {
@@ -175,6 +178,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
 
+	steps.mark("rootfs")
 	s, err := m.generate(rec, rootPath, pod, img, cfg, podCfg)
 	if err != nil {
 		return "", err
@@ -182,6 +186,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := boundCaps(s); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
+	steps.mark("spec")
 	user := s.Process.User
 	rec.UID, rec.GID = int64(user.UID), int64(user.GID)
 	for _, g := range user.AdditionalGids {
@@ -200,6 +205,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		}
 	}
 
+	steps.mark("bundle")
 	// The cgroup is berthd's to make (with the limits) and to remove; the
 	// shim puts the process in it.
 	u.add(func() { killCgroup(rec.Cgroup) })
@@ -207,6 +213,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
 
+	steps.mark("cgroup")
 	client := shim.Connect(rec.ShimDir)
 	var st shim.ContainerState
 	u.add(func() {
@@ -224,6 +231,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
+	steps.mark("shim")
 	if _, err := m.store.Update(id, func(r *Record) error {
 		r.Status.Pid = st.Pid
 		r.UID, r.GID, r.SupplementalGIDs = rec.UID, rec.GID, rec.SupplementalGIDs
@@ -231,7 +239,8 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	}); err != nil {
 		return "", err
 	}
-	klog.V(2).InfoS("Container created", "container", id, "pod", pod.ID, "name", rec.Name)
+	steps.mark("update")
+	klog.V(2).InfoS("Container created", "container", id, "pod", pod.ID, "name", rec.Name, "steps", steps)
 	return id, nil
 }
 
@@ -390,3 +399,19 @@ func boundingSet() (map[string]bool, error) {
 	}
 	return nil, errors.New("no CapBnd in /proc/self/status")
 }
+
+// stepTimer notes how long each step of an operation took, for the logs.
+type stepTimer struct {
+	last  time.Time
+	steps []string
+}
+
+func newStepTimer() *stepTimer { return &stepTimer{last: time.Now()} }
+
+func (t *stepTimer) mark(step string) {
+	now := time.Now()
+	t.steps = append(t.steps, step+"="+now.Sub(t.last).Round(10*time.Microsecond).String())
+	t.last = now
+}
+
+func (t *stepTimer) String() string { return strings.Join(t.steps, " ") }
