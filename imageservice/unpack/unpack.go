@@ -87,11 +87,14 @@ func Unpack(ctx context.Context, r io.Reader, dir string) (Stats, error) {
 	}
 	for _, d := range u.times {
 		parent, base, err := u.parentOf(d.name, false)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			continue // a later entry replaced the directory or one above it
+		}
 		if err != nil {
 			return u.stats, err
 		}
 		ts := []unix.Timespec{unix.NsecToTimespec(d.atime.UnixNano()), unix.NsecToTimespec(d.mtime.UnixNano())}
-		if err := unix.UtimesNanoAt(parent, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(parent, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.ENOENT) {
 			return u.stats, fmt.Errorf("set times of %s: %w", d.name, err)
 		}
 	}

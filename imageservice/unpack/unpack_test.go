@@ -187,6 +187,7 @@ func TestHardlinkAndReplace(t *testing.T) {
 		entry{name: "bin/sh", typ: tar.TypeLink, link: "bin/busybox"},
 		entry{name: "bin/ls", typ: tar.TypeLink, link: "./bin/busybox"},
 		entry{name: "x", typ: tar.TypeDir},
+		entry{name: "x/sub/", typ: tar.TypeDir},
 		entry{name: "x/y", typ: tar.TypeReg, body: "1"},
 		entry{name: "x", typ: tar.TypeReg, body: "file now"},
 		entry{name: "f", typ: tar.TypeReg, body: "old"},
