@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 func init() {
 	register("pods", benchPods)
 }
+
+var sharedPID = flag.Bool("pods-shared-pid", false, "pods benchmark: pods share one PID namespace (berth adds a pause process per pod)")
 
 const (
 	latencyPods = 30
@@ -39,10 +42,17 @@ func podConfig(run string, i int) *runtimeapi.PodSandboxConfig {
 		Labels:   map[string]string{"bench": run},
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: pidMode()},
 			},
 		},
 	}
+}
+
+func pidMode() runtimeapi.NamespaceMode {
+	if *sharedPID {
+		return runtimeapi.NamespaceMode_POD
+	}
+	return runtimeapi.NamespaceMode_CONTAINER
 }
 
 func benchPods(e *env) error {

@@ -619,7 +619,7 @@ func TestPodSandboxSharedPIDAndHostNamespaces(t *testing.T) {
 		t.Fatalf("no pause process: %+v", pi)
 	}
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pi.Pause))
-	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000000000", "CapPrm:\t0000000000000000"} {
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "NoNewPrivs:\t1"} {
 		if !strings.Contains(string(status), want) {
 			t.Errorf("pause lacks %q", want)
 		}
