@@ -15,11 +15,25 @@ if [ -z "$endpoint" ]; then
 		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 256)).0/24|" \
 			-e "s|@IPAMDIR@|$dir/ipam|" hack/cni-default.conflist >"$dir/net.d/10-bench.conflist"
 	fi
+	pid=""
+	cleanup() {
+		set +e # every step runs, whatever the one before gave
+		[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+		[ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null
+		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh stop 2>/dev/null
+		rm -rf "$dir"
+	}
+	trap cleanup EXIT
+	regdir=${BENCH_REGISTRY_CONFIG_DIR:-}
+	if [ -z "$regdir" ]; then
+		# The test images (the pull benchmark's among them) from a private local registry.
+		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh start >/dev/null
+		regdir="$dir/registry/certs.d"
+	fi
 	./bin/berthd --listen "unix://$dir/berth.sock" --root "$dir/root" --state "$dir/state" \
 		--config "$dir/config.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
-		--registry-config-dir "${BENCH_REGISTRY_CONFIG_DIR:-$dir/certs.d}" 2>"$dir/berthd.log" &
+		--registry-config-dir "$regdir" 2>"$dir/berthd.log" &
 	pid=$!
-	trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; [ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null; rm -rf "$dir"' EXIT
 	endpoint="unix://$dir/berth.sock"
 	for _ in $(seq 100); do [ -S "$dir/berth.sock" ] && break; sleep 0.1; done
 fi
