@@ -82,6 +82,10 @@ type Manager struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+	// inflight are creates still working; unclaimed are containers whose
+	// creator gave up before they were made, kept for the retry.
+	inflight  map[string]*createOp
+	unclaimed map[string]string
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
 }
@@ -100,12 +104,14 @@ func New(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		opts:     opts,
-		store:    st,
-		layerDir: filepath.Join(opts.Root, "containers"),
-		stateDir: filepath.Join(opts.State, "containers"),
-		locks:    map[string]*sync.Mutex{},
-		cpu:      map[string]cpuSample{},
+		opts:      opts,
+		store:     st,
+		layerDir:  filepath.Join(opts.Root, "containers"),
+		stateDir:  filepath.Join(opts.State, "containers"),
+		locks:     map[string]*sync.Mutex{},
+		inflight:  map[string]*createOp{},
+		unclaimed: map[string]string{},
+		cpu:       map[string]cpuSample{},
 	}
 	for _, d := range []string{m.layerDir, m.stateDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
@@ -200,9 +206,14 @@ func (m *Manager) resolveID(id string) (string, error) {
 // StopPod stops every container of a pod at once (the pod is stopping:
 // no grace period). It is the sandbox's StopContainers hook.
 func (m *Manager) StopPod(ctx context.Context, podID string) error {
+	recs := m.store.List(func(r *Record) bool { return r.PodID == podID })
+	errc := make(chan error, len(recs))
+	for _, r := range recs {
+		go func() { errc <- m.Stop(ctx, r.ID, 0) }()
+	}
 	var errs []string
-	for _, r := range m.store.List(func(r *Record) bool { return r.PodID == podID }) {
-		if err := m.Stop(ctx, r.ID, 0); err != nil {
+	for range recs {
+		if err := <-errc; err != nil {
 			errs = append(errs, err.Error())
 		}
 	}

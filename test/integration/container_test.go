@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -629,4 +630,40 @@ func sameSet(got []string, want ...string) bool {
 		seen[w]--
 	}
 	return true
+}
+
+func TestContainerCreateRetried(t *testing.T) {
+	e := newCtrEnv(t)
+	pod, podCfg := e.pod(t, "retry")
+	cfg := ctrConfig("slow", "sleep", "1000")
+	// The first call gives up at once; the create goes on for the retry.
+	ctx, cancel := context.WithTimeout(framework.Context(t), time.Millisecond)
+	_, err := e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+	cancel()
+	if grpcCode(err) != codes.DeadlineExceeded {
+		t.Logf("first create: %v (finished within its deadline)", err)
+	}
+	var id string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := e.d.Runtime.CreateContainer(framework.Context(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		if err == nil {
+			id = resp.ContainerId
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retry: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	list, err := e.d.Runtime.ListContainers(framework.Context(t), &runtimeapi.ListContainersRequest{})
+	if err != nil || len(list.Containers) != 1 || list.Containers[0].Id != id {
+		t.Errorf("containers after the retry: %v %v", list, err)
+	}
+	// Claimed once: a third create of the name is a duplicate.
+	if _, err := e.d.Runtime.CreateContainer(framework.Context(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg}); grpcCode(err) != codes.AlreadyExists {
+		t.Errorf("third create: %v, want AlreadyExists", err)
+	}
+	removePod(t, e.d, pod)
+	e.nothingLeft(t)
 }
