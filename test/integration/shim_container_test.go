@@ -771,3 +771,69 @@ func TestShimContainerCreateStartLatency(t *testing.T) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	t.Logf("create+start through the shim over %d: p50 %v p95 %v", n, lat[n/2], lat[n*95/100])
 }
+
+// TestShimContainerConcurrent runs several containers' whole lives through
+// one shim at once.
+func TestShimContainerConcurrent(t *testing.T) {
+	e := newShimEnv(t)
+	const n = 6
+	type prepared struct {
+		c    ctr
+		args shim.CreateArgs
+	}
+	var ps []prepared
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("par%d", i)
+		s := e.baseSpec(name, "sh", "-c", "echo hi; sleep 100")
+		c := ctr{id: name, bundle: e.bundle(t, name), stateDir: filepath.Join(e.dir, name+"-state"), logPath: filepath.Join(e.dir, "logs", name+".log"), spec: s}
+		mkdirs(t, c.stateDir)
+		writeSpec(t, c.bundle, s)
+		cgroup(t, s)
+		ps = append(ps, prepared{c, shim.CreateArgs{ID: c.id, BundleDir: c.bundle, StateDir: c.stateDir, LogPath: c.logPath}})
+	}
+	errs := make(chan error, n)
+	for _, p := range ps {
+		go func() {
+			errs <- func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if err := e.client.Call(ctx, shim.OpCreate, p.args, nil); err != nil {
+					return err
+				}
+				if err := e.client.Call(ctx, shim.OpStart, shim.IDArgs{ID: p.c.id}, nil); err != nil {
+					return err
+				}
+				for i := 0; i < 3; i++ {
+					var res shim.ExecSyncResult
+					if err := e.client.Call(ctx, shim.OpExecSync, shim.ExecSyncArgs{ID: p.c.id, Cmd: []string{"hostname"}, Timeout: 10 * time.Second}, &res); err != nil {
+						return err
+					}
+					if string(res.Stdout) != "ctr-"+p.c.id+"\n" {
+						return fmt.Errorf("%s: exec-sync hostname %q", p.c.id, res.Stdout)
+					}
+				}
+				if err := e.client.Call(ctx, shim.OpDelete, shim.IDArgs{ID: p.c.id}, nil); err != nil {
+					return err
+				}
+				return nil
+			}()
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, p := range ps {
+		cgroupGone(t, p.c.spec.Linux.CgroupsPath)
+		if rec := readExit(t, p.c); rec.ExitCode != 137 {
+			t.Errorf("%s: exit record %+v", p.c.id, rec)
+		}
+		if got := logRecords(t, p.c.logPath); len(got) != 1 || got[0] != "stdout F hi" {
+			t.Errorf("%s: log %q", p.c.id, got)
+		}
+	}
+	if kids := children(t, e.shimPid); len(kids) != 0 {
+		t.Errorf("shim has children %v", kids)
+	}
+}
