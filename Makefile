@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 
-.PHONY: all build deps test unit integration run lint critest bench clean test-images registry-start registry-stop
+.PHONY: all build deps test unit integration run lint critest critest-guard bench clean test-images registry-start registry-stop
 
 all: build
 
@@ -55,8 +55,16 @@ lint:
 	go vet ./...
 	staticcheck ./...
 
-critest:
-	@echo "critest: not yet (see the conformance issue)"
+# The whole critest suite against a berthd on temp dirs with its own registry
+# and CNI network, skipping only test/critest/skip.txt: the real count.
+# Output, JSON report, berthd log and summary in _output/critest/.
+critest: deps build test-images
+	cd test/critest && BERTH_BIN_DIR=$(BIN) BERTH_CRITEST=full go test -count=1 -timeout 90m -v -run '^TestCritest$$' .
+
+# The same, also skipping test/critest/pending.txt (what does not pass yet):
+# a regression guard that must stay green.
+critest-guard: build test-images
+	cd test/critest && BERTH_BIN_DIR=$(BIN) BERTH_CRITEST=guard go test -count=1 -timeout 45m -v -run '^TestCritest$$' .
 
 # CRI benchmarks against a berthd on temp dirs, or BENCH_ENDPOINT=unix://...
 bench: build

@@ -34,6 +34,15 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 	}
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
+		// The kubelet (and critest) enable these only when the runtime says
+		// so: rro mounts go through mount_setattr(2) in the container init,
+		// and runtime/spec honours SupplementalGroupsPolicy Strict. User
+		// namespaces are not implemented yet.
+		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
+			Name:     "",
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+		}},
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"config": s.opts.ConfigJSON}
