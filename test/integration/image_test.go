@@ -375,3 +375,61 @@ func TestCritestImageManager(t *testing.T) {
 		t.Errorf("critest output:\n%s", out)
 	}
 }
+
+// TestImagesSurviveRestart: images pulled before a kill -9 are there after
+// the restart, and a pull the kill interrupted leaves nothing behind.
+func TestImagesSurviveRestart(t *testing.T) {
+	reg := framework.StartRegistry(t)
+	dir := framework.NewDirs(t)
+	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
+		t.Fatal(err)
+	}
+	d := framework.StartDaemon(t, dir)
+	ctx := framework.Context(t)
+	resp, err := d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill berthd in the middle of pulling the big image.
+	pulling := make(chan error, 1)
+	go func() {
+		_, err := d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: testimages.BenchRef}})
+		pulling <- err
+	}()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(d.Root, "images", "tmp")); len(ents) > 0 {
+			break
+		}
+	}
+	d.Kill()
+	<-pulling
+
+	d2 := framework.StartDaemon(t, dir)
+	st, err := d2.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}, Verbose: true})
+	if err != nil || st.Image == nil || st.Image.Id != resp.ImageRef {
+		t.Fatalf("busybox after restart: %v %v", st, err)
+	}
+	var info struct{ LayerDirs []string }
+	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, ld := range info.LayerDirs {
+		want[filepath.Base(ld)] = true
+	}
+	ents, _ := os.ReadDir(filepath.Join(d2.Root, "images", "layers"))
+	for _, e := range ents {
+		if !want[e.Name()] {
+			t.Errorf("layer dir %s of the interrupted pull survived the restart", e.Name())
+		}
+	}
+	if len(ents) != len(want) {
+		t.Errorf("%d layer dirs, want busybox's %d", len(ents), len(want))
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(d2.Root, "images", "tmp")); len(tmp) != 0 {
+		t.Errorf("temp dirs survived the restart: %v", tmp)
+	}
+	if st, _ := d2.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: testimages.BenchRef}}); st.GetImage() != nil {
+		t.Errorf("the interrupted pull's image is listed")
+	}
+}
