@@ -15,23 +15,20 @@ import (
 )
 
 // Load compiles p and loads it for every thread of the calling process
-// (libseccomp synchronises threads with SECCOMP_FILTER_FLAG_TSYNC), so
-// whatever thread later calls execve is filtered.
+// (SECCOMP_FILTER_FLAG_TSYNC), so whatever thread later calls execve is
+// filtered. Compiling is slow (see Program): callers that can, load a
+// Program from a Cache instead.
 //
 // Load leaves no_new_privs as it is: the caller sets it when the spec asks.
 // Without it the kernel wants CAP_SYS_ADMIN in the caller's effective set,
 // so a caller that drops capabilities and keeps no_new_privs unset must
 // load the filter before dropping them (runc's order).
 func Load(p *specs.LinuxSeccomp) error {
-	f, err := Build(p)
+	prog, err := Compile(p)
 	if err != nil {
 		return err
 	}
-	defer f.Release()
-	if err := f.Load(); err != nil {
-		return fmt.Errorf("load seccomp filter: %w", err)
-	}
-	return nil
+	return prog.Load()
 }
 
 // Build compiles p without loading it; the caller releases the filter.

@@ -36,25 +36,37 @@ func TestMain(m *testing.M) {
 
 func child(path string, probes []string) int {
 	runtime.LockOSThread()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		fmt.Println("load", err)
-		return 3
-	}
-	var p specs.LinuxSeccomp
-	if err := json.Unmarshal(data, &p); err != nil {
-		fmt.Println("load", err)
-		return 3
-	}
 	if os.Getenv(nnpEnv) != "" {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			fmt.Println("load", err)
 			return 3
 		}
 	}
-	if err := Load(&p); err != nil {
-		fmt.Println("load", strings.ReplaceAll(err.Error(), " ", "_"))
-		return 3
+	if path == "fd" {
+		// A compiled program handed down as the container init gets it.
+		prog, err := ReadProgram(os.NewFile(3, "program"))
+		if err == nil {
+			err = prog.Load()
+		}
+		if err != nil {
+			fmt.Println("load", strings.ReplaceAll(err.Error(), " ", "_"))
+			return 3
+		}
+	} else {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Println("load", err)
+			return 3
+		}
+		var p specs.LinuxSeccomp
+		if err := json.Unmarshal(data, &p); err != nil {
+			fmt.Println("load", err)
+			return 3
+		}
+		if err := Load(&p); err != nil {
+			fmt.Println("load", strings.ReplaceAll(err.Error(), " ", "_"))
+			return 3
+		}
 	}
 	for _, probe := range probes {
 		name, arg, _ := strings.Cut(probe, ":")
@@ -93,6 +105,9 @@ func child(path string, probes []string) int {
 	return 0
 }
 
+// programFile, when set, is handed to the child instead of the profile.
+var programFile *os.File
+
 // runChild loads p in a new process and returns each probe's errno.
 func runChild(t *testing.T, p *specs.LinuxSeccomp, nnp bool, probes ...string) (map[string]syscall.Errno, error) {
 	t.Helper()
@@ -106,6 +121,10 @@ func runChild(t *testing.T, p *specs.LinuxSeccomp, nnp bool, probes ...string) (
 	}
 	cmd := exec.Command(os.Args[0], probes...)
 	cmd.Env = append(os.Environ(), childEnv+"="+path)
+	if programFile != nil {
+		cmd.Env = append(os.Environ(), childEnv+"=fd")
+		cmd.ExtraFiles = []*os.File{programFile}
+	}
 	if nnp {
 		cmd.Env = append(cmd.Env, nnpEnv+"=1")
 	}
