@@ -92,6 +92,9 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 
 // applyState copies what the shim reports into a record.
 func applyState(r *Record, st *shim.ContainerState) {
+	if r.Status.State == Exited {
+		return // an exit is final; a state read before it is stale
+	}
 	if st.Pid != 0 {
 		r.Status.Pid = st.Pid
 	}

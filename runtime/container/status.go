@@ -3,9 +3,12 @@ package container
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/berth-dev/berth/cri/errdefs"
 )
 
 // Filter selects containers in List; zero fields match everything.
@@ -45,13 +48,9 @@ func (m *Manager) Status(ctx context.Context, id string) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rec.Status.State == Exited {
-		return rec, nil
-	}
-	defer m.lock(id)()
-	if rec, err = m.store.Get(id); err != nil {
-		return nil, err
-	}
+	// No lock: a status must not wait for a stop's grace period. A refresh
+	// only records what the shim or its exit record say, and an exit is
+	// never undone, so racing refreshes agree.
 	r, err := m.refresh(ctx, rec, true)
 	if err != nil {
 		// A shim that does not answer in time leaves the last known state.
@@ -77,7 +76,11 @@ func (m *Manager) List(ctx context.Context, f Filter) []*Record {
 				live = err == nil && p.Ready
 				podLive[r.PodID] = live
 			}
-			if nr, err := m.refreshLocked(ctx, r, !live); err == nil {
+			nr, err := m.refresh(ctx, r, !live)
+			if errors.Is(err, errdefs.ErrNotFound) {
+				continue // removed meanwhile
+			}
+			if err == nil {
 				r = nr
 			}
 		}
@@ -86,17 +89,6 @@ func (m *Manager) List(ctx context.Context, f Filter) []*Record {
 		}
 	}
 	return out
-}
-
-// refreshLocked is refresh under the container's lock, re-reading the
-// record (it may have changed or gone while waiting).
-func (m *Manager) refreshLocked(ctx context.Context, r *Record, deep bool) (*Record, error) {
-	defer m.lock(r.ID)()
-	cur, err := m.store.Get(r.ID)
-	if err != nil {
-		return r, err
-	}
-	return m.refresh(ctx, cur, deep)
 }
 
 // Info is the runtime detail of a container shown by a verbose status.
