@@ -58,6 +58,8 @@ type pull struct {
 	eps  []*endpoint
 	prog *progress
 	auth *Auth
+	// failed are the endpoints that could not resolve the reference.
+	failed map[*endpoint]bool
 }
 
 // Pull pulls ref (with auth, which may be nil) and returns the image ID.
@@ -68,7 +70,7 @@ func (s *Service) Pull(ctx context.Context, refStr string, auth *Auth) (string, 
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	p := &pull{s: s, ref: ref, prog: &progress{}, auth: auth}
+	p := &pull{s: s, ref: ref, prog: &progress{}, auth: auth, failed: map[*endpoint]bool{}}
 	stop := p.prog.watch(ctx, s.opts.ProgressTimeout, cancel)
 	defer stop()
 	start := time.Now()
@@ -183,15 +185,24 @@ func checkLayerType(mt types.MediaType) error {
 	return fmt.Errorf("%w: unsupported layer media type %q", errdefs.ErrInvalidArgument, mt)
 }
 
-// order lists the endpoints with capability c, first first.
+// order lists the endpoints with capability c in configuration order
+// (mirrors first, as containerd fetches content), those that failed to
+// resolve last; first, the one that resolved, comes before the others that
+// failed.
 func (p *pull) order(first *endpoint, c string) []*endpoint {
-	out := []*endpoint{first}
+	var ok, failed []*endpoint
 	for _, e := range p.eps {
-		if e != first && e.host.Has(c) {
-			out = append(out, e)
+		switch {
+		case e == first:
+			ok = append(ok, e)
+		case !e.host.Has(c):
+		case p.failed[e]:
+			failed = append(failed, e)
+		default:
+			ok = append(ok, e)
 		}
 	}
-	return out
+	return append(ok, failed...)
 }
 
 // resolve finds the image manifest for this host's platform, trying the
@@ -215,6 +226,7 @@ func (p *pull) resolve(ctx context.Context) (string, []byte, *endpoint, error) {
 			}
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
+		p.failed[ep] = true
 		if ctx.Err() != nil {
 			return "", nil, nil, context.Cause(ctx)
 		}

@@ -666,3 +666,46 @@ func TestTLSRegistryCA(t *testing.T) {
 		}
 	}
 }
+
+// TestPullOnlyMirrorServesBlobs: a mirror without resolve does not resolve
+// tags, but the content is fetched from it before the registry.
+func TestPullOnlyMirrorServesBlobs(t *testing.T) {
+	up := imagetest.StartRegistry(t)
+	mirror := imagetest.StartRegistry(t)
+	_, base := baseLayers(t)
+	img := imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...))
+	up.Push(t, "library/app:v1", img)
+	mirror.Push(t, "library/app:v1", img)
+	var upBlobs, mirrorTags, mirrorBlobs int
+	var mu sync.Mutex
+	count := func(blobs, tags *int) func(http.ResponseWriter, *http.Request, http.Handler) {
+		return func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+			mu.Lock()
+			if strings.Contains(r.URL.Path, "/blobs/") && blobs != nil {
+				*blobs++
+			}
+			if strings.HasSuffix(r.URL.Path, "/manifests/v1") && tags != nil {
+				*tags++
+			}
+			mu.Unlock()
+			next.ServeHTTP(w, r)
+		}
+	}
+	up.Wrap = count(&upBlobs, nil)
+	mirror.Wrap = count(&mirrorBlobs, &mirrorTags)
+	s := newService(t, nil)
+	dir := filepath.Join(s.opts.RegistryConfigDir, "docker.io")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("server = \"http://%s\"\n[host.\"http://%s\"]\n  capabilities = [\"pull\"]\n", up.Host, mirror.Host)
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(ctx(t), "app:v1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if mirrorTags != 0 || mirrorBlobs == 0 || upBlobs != 0 {
+		t.Errorf("mirror tags %d blobs %d, registry blobs %d: want blobs from the mirror only", mirrorTags, mirrorBlobs, upBlobs)
+	}
+}
