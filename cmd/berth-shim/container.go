@@ -76,7 +76,10 @@ var containers = struct {
 	// counts those under way, which the shutdown waits for.
 	closed   bool
 	creating sync.WaitGroup
-}{byID: map[string]*container{}}
+	// pending holds, per id being created, a channel closed when the
+	// create ends, for a delete that comes meanwhile.
+	pending map[string]chan struct{}
+}{byID: map[string]*container{}, pending: map[string]chan struct{}{}}
 
 func decodeArgs(raw json.RawMessage, v any) error {
 	if len(raw) == 0 {
@@ -130,6 +133,8 @@ func handleCreate(s *server, raw json.RawMessage) (any, error) {
 		return nil, fmt.Errorf("container %s: %w", a.ID, errdefs.ErrAlreadyExists)
 	}
 	containers.byID[a.ID] = nil
+	created := make(chan struct{})
+	containers.pending[a.ID] = created
 	containers.creating.Add(1)
 	containers.mu.Unlock()
 	defer containers.creating.Done()
@@ -137,6 +142,8 @@ func handleCreate(s *server, raw json.RawMessage) (any, error) {
 	c, err := createContainer(s, a)
 	containers.mu.Lock()
 	defer containers.mu.Unlock()
+	delete(containers.pending, a.ID)
+	close(created)
 	if err != nil {
 		delete(containers.byID, a.ID)
 		return nil, err
@@ -517,12 +524,22 @@ func handleDelete(_ *server, raw json.RawMessage) (any, error) {
 		return nil, err
 	}
 	containers.mu.Lock()
-	c, reserved := containers.byID[a.ID]
+	c := containers.byID[a.ID]
+	created := containers.pending[a.ID]
 	containers.mu.Unlock()
-	if c == nil {
-		if reserved {
-			return nil, fmt.Errorf("container %s is being created: %w", a.ID, errdefs.ErrFailedPrecondition)
+	if created != nil {
+		// berthd undoing a create its caller gave up on: the delete
+		// applies to what the create makes.
+		select {
+		case <-created:
+		case <-time.After(deleteWait):
+			return nil, fmt.Errorf("container %s is still being created: %w", a.ID, errdefs.ErrFailedPrecondition)
 		}
+		containers.mu.Lock()
+		c = containers.byID[a.ID]
+		containers.mu.Unlock()
+	}
+	if c == nil {
 		return struct{}{}, nil
 	}
 	if err := c.destroy(); err != nil {

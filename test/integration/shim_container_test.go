@@ -837,3 +837,44 @@ func TestShimContainerConcurrent(t *testing.T) {
 		t.Errorf("shim has children %v", kids)
 	}
 }
+
+// TestShimContainerDeleteDuringCreate: a delete that arrives while the
+// create runs (berthd undoing a create its caller gave up on) removes what
+// the create made.
+func TestShimContainerDeleteDuringCreate(t *testing.T) {
+	e := newShimEnv(t)
+	for i := 0; i < 5; i++ {
+		name := fmt.Sprintf("undo%d", i)
+		s := e.baseSpec(name, "sleep", "100")
+		c := ctr{id: name, bundle: e.bundle(t, name), stateDir: filepath.Join(e.dir, name+"-state"), spec: s}
+		mkdirs(t, c.stateDir)
+		writeSpec(t, c.bundle, s)
+		cgroup(t, s)
+		created := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			created <- e.client.Call(ctx, shim.OpCreate, shim.CreateArgs{ID: c.id, BundleDir: c.bundle, StateDir: c.stateDir}, nil)
+		}()
+		time.Sleep(time.Duration(i) * time.Millisecond)
+		if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+			t.Errorf("delete during create: %v", err)
+		}
+		if err := <-created; err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		// Either the delete came first (then the create made a container
+		// that is still there) or it waited and removed it.
+		if err := e.call(t, shim.OpState, shim.IDArgs{ID: c.id}, nil); err == nil {
+			if err := e.call(t, shim.OpDelete, shim.IDArgs{ID: c.id}, nil); err != nil {
+				t.Fatal(err)
+			}
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatal(err)
+		}
+		cgroupGone(t, s.Linux.CgroupsPath)
+	}
+	if kids := children(t, e.shimPid); len(kids) != 0 {
+		t.Errorf("shim has children %v", kids)
+	}
+}
