@@ -422,9 +422,42 @@ func TestContainerVolumesAndExec(t *testing.T) {
 		t.Errorf("status resources: %v", st.Resources)
 	}
 
-	// Rotated log: reopen writes a new file.
-	if _, err := e.d.Runtime.ReopenContainerLog(framework.Context(t), &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
-		t.Errorf("reopen log: %v", err)
+	// The kubelet's log rotation: rename, then reopen makes a new file and
+	// the old one stops growing.
+	logger := e.run(t, pod, podCfg, ctrConfig("logger", "sh", "-c", "while :; do echo line; sleep 0.05; done"))
+	lst, _ := e.status(t, logger)
+	waitLines := func(path string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, _ := os.ReadFile(path)
+			if strings.Count(string(b), "\n") >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has %d lines, want %d", path, strings.Count(string(b), "\n"), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitLines(lst.LogPath, 2)
+	if err := os.Rename(lst.LogPath, lst.LogPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Runtime.ReopenContainerLog(framework.Context(t), &runtimeapi.ReopenContainerLogRequest{ContainerId: logger}); err != nil {
+		t.Fatalf("reopen log: %v", err)
+	}
+	waitLines(lst.LogPath, 2)
+	old, _ := os.ReadFile(lst.LogPath + ".1")
+	time.Sleep(300 * time.Millisecond)
+	if now, _ := os.ReadFile(lst.LogPath + ".1"); len(now) != len(old) {
+		t.Errorf("the rotated log still grows")
+	}
+	if _, err := e.d.Runtime.StopContainer(framework.Context(t), &runtimeapi.StopContainerRequest{ContainerId: logger}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Runtime.ReopenContainerLog(framework.Context(t), &runtimeapi.ReopenContainerLogRequest{ContainerId: logger}); grpcCode(err) != codes.FailedPrecondition {
+		t.Errorf("reopen log of a stopped container: %v, want FailedPrecondition", err)
 	}
 	removePod(t, e.d, pod)
 	if _, err := e.d.Runtime.ExecSync(framework.Context(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}}); grpcCode(err) != codes.NotFound {
