@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -175,13 +178,17 @@ func unixNanoOrZero(t time.Time) int64 {
 // stopSignal is the CRI enum of a signal name ("SIGTERM"); unknown or
 // empty names are the runtime default.
 func stopSignal(name string) runtimeapi.Signal {
+	name = strings.ToUpper(name)
+	if n, err := strconv.Atoi(name); err == nil {
+		name = unix.SignalName(syscall.Signal(n))
+	}
 	if name == "" {
 		name = "SIGTERM"
 	}
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
 	}
-	return runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+strings.ToUpper(name)])
+	return runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+name])
 }
 
 func containerStatus(r *container.Record) *runtimeapi.ContainerStatus {

@@ -26,6 +26,9 @@ const (
 	ReasonStartError = "StartError"
 )
 
+// stateTimeout bounds one state query to a shim.
+const stateTimeout = 5 * time.Second
+
 // lostExitCode is reported when a container ended without an exit record
 // (its shim died, or the node rebooted).
 const lostExitCode = 255
@@ -167,7 +170,10 @@ func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record,
 		return rec, nil
 	}
 	var st shim.ContainerState
-	err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpState, shim.IDArgs{ID: rec.ID}, &st)
+	// A hung shim must not hold a status (or berthd's start) for long.
+	sctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	err := shim.Connect(rec.ShimDir).Call(sctx, shim.OpState, shim.IDArgs{ID: rec.ID}, &st)
+	cancel()
 	switch {
 	case err == nil:
 		if st.Status == shim.StatusExited || (st.Pid != 0 && st.Pid != rec.Status.Pid) || (st.Status == shim.StatusRunning && rec.Status.State != Running) {
@@ -179,7 +185,7 @@ func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record,
 			setLost(r, "the pod's shim does not know the container; its exit was not recorded")
 			return nil
 		})
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 		return rec, err
 	default:
 		// The shim may have written the exit record while shutting down.
