@@ -17,8 +17,9 @@ deps:
 build:
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-# Unit tests, then end-to-end tests against real berthd daemons.
-test: deps build lint unit integration
+# Unit tests, then end-to-end tests against real berthd daemons, then the
+# critest suite less skip.txt and pending.txt (about a minute).
+test: deps build lint unit integration critest-guard
 
 unit:
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
