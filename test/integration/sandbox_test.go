@@ -51,7 +51,7 @@ func newPodNet(t *testing.T, dir string) *podNet {
 		bridge:       fmt.Sprintf("bt%08x", v),
 		subnet:       fmt.Sprintf("10.%d.%d.0/24", 200+v%50, (v/50)%256),
 		gateway:      fmt.Sprintf("10.%d.%d.1", 200+v%50, (v/50)%256),
-		hostPort:     int32(20000 + v%20000),
+		hostPort:     freePort(t),
 		ipamDir:      filepath.Join(dir, "ipam"),
 		cgroupParent: "/berth-test-" + filepath.Base(dir),
 		binDir:       "/usr/lib/cni",
@@ -140,6 +140,17 @@ func (n *podNet) checkClean(t *testing.T) {
 	for _, d := range dirs {
 		_ = unix.Rmdir(d)
 	}
+}
+
+// freePort is a TCP port no one listens on now.
+func freePort(t *testing.T) int32 {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return int32(l.Addr().(*net.TCPAddr).Port)
 }
 
 func ipamAllocations(dir string) []string {
@@ -478,7 +489,9 @@ func TestPodSandboxNetworking(t *testing.T) {
 
 	a := n.podConfig("pod-a")
 	bcfg := n.podConfig("pod-b")
-	bcfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: n.hostPort}}
+	// Bound to the bridge's address only: portmap's rules then never catch
+	// other tests' traffic to the node's other addresses.
+	bcfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: n.hostPort, HostIp: n.gateway}}
 	idA, idB := runPod(t, d, a), runPod(t, d, bcfg)
 	defer removePod(t, d, idA)
 	defer removePod(t, d, idB)
@@ -682,7 +695,7 @@ exit 0
 	d := n.start(t)
 
 	cfg := n.podConfig("doomed")
-	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: n.hostPort}}
+	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: n.hostPort, HostIp: n.gateway}}
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	_, err := d.Runtime.RunPodSandbox(framework.Context(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err == nil {
