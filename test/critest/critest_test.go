@@ -24,7 +24,8 @@ import (
 //
 // BERTH_CRITEST_BIN is the critest binary (default: critest on PATH, which
 // hack/install-deps.sh builds); BERTH_CRITEST_OUT (default _output/critest)
-// keeps critest's output, its JSON report, berthd's log and the summary.
+// keeps critest's output, its JSON report, berthd's log and the summary;
+// BERTH_CRITEST_ARGS are more critest flags (space-separated).
 func TestCritest(t *testing.T) {
 	mode := os.Getenv("BERTH_CRITEST")
 	if mode != "full" && mode != "guard" {
@@ -79,6 +80,8 @@ func TestCritest(t *testing.T) {
 		"--ginkgo.json-report=" + reportPath,
 	}
 	args = append(args, SkipArgs(skipped)...)
+	// e.g. BERTH_CRITEST_ARGS=--ginkgo.focus=Streaming to iterate on a few specs.
+	args = append(args, strings.Fields(os.Getenv("BERTH_CRITEST_ARGS"))...)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
