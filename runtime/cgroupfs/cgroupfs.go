@@ -252,6 +252,10 @@ func (g *Group) OOMKills() (uint64, error) {
 		return 0, nil
 	}
 	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) && g.Exists() {
+		// No memory controller in this cgroup: nothing to count.
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("read OOM kills of cgroup %s: %w", g.path, err)
 	}

@@ -203,6 +203,29 @@ func cgroup(t testing.TB, s *specs.Spec) {
 	})
 }
 
+// cgroupLine is the memory line of /proc/self/cgroup of a process in the
+// cgroup at path (the unified line on cgroup v2).
+func cgroupLine(path string) string {
+	if cgroups.Unified() {
+		return "0::" + path
+	}
+	data, _ := os.ReadFile("/proc/self/cgroup")
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[1] == "memory" {
+			return f[0] + ":memory:" + path
+		}
+	}
+	return ":memory:" + path
+}
+
+// cgroupGrep matches cgroupLine's line of /proc/self/cgroup.
+func cgroupGrep() string {
+	if cgroups.Unified() {
+		return "^0::"
+	}
+	return ":memory:"
+}
+
 func writeSpec(t testing.TB, bundle string, s *specs.Spec) {
 	t.Helper()
 	data, err := json.Marshal(s)
@@ -309,8 +332,8 @@ echo 1 2>/dev/null > /proc/sysrq-trigger && echo sysrq=writable || echo sysrq=de
 touch /sys/kernel/x 2>/dev/null && echo sys=writable || echo sys=denied
 echo "data=$(cat /data/data.txt)"
 touch /data/new 2>/dev/null && echo data=writable || echo data=denied
-echo "cgroup=$(grep memory /proc/self/cgroup)"
-echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null)"
+echo "cgroup=$(grep -E '`+cgroupGrep()+`' /proc/self/cgroup)"
+echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
 echo "sysctl=$(cat /proc/sys/kernel/shm_rmid_forced)"
 `)
 	s.Linux.Sysctl = map[string]string{"kernel.shm_rmid_forced": "1"}
@@ -362,7 +385,7 @@ echo "sysctl=$(cat /proc/sys/kernel/shm_rmid_forced)"
 			t.Errorf("/dev lacks %s", dev)
 		}
 	}
-	if !strings.Contains(r.stdout, ":"+s.Linux.CgroupsPath+"\n") {
+	if !strings.Contains(r.stdout, "cgroup="+cgroupLine(s.Linux.CgroupsPath)+"\n") {
 		t.Errorf("process is not in cgroup %s", s.Linux.CgroupsPath)
 	}
 }
@@ -619,7 +642,8 @@ func TestRuntimeCreateStartLatency(t *testing.T) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	p50, p95 := lat[n/2], lat[n*95/100]
 	t.Logf("create+start latency over %d: p50 %v p95 %v (min %v max %v)", n, p50, p95, lat[0], lat[n-1])
-	if p50 > time.Second {
+	// An emulated test VM (hack/vm) is far slower: there it only reports.
+	if p50 > time.Second && os.Getenv("BERTH_VM_VARIANT") == "" {
 		t.Errorf("create+start p50 %v is far off the goal", p50)
 	}
 }
@@ -669,11 +693,11 @@ func TestRuntimeExec(t *testing.T) {
 		}
 		return string(out), st, nil
 	}
-	out, st, err := exec("sh", "-c", "echo pid=$$; cat /etc/layer; hostname; pwd; echo $EXEC; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep memory /proc/self/cgroup; exit 3")
+	out, st, err := exec("sh", "-c", "echo pid=$$; cat /etc/layer; hostname; pwd; echo $EXEC; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -E '"+cgroupGrep()+"' /proc/self/cgroup; exit 3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("top\nctr-execd\n/tmp\n1\nsleep 1000 \n4:memory:%s\n", s.Linux.CgroupsPath)
+	want := fmt.Sprintf("top\nctr-execd\n/tmp\n1\nsleep 1000 \n%s\n", cgroupLine(s.Linux.CgroupsPath))
 	if st.Code != 3 || !strings.HasPrefix(out, "pid=") || strings.HasPrefix(out, "pid=1\n") || !strings.HasSuffix(out, want) {
 		t.Fatalf("exec: status %+v output %q, want a pid other than 1 and %q", st, out, want)
 	}
