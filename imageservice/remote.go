@@ -138,6 +138,13 @@ func newEndpoint(ref reference.Reference, h registryconf.Host, auth *Auth) (*end
 			}
 			tc.RootCAs = pool
 		}
+		for _, c := range h.Clients {
+			cert, err := tls.LoadX509KeyPair(c[0], c[1])
+			if err != nil {
+				return nil, fmt.Errorf("registry %s: client certificate %s: %w", h.Host, c[0], err)
+			}
+			tc.Certificates = append(tc.Certificates, cert)
+		}
 		base.TLSClientConfig = tc
 	}
 	rt := &rewrite{next: base, registry: repo.RegistryStr(), host: h}

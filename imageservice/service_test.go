@@ -709,3 +709,31 @@ func TestPullOnlyMirrorServesBlobs(t *testing.T) {
 		t.Errorf("mirror tags %d blobs %d, registry blobs %d: want blobs from the mirror only", mirrorTags, mirrorBlobs, upBlobs)
 	}
 }
+
+func TestClientCertificate(t *testing.T) {
+	reg := imagetest.StartMTLSRegistry(t)
+	_, base := baseLayers(t)
+	reg.Push(t, "test/mtls:v1", imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...)))
+	s := newService(t, nil)
+	dir := filepath.Join(s.opts.RegistryConfigDir, "mtls.test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"ca.pem": reg.CAPEM, "client.crt": reg.ClientCertPEM, "client.key": reg.ClientKeyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for conf, ok := range map[string]bool{
+		"ca = \"ca.pem\"\n": false,
+		"ca = \"ca.pem\"\nclient = [\"client.crt\", \"client.key\"]\n": true,
+	} {
+		full := fmt.Sprintf("server = \"https://%s\"\n%s", reg.Host, conf)
+		if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(full), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Pull(ctx(t), "mtls.test/test/mtls:v1", nil); (err == nil) != ok {
+			t.Errorf("%s: err = %v, want success %v", conf, err, ok)
+		}
+	}
+}

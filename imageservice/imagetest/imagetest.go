@@ -7,11 +7,18 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"io"
 	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -172,18 +179,25 @@ func Index(t testing.TB, img, other v1.Image) v1.ImageIndex {
 type Registry struct {
 	Host  string // 127.0.0.1:port
 	CAPEM []byte // the TLS registry's certificate
-	srv   *httptest.Server
+	// ClientCertPEM and ClientKeyPEM: a client certificate an mTLS registry accepts.
+	ClientCertPEM, ClientKeyPEM []byte
+	clientCert                  *tls.Certificate
+	srv                         *httptest.Server
 	// Wrap, when set, handles every request in front of the registry.
 	Wrap func(w http.ResponseWriter, r *http.Request, next http.Handler)
 }
 
 // StartRegistry starts a registry that stops when the test ends.
-func StartRegistry(t testing.TB) *Registry { return start(t, false) }
+func StartRegistry(t testing.TB) *Registry { return start(t, false, false) }
 
 // StartTLSRegistry starts a registry on HTTPS with its own CA (CAPEM).
-func StartTLSRegistry(t testing.TB) *Registry { return start(t, true) }
+func StartTLSRegistry(t testing.TB) *Registry { return start(t, true, false) }
 
-func start(t testing.TB, tls bool) *Registry {
+// StartMTLSRegistry is StartTLSRegistry that also requires a client
+// certificate: ClientCertPEM and ClientKeyPEM are one it accepts.
+func StartMTLSRegistry(t testing.TB) *Registry { return start(t, true, true) }
+
+func start(t testing.TB, useTLS, clientAuth bool) *Registry {
 	t.Helper()
 	r := &Registry{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -194,10 +208,17 @@ func start(t testing.TB, tls bool) *Registry {
 		}
 		reg.ServeHTTP(w, req)
 	})
-	if tls {
+	if useTLS {
 		r.srv = httptest.NewUnstartedServer(h)
 		// Handshakes that fail on purpose need no log.
 		r.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		if clientAuth {
+			cert, certPEM, keyPEM := selfSigned(t)
+			pool := x509.NewCertPool()
+			pool.AddCert(cert.Leaf)
+			r.srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+			r.ClientCertPEM, r.ClientKeyPEM, r.clientCert = certPEM, keyPEM, &cert
+		}
 		r.srv.StartTLS()
 		r.CAPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.srv.Certificate().Raw})
 	} else {
@@ -212,7 +233,11 @@ func (r *Registry) pushOpts() []remote.Option {
 	if r.CAPEM == nil {
 		return nil
 	}
-	return []remote.Option{remote.WithTransport(r.srv.Client().Transport)}
+	tr := r.srv.Client().Transport.(*http.Transport).Clone()
+	if r.clientCert != nil {
+		tr.TLSClientConfig.Certificates = []tls.Certificate{*r.clientCert}
+	}
+	return []remote.Option{remote.WithTransport(tr)}
 }
 
 func (r *Registry) nameOpts() []name.Option {
@@ -274,4 +299,38 @@ func BlobHandler(digest string, serve func(w http.ResponseWriter, r *http.Reques
 		}
 		next.ServeHTTP(w, r)
 	}
+}
+
+// selfSigned makes a client certificate that is its own CA.
+func selfSigned(t testing.TB) (tls.Certificate, []byte, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "berth test client"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, certPEM, keyPEM
 }

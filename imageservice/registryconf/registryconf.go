@@ -43,8 +43,10 @@ type Host struct {
 	Capabilities []string
 	SkipVerify   bool
 	CAs          []string // absolute paths of PEM files
-	Header       map[string][]string
-	Mirror       bool
+	// Clients are client certificate and key files (absolute paths).
+	Clients [][2]string
+	Header  map[string][]string
+	Mirror  bool
 }
 
 // Has reports whether h has capability c.
@@ -232,8 +234,20 @@ func applyEntry(h *Host, e hostEntry, dir string) error {
 	if e.SkipVerify != nil {
 		h.SkipVerify = *e.SkipVerify
 	}
-	if e.Client != nil {
-		return fmt.Errorf("client certificates are not supported")
+	pairs, err := clientPairs(e.Client)
+	if err != nil {
+		return err
+	}
+	for _, p := range pairs {
+		for i := range p {
+			if p[i] != "" && !filepath.IsAbs(p[i]) {
+				p[i] = filepath.Join(dir, p[i])
+			}
+		}
+		if p[1] == "" {
+			p[1] = p[0] // one PEM file with certificate and key
+		}
+		h.Clients = append(h.Clients, p)
 	}
 	cas, err := stringList(e.CA, "ca")
 	if err != nil {
@@ -247,6 +261,48 @@ func applyEntry(h *Host, e hostEntry, dir string) error {
 	}
 	h.Header = e.Header
 	return nil
+}
+
+// clientPairs reads `client`: "cert.pem", ["cert", "key"], or a list of
+// such pairs, as containerd does.
+func clientPairs(v any) ([][2]string, error) {
+	bad := fmt.Errorf(`client: want "file", ["cert", "key"] or a list of such pairs`)
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return [][2]string{{x, ""}}, nil
+	case []any:
+		if len(x) == 0 {
+			return nil, nil
+		}
+		if _, isStr := x[0].(string); isStr {
+			l, err := stringList(x, "client")
+			if err != nil || len(l) > 2 {
+				return nil, bad
+			}
+			p := [2]string{l[0], ""}
+			if len(l) == 2 {
+				p[1] = l[1]
+			}
+			return [][2]string{p}, nil
+		}
+		var out [][2]string
+		for _, e := range x {
+			ps, err := clientPairs(e)
+			if err != nil {
+				return nil, bad
+			}
+			if _, nested := e.([]any); !nested && e != nil {
+				if _, isStr := e.(string); !isStr {
+					return nil, bad
+				}
+			}
+			out = append(out, ps...)
+		}
+		return out, nil
+	}
+	return nil, bad
 }
 
 func stringList(v any, key string) ([]string, error) {

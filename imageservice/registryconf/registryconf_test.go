@@ -54,8 +54,8 @@ func TestErrors(t *testing.T) {
 		`[host."ftp://x"]`: "scheme",
 		`[host."https://x"]` + "\ncapabilities = [\"fly\"]": "capability",
 		`[host."https://x"]` + "\nca = 3":                   "ca",
-		`[host."https://x"]` + "\nclient = \"c.pem\"":       "client",
-		`server = `: "",
+		`[host."https://x"]` + "\nclient = 3":               "client",
+		`server = `:                                         "",
 	} {
 		if _, err := Parse([]byte(data), "/d", "r.io"); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want one naming %q", data, err, want)
@@ -94,5 +94,22 @@ func TestLoadLookup(t *testing.T) {
 	write("bad.io", "x = = 1")
 	if _, err := Load(root, "bad.io"); err == nil || !strings.Contains(err.Error(), "hosts.toml") {
 		t.Errorf("bad file: %v", err)
+	}
+}
+
+func TestClientPairs(t *testing.T) {
+	for conf, want := range map[string][][2]string{
+		`client = "c.pem"`:                             {{"/d/c.pem", "/d/c.pem"}},
+		`client = ["c.crt", "/k/c.key"]`:               {{"/d/c.crt", "/k/c.key"}},
+		`client = [["a.crt", "a.key"], ["b.pem", ""]]`: {{"/d/a.crt", "/d/a.key"}, {"/d/b.pem", "/d/b.pem"}},
+	} {
+		hosts, err := Parse([]byte("[host.\"https://m\"]\n"+conf+"\n"), "/d", "r.io")
+		if err != nil {
+			t.Errorf("%s: %v", conf, err)
+			continue
+		}
+		if !reflect.DeepEqual(hosts[0].Clients, want) {
+			t.Errorf("%s: clients = %v, want %v", conf, hosts[0].Clients, want)
+		}
 	}
 }

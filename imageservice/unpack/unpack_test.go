@@ -216,7 +216,10 @@ func TestHardlinkAndReplace(t *testing.T) {
 }
 
 // FuzzUnpack feeds arbitrary tar streams: unpacking may fail, but nothing may
-// appear outside the layer directory.
+// appear outside the layer directory. Each run touches the filesystem, so
+// minimizing inputs is slow: fuzz with a bounded minimization, e.g.
+//
+//	go test ./imageservice/unpack -run XXX -fuzz FuzzUnpack -fuzztime 5m -fuzzminimizetime 200x
 func FuzzUnpack(f *testing.F) {
 	f.Add(tarOf(f, entry{name: "a/b", typ: tar.TypeReg, body: "x"}))
 	f.Add(tarOf(f, entry{name: "l", typ: tar.TypeSymlink, link: ".."}, entry{name: "l/x", typ: tar.TypeReg, body: "x"}))
