@@ -52,6 +52,16 @@ type Pod struct {
 	// PodCIDR is the node's pod range (UpdateRuntimeConfig); it reaches IPAM
 	// through the ipRanges capability when the config asks for it.
 	PodCIDR string
+	// Bandwidth limits the pod's traffic (bandwidth capability), or nil.
+	Bandwidth *Bandwidth
+}
+
+// Bandwidth is the bandwidth plugin's capability: rates in bit/s, bursts in bits.
+type Bandwidth struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
 }
 
 // Attachment is the result of Setup.
@@ -108,6 +118,9 @@ func runtimeConf(p Pod) *libcni.RuntimeConf {
 	}
 	if p.PodCIDR != "" {
 		rt.CapabilityArgs["ipRanges"] = [][]map[string]string{{{"subnet": p.PodCIDR}}}
+	}
+	if p.Bandwidth != nil {
+		rt.CapabilityArgs["bandwidth"] = p.Bandwidth
 	}
 	return rt
 }

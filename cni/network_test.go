@@ -100,3 +100,21 @@ func TestWithoutIdle(t *testing.T) {
 		t.Errorf("the loaded list changed")
 	}
 }
+
+func TestBandwidthFromAnnotations(t *testing.T) {
+	bw, err := BandwidthFromAnnotations(map[string]string{IngressBandwidthAnnotation: "10M", EgressBandwidthAnnotation: "1Gi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bw.IngressRate != 10_000_000 || bw.EgressRate != 1<<30 || bw.IngressBurst == 0 || bw.EgressBurst == 0 {
+		t.Errorf("bandwidth %+v", bw)
+	}
+	if bw, err := BandwidthFromAnnotations(map[string]string{"other": "1"}); bw != nil || err != nil {
+		t.Errorf("no annotations: %v %v", bw, err)
+	}
+	for _, bad := range []string{"ten", "-1M", "0", "1.5M", "99999999999999999999E"} {
+		if _, err := BandwidthFromAnnotations(map[string]string{EgressBandwidthAnnotation: bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -116,6 +116,9 @@ func validate(cfg *Config) error {
 			return fmt.Errorf("port mapping %d→%d: %w: port out of range", pm.HostPort, pm.ContainerPort, errdefs.ErrInvalidArgument)
 		}
 	}
+	if _, err := cni.BandwidthFromAnnotations(cfg.Annotations); err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	}
 	if cfg.SharedPID && cfg.HostPID {
 		return fmt.Errorf("pod PID namespace: %w: both shared and host", errdefs.ErrInvalidArgument)
 	}
@@ -228,9 +231,10 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 		if m.opts.PodCIDR != nil {
 			podCIDR = m.opts.PodCIDR()
 		}
+		bw, _ := cni.BandwidthFromAnnotations(cfg.Annotations) // validated
 		att, err := m.opts.Network.Setup(ctx, cni.Pod{
 			ID: id, Name: cfg.Metadata.Name, Namespace: cfg.Metadata.Namespace, UID: cfg.Metadata.UID,
-			NetNS: sb.NetNS, PortMappings: cfg.PortMappings, PodCIDR: podCIDR,
+			NetNS: sb.NetNS, PortMappings: cfg.PortMappings, PodCIDR: podCIDR, Bandwidth: bw,
 		})
 		if err != nil {
 			netErr = err

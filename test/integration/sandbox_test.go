@@ -923,3 +923,48 @@ func TestPodSandboxLostNamespaces(t *testing.T) {
 	}
 	removePod(t, d, id)
 }
+
+// TestPodSandboxBandwidth: the kubelet's bandwidth annotations reach the
+// bandwidth plugin through its capability.
+func TestPodSandboxBandwidth(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	n.writeConf(t, n.conflist(`{"type":"bandwidth","capabilities":{"bandwidth":true}}`))
+	d := n.start(t)
+
+	cfg := n.podConfig("limited")
+	cfg.Annotations[cniIngressAnnotation] = "2M"
+	id := runPod(t, d, cfg)
+	qdiscs := func() string {
+		out, _ := exec.Command("ip", "-o", "link", "show", "master", n.bridge).Output()
+		var all strings.Builder
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				continue
+			}
+			veth, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			q, _ := exec.Command("tc", "qdisc", "show", "dev", veth).Output()
+			all.Write(q)
+		}
+		return all.String()
+	}
+	if q := qdiscs(); !strings.Contains(q, "tbf") || !strings.Contains(q, "rate 2Mbit") {
+		t.Errorf("no 2 Mbit/s tbf on the pod's veth:\n%s", q)
+	}
+	removePod(t, d, id)
+
+	id = runPod(t, d, n.podConfig("unlimited"))
+	if q := qdiscs(); strings.Contains(q, "tbf") {
+		t.Errorf("a pod without annotations is limited:\n%s", q)
+	}
+	removePod(t, d, id)
+
+	bad := n.podConfig("bad")
+	bad.Annotations[cniIngressAnnotation] = "fast"
+	if _, err := d.Runtime.RunPodSandbox(framework.Context(t), &runtimeapi.RunPodSandboxRequest{Config: bad}); grpcCode(err) != codes.InvalidArgument {
+		t.Errorf("bad bandwidth annotation: %v, want InvalidArgument", err)
+	}
+}
+
+const cniIngressAnnotation = "kubernetes.io/ingress-bandwidth"
