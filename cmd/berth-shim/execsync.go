@@ -44,7 +44,7 @@ func handleExecSync(s *server, raw json.RawMessage) (any, error) {
 	if st.Status != shim.StatusRunning {
 		return nil, fmt.Errorf("exec in %s: container is %s: %w", a.ID, st.Status, errdefs.ErrFailedPrecondition)
 	}
-	res, err := c.execSync(s, a.Cmd, a.Timeout)
+	res, err := c.execSync(s, st.Pid, a.Cmd, a.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("exec in %s: %w", a.ID, err)
 	}
@@ -54,7 +54,7 @@ func handleExecSync(s *server, raw json.RawMessage) (any, error) {
 // execSync runs cmd as the container's process runs (its namespaces,
 // cgroup, user, capabilities, no_new_privs, env and cwd) and collects its
 // output.
-func (c *container) execSync(s *server, cmd []string, timeout time.Duration) (_ *shim.ExecSyncResult, retErr error) {
+func (c *container) execSync(s *server, pid int, cmd []string, timeout time.Duration) (*shim.ExecSyncResult, error) {
 	p := *c.spec.Process
 	p.Args, p.Terminal, p.ConsoleSize = cmd, false, nil
 	outR, outW, err := os.Pipe()
@@ -73,7 +73,7 @@ func (c *container) execSync(s *server, cmd []string, timeout time.Duration) (_ 
 	}
 	started := time.Now()
 	x, err := process.Exec(process.ExecOpts{
-		InitPath: initPath, Pid: c.state.Pid, Spec: c.spec, Process: &p,
+		InitPath: initPath, Pid: pid, Spec: c.spec, Process: &p,
 		Stdout: outW, Stderr: errW, Timeout: setup,
 	})
 	outW.Close()
