@@ -3,6 +3,7 @@ package spec
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -16,14 +17,26 @@ var DefaultCapabilities = []string{
 	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// AllCapabilities are the capabilities this build knows, in number order.
-func AllCapabilities() []string {
+// AllCapabilities are the capabilities berthd's bounding set holds (all
+// the library knows when it cannot be read), in number order: what ALL
+// and privileged mean, as containerd's cap.Current(). A node may withhold
+// some from its runtime (nested nodes often lack CAP_SYS_RESOURCE), and
+// asking the kernel for them would fail every privileged container.
+func AllCapabilities() []string { return slices.Clone(heldCapabilities()) }
+
+var heldCapabilities = sync.OnceValue(func() []string {
+	var held func(capability.Cap) bool
+	if c, err := capability.NewPid2(0); err == nil && c.Load() == nil {
+		held = func(k capability.Cap) bool { return c.Get(capability.BOUNDING, k) }
+	}
 	var out []string
-	for _, c := range capability.ListKnown() {
-		out = append(out, "CAP_"+strings.ToUpper(c.String()))
+	for _, k := range capability.ListKnown() {
+		if held == nil || held(k) {
+			out = append(out, "CAP_"+strings.ToUpper(k.String()))
+		}
 	}
 	return out
-}
+})
 
 func isAll(c string) bool { return normalizeCap(c) == "ALL" }
 
@@ -40,10 +53,13 @@ func normalizeCap(c string) string {
 // the defaults with the request's drops then adds ("ALL" allowed in
 // either), and the ambient ones added to every set.
 func Capabilities(sc *runtimeapi.LinuxContainerSecurityContext) (*specs.LinuxCapabilities, error) {
-	known := map[string]bool{}
+	known, held := map[string]bool{}, map[string]bool{}
+	for _, c := range capability.ListKnown() {
+		known["CAP_"+strings.ToUpper(c.String())] = true
+	}
 	all := AllCapabilities()
 	for _, c := range all {
-		known[c] = true
+		held[c] = true
 	}
 	var caps []string
 	if sc.GetPrivileged() {
@@ -72,6 +88,9 @@ func Capabilities(sc *runtimeapi.LinuxContainerSecurityContext) (*specs.LinuxCap
 			if !known[c] {
 				return nil, invalid("unknown capability %q to add", c)
 			}
+			if !held[c] {
+				return nil, invalid("capability %s is not available to berth on this node", c)
+			}
 			set[c] = true
 		}
 		for _, c := range drop {
@@ -88,6 +107,9 @@ func Capabilities(sc *runtimeapi.LinuxContainerSecurityContext) (*specs.LinuxCap
 			c = normalizeCap(c)
 			if !known[c] {
 				return nil, invalid("unknown ambient capability %q", c)
+			}
+			if !held[c] {
+				return nil, invalid("capability %s is not available to berth on this node", c)
 			}
 			set[c] = true
 			ambient = append(ambient, c)

@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -400,5 +402,53 @@ func TestCheckSandboxLSM(t *testing.T) {
 		if tc.bad != errors.Is(err, errdefs.ErrInvalidArgument) || (!tc.bad && err != nil) {
 			t.Errorf("%s: err = %v", name, err)
 		}
+	}
+}
+
+// A node may withhold capabilities from berthd (this one's sandbox lacks
+// CAP_SYS_RESOURCE): ALL and privileged mean what berthd holds, a drop of
+// a withheld one is a no-op, and asking for one is a clear error.
+func TestCapabilitiesWithheld(t *testing.T) {
+	saved := heldCapabilities
+	defer func() { heldCapabilities = saved }()
+	var known []string
+	for _, c := range capability.ListKnown() {
+		known = append(known, "CAP_"+strings.ToUpper(c.String()))
+	}
+	held := without(known, "CAP_SYS_RESOURCE")
+	heldCapabilities = func() []string { return held }
+
+	for name, tc := range map[string]struct {
+		sc   *runtimeapi.LinuxContainerSecurityContext
+		want []string
+		err  bool
+	}{
+		"privileged":       {sc: &runtimeapi.LinuxContainerSecurityContext{Privileged: true}, want: held},
+		"add ALL":          {sc: &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"ALL"}}}, want: held},
+		"drop withheld":    {sc: &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{DropCapabilities: []string{"SYS_RESOURCE"}}}, want: DefaultCapabilities},
+		"add withheld":     {sc: &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"SYS_RESOURCE"}}}, err: true},
+		"ambient withheld": {sc: &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddAmbientCapabilities: []string{"SYS_RESOURCE"}}}, err: true},
+		"add unknown":      {sc: &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"TELEPORT"}}}, err: true},
+	} {
+		c, err := Capabilities(tc.sc)
+		if tc.err {
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("%s: err = %v, want invalid argument", name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !slices.Equal(sorted(c.Bounding), sorted(tc.want)) {
+			t.Errorf("%s: bounding %v, want %v", name, c.Bounding, tc.want)
+		}
+	}
+	// Callers may change what they get.
+	a := AllCapabilities()
+	a[0] = "CAP_CHANGED"
+	if AllCapabilities()[0] == "CAP_CHANGED" {
+		t.Error("AllCapabilities shares its slice")
 	}
 }
