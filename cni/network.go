@@ -2,6 +2,7 @@ package cni
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -235,20 +236,34 @@ func ParseProtocol(p string) string { return strings.ToLower(p) }
 // withoutIdle drops the plugins that have nothing to do for this pod, each
 // one exec less (a few milliseconds) on every pod start and stop:
 // "loopback", since the pod's lo is brought up when its netns is made
-// (package sandbox), and "portmap" when the pod maps no port (it only passes
-// the previous result on, and on DEL has no rule of this pod to remove; DEL
-// sees the same cached arguments, so it skips it too).
+// (package sandbox), "portmap" when the pod maps no port and "bandwidth"
+// when the pod has no limits (neither in its capability arguments nor in the
+// plugin's own config): they only pass the previous result on, and on DEL
+// have nothing of this pod to remove (DEL sees the same cached arguments, so
+// it skips them too).
 func withoutIdle(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) *libcni.NetworkConfigList {
 	_, mapsPorts := rt.CapabilityArgs["portMappings"]
+	_, limited := rt.CapabilityArgs["bandwidth"]
 	c := *list
 	c.Plugins = nil
 	for _, p := range list.Plugins {
 		switch {
 		case p.Network.Type == "loopback":
 		case p.Network.Type == "portmap" && !mapsPorts:
+		case p.Network.Type == "bandwidth" && !limited && !staticBandwidth(p.Bytes):
 		default:
 			c.Plugins = append(c.Plugins, p)
 		}
 	}
 	return &c
+}
+
+// staticBandwidth tells whether a bandwidth plugin's config sets limits of
+// its own.
+func staticBandwidth(conf []byte) bool {
+	var c struct {
+		IngressRate uint64 `json:"ingressRate"`
+		EgressRate  uint64 `json:"egressRate"`
+	}
+	return json.Unmarshal(conf, &c) != nil || c.IngressRate > 0 || c.EgressRate > 0
 }

@@ -79,7 +79,7 @@ func TestLoadNetworkFirstAndSingleConf(t *testing.T) {
 }
 
 func TestWithoutIdle(t *testing.T) {
-	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"loopback"},{"type":"tuning"}]}`))
+	list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"loopback"},{"type":"bandwidth","capabilities":{"bandwidth":true}},{"type":"tuning"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,15 @@ func TestWithoutIdle(t *testing.T) {
 	if got := types(withoutIdle(list, withPorts)); !reflect.DeepEqual(got, []string{"bridge", "portmap", "tuning"}) {
 		t.Errorf("with port mappings: %v", got)
 	}
-	if len(list.Plugins) != 4 {
+	limited := runtimeConf(Pod{Bandwidth: &Bandwidth{IngressRate: 1}})
+	if got := types(withoutIdle(list, limited)); !reflect.DeepEqual(got, []string{"bridge", "bandwidth", "tuning"}) {
+		t.Errorf("with bandwidth: %v", got)
+	}
+	static, _ := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bandwidth","egressRate":1000,"egressBurst":1000}]}`))
+	if got := types(withoutIdle(static, runtimeConf(Pod{}))); !reflect.DeepEqual(got, []string{"bandwidth"}) {
+		t.Errorf("static bandwidth config dropped: %v", got)
+	}
+	if len(list.Plugins) != 5 {
 		t.Errorf("the loaded list changed")
 	}
 }
