@@ -335,7 +335,11 @@ touch /data/new 2>/dev/null && echo data=writable || echo data=denied
 echo "cgroup=$(grep -E '`+cgroupGrep()+`' /proc/self/cgroup)"
 echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
 echo "sysctl=$(cat /proc/sys/kernel/shm_rmid_forced)"
+echo "oom=$(cat /proc/self/oom_score_adj) nofile=$(ulimit -n):$(ulimit -Hn)"
 `)
+	oom := 500
+	s.Process.OOMScoreAdj = &oom
+	s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1000, Hard: 2000}}
 	s.Linux.Sysctl = map[string]string{"kernel.shm_rmid_forced": "1"}
 	s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 2000}}
 	s.Process.Cwd = "/work/dir"
@@ -375,6 +379,7 @@ echo "sysctl=$(cat /proc/sys/kernel/shm_rmid_forced)"
 		"cgroup=",
 		fmt.Sprintf("limit=%d\n", limit),
 		"sysctl=1\n",
+		"oom=500 nofile=1000:2000\n",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q", want)
@@ -396,7 +401,14 @@ func TestRuntimeRootCapabilities(t *testing.T) {
 	s.Process.Capabilities.Bounding = []string{"CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"}
 	s.Process.Capabilities.Effective = []string{"CAP_CHOWN", "CAP_KILL"}
 	s.Process.Capabilities.Permitted = []string{"CAP_CHOWN", "CAP_KILL"}
+	// A negative OOM score may be refused on this node: the container
+	// runs anyway.
+	oom := -998
+	s.Process.OOMScoreAdj = &oom
 	r := e.run(t, "caps", s)
+	if r.status.Code != 0 {
+		t.Fatalf("status %+v: %s", r.status, r.stderr)
+	}
 	// chown=0, kill=5, net_raw=13. Root gets the bounding set at execve
 	// whatever its effective set was before (the kernel's rule for uid 0).
 	for _, want := range []string{"CapEff:\t0000000000002021", "CapPrm:\t0000000000002021", "CapBnd:\t0000000000002021", "CapInh:\t0000000000000000", "\n0\n"} {
