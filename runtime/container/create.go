@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
@@ -322,6 +323,7 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 		return nil, fmt.Errorf("open rootfs of %s: %w", rec.ID, err)
 	}
 	defer root.Close()
+	cfg = followPod(cfg, pod)
 	ns := pod.Namespaces
 	if o := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); o.GetPid() == runtimeapi.NamespaceMode_TARGET {
 		target, err := m.targetPIDNamespace(o.GetTargetId())
@@ -341,6 +343,44 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 		CgroupsPath:     rec.Cgroup,
 		CgroupNamespace: m.opts.CgroupNamespace,
 	})
+}
+
+// followPod makes a container's namespace options agree with its pod's,
+// as containerd does: the network and IPC namespaces are always the pod's
+// (the node's for a host-network or host-IPC pod), and a container that
+// asks for the pod's PID namespace in a pod without a shared one gets its
+// own. A request without namespace options (crictl's) thus just works.
+func followPod(cfg *runtimeapi.ContainerConfig, pod *Pod) *runtimeapi.ContainerConfig {
+	o := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	want := &runtimeapi.NamespaceOption{
+		Network:       podMode(pod.Namespaces.Net),
+		Ipc:           podMode(pod.Namespaces.IPC),
+		Pid:           o.GetPid(),
+		TargetId:      o.GetTargetId(),
+		UsernsOptions: o.GetUsernsOptions(),
+	}
+	if want.Pid == runtimeapi.NamespaceMode_POD && pod.Namespaces.PID == "" {
+		want.Pid = runtimeapi.NamespaceMode_CONTAINER
+	}
+	if o.GetNetwork() == want.Network && o.GetIpc() == want.Ipc && o.GetPid() == want.Pid {
+		return cfg
+	}
+	c := proto.Clone(cfg).(*runtimeapi.ContainerConfig)
+	if c.Linux == nil {
+		c.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	if c.Linux.SecurityContext == nil {
+		c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{}
+	}
+	c.Linux.SecurityContext.NamespaceOptions = want
+	return c
+}
+
+func podMode(pin string) runtimeapi.NamespaceMode {
+	if pin == "" {
+		return runtimeapi.NamespaceMode_NODE
+	}
+	return runtimeapi.NamespaceMode_POD
 }
 
 // targetPIDNamespace is the PID namespace of a running container, for a

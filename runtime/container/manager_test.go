@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-dev/berth/cri/errdefs"
 	"github.com/berth-dev/berth/runtime/shim"
+	"github.com/berth-dev/berth/runtime/spec"
 )
 
 func TestExitReason(t *testing.T) {
@@ -150,5 +151,35 @@ func TestLinuxResources(t *testing.T) {
 	}
 	if _, err := linuxResources(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 10 << 20, MemorySwapLimitInBytes: 5 << 20}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("swap below memory: err = %v", err)
+	}
+}
+
+func TestFollowPod(t *testing.T) {
+	shared := &Pod{Namespaces: spec.Namespaces{Net: "/n", IPC: "/i", UTS: "/u", PID: "/p"}}
+	own := &Pod{Namespaces: spec.Namespaces{Net: "/n", IPC: "/i", UTS: "/u"}}
+	host := &Pod{}
+	opts := func(c *runtimeapi.ContainerConfig) *runtimeapi.NamespaceOption {
+		return c.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	}
+	bare := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}
+	if got := followPod(bare, shared); got != bare {
+		t.Errorf("a config that agrees with its pod was copied")
+	}
+	got := opts(followPod(bare, own))
+	if got.GetPid() != runtimeapi.NamespaceMode_CONTAINER || got.GetNetwork() != runtimeapi.NamespaceMode_POD {
+		t.Errorf("pod without shared PID: %v", got)
+	}
+	if bare.Linux != nil {
+		t.Errorf("the request was changed")
+	}
+	got = opts(followPod(bare, host))
+	if got.GetNetwork() != runtimeapi.NamespaceMode_NODE || got.GetIpc() != runtimeapi.NamespaceMode_NODE || got.GetPid() != runtimeapi.NamespaceMode_CONTAINER {
+		t.Errorf("host pod: %v", got)
+	}
+	target := &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "x"},
+	}}}
+	if got := opts(followPod(target, own)); got.GetPid() != runtimeapi.NamespaceMode_TARGET || got.GetTargetId() != "x" {
+		t.Errorf("target: %v", got)
 	}
 }

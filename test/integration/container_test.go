@@ -303,7 +303,11 @@ func TestContainerCrictlLifecycle(t *testing.T) {
 func TestContainerExitCodes(t *testing.T) {
 	e := newCtrEnv(t)
 	pod, podCfg := e.pod(t, "exits")
-	ok := e.run(t, pod, podCfg, ctrConfig("ok", "sh", "-c", "exit 0"))
+	// No namespace options at all (crictl's usual config): the container
+	// follows its pod (own PID namespace here, as the pod shares none).
+	okCfg := ctrConfig("ok", "sh", "-c", "exit 0")
+	okCfg.Linux = nil
+	ok := e.run(t, pod, podCfg, okCfg)
 	fail := e.run(t, pod, podCfg, ctrConfig("fail", "sh", "-c", "echo bye; exit 1"))
 	oomCfg := ctrConfig("oom", "sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done")
 	oomCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
