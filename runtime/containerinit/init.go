@@ -17,7 +17,6 @@ package containerinit
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -107,8 +106,8 @@ func runExec(_ string, sync *os.File) error {
 	if err != nil {
 		return fmt.Errorf("read exec spec: %w", err)
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(line, &spec); err != nil {
+	spec, err := parseSpec(line)
+	if err != nil {
 		return fmt.Errorf("parse exec spec: %w", err)
 	}
 	if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Linux == nil {
@@ -121,7 +120,7 @@ func runExec(_ string, sync *os.File) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	return finish(&spec, r, sync)
+	return finish(spec, r, sync)
 }
 
 // finish drops privileges, reports ready, waits for start and execs.
@@ -161,14 +160,14 @@ func loadSpec(bundle string) (*specs.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read spec: %w", err)
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
+	spec, err := parseSpec(data)
+	if err != nil {
 		return nil, fmt.Errorf("parse spec: %w", err)
 	}
 	if spec.Root == nil || spec.Linux == nil {
 		return nil, fmt.Errorf("spec has no root or linux section")
 	}
-	return &spec, nil
+	return spec, nil
 }
 
 // newNamespace reports whether the spec asks for a new namespace of kind t.
