@@ -8,13 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cni"
@@ -260,6 +263,15 @@ func (m *Manager) recover(ctx context.Context) {
 			}
 		}
 	}
+	// Shims of pods we have no record of (a crash before the record, or a
+	// state dir wiped under running pods): their sockets may be gone, so
+	// they are found by their command line.
+	for pid, id := range m.shimProcesses() {
+		if _, ok := known[id]; !ok {
+			klog.InfoS("Stopping the shim of an unrecorded pod", "pod", id, "pid", pid)
+			killOrphanShim(pid)
+		}
+	}
 	// Pod dirs and pins a crash left without a record.
 	for _, dir := range []string{m.podsDir, m.nsDir} {
 		entries, _ := os.ReadDir(dir)
@@ -341,4 +353,65 @@ func (m *Manager) unmountAll(id string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// shimProcesses maps the pids of the shims serving pods of this state dir
+// ("berth-shim serve ... --id ID --state-dir <podsDir>/ID") to their pod ids.
+func (m *Manager) shimProcesses() map[int]string {
+	out := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if len(args) < 2 || filepath.Base(args[0]) != "berth-shim" || args[1] != "serve" {
+			continue
+		}
+		for i := 2; i+1 < len(args); i++ {
+			if args[i] == "--state-dir" && filepath.Dir(args[i+1]) == m.podsDir {
+				out[pid] = filepath.Base(args[i+1])
+			}
+		}
+	}
+	return out
+}
+
+// killOrphanShim kills a shim and its process group (its pause process),
+// then removes the cgroup it was placed in, which is the pod's own.
+func killOrphanShim(pid int) {
+	start, err := shim.StartTime(pid)
+	if err != nil {
+		return
+	}
+	cg := podCgroupOf(pid)
+	_ = unix.Kill(-pid, unix.SIGKILL)
+	_ = unix.Kill(pid, unix.SIGKILL)
+	shim.WaitGone(pid, start, 5*time.Second)
+	if cg != "" {
+		if err := deleteCgroup(cg); err != nil {
+			klog.ErrorS(err, "Deleting the cgroup of an orphaned shim", "pid", pid)
+		}
+	}
+}
+
+// podCgroupOf is the pod cgroup (".../berth-<id>") a process is in, or "".
+func podCgroupOf(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// "ID:controllers:/path"; the pids or the v2 ("0::") line is enough.
+		f := strings.SplitN(l, ":", 3)
+		if len(f) == 3 && (f[1] == "pids" || f[0] == "0") && strings.HasPrefix(path.Base(f[2]), "berth-") {
+			return f[2]
+		}
+	}
+	return ""
 }

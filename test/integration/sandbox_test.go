@@ -136,6 +136,11 @@ func (n *podNet) checkClean(t *testing.T) {
 		_ = unix.Unmount(mp, unix.MNT_DETACH)
 	}
 	_ = exec.Command("ip", "link", "del", n.bridge).Run()
+	time.Sleep(100 * time.Millisecond) // killed shims leave their cgroups
+	leaked, _ := filepath.Glob("/sys/fs/cgroup/*" + n.cgroupParent + "/berth-*")
+	for _, d := range leaked {
+		_ = unix.Rmdir(d)
+	}
 	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + n.cgroupParent)
 	for _, d := range dirs {
 		_ = unix.Rmdir(d)
@@ -880,6 +885,16 @@ func TestPodSandboxCrashDuringRun(t *testing.T) {
 		t.Fatalf("nothing half-made to crash on:\n%s", d.Logs())
 	}
 	d.Kill()
+	// Make it harder: the shim's socket and the pod's pod.json are gone too,
+	// so the shim is found by its command line and the cgroup through it.
+	for _, f := range []string{"shim.sock", "pod.json"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, "state", "pods", "*", f))
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	time.Sleep(3500 * time.Millisecond) // the orphaned plugin finishes
 	n.writeConf(t, n.conflist())
 	d = n.start(t)
