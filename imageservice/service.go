@@ -56,7 +56,12 @@ type Service struct {
 	fetching map[string]*progress
 
 	flight singleflight.Group
+
+	fsMu         sync.Mutex
+	containersFs *FsUsage // last walk of ContainerLayersDir
 }
+
+const containerFsMaxAge = 5 * time.Second
 
 // New opens the image store: it loads the records, and removes what an
 // interrupted pull left on disk.
@@ -126,6 +131,14 @@ func (s *Service) FsInfo() (images FsUsage, containers *FsUsage) {
 	}
 	s.mu.Unlock()
 	if d := s.opts.ContainerLayersDir; d != "" {
+		s.fsMu.Lock()
+		defer s.fsMu.Unlock()
+		// The kubelet asks every few seconds; walking every writable layer
+		// that often would cost more than a slightly older answer.
+		if s.containersFs != nil && time.Since(s.containersFs.Timestamp) < containerFsMaxAge {
+			c := *s.containersFs
+			return images, &c
+		}
 		c := FsUsage{Mountpoint: d}
 		_ = filepath.WalkDir(d, func(_ string, e fs.DirEntry, err error) error {
 			if err != nil {
@@ -140,6 +153,7 @@ func (s *Service) FsInfo() (images FsUsage, containers *FsUsage) {
 			return nil
 		})
 		c.Timestamp = time.Now()
+		s.containersFs = &c
 		containers = &c
 	}
 	return images, containers

@@ -737,3 +737,32 @@ func TestClientCertificate(t *testing.T) {
 		}
 	}
 }
+
+func TestFsInfo(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	_, base := baseLayers(t)
+	ref := reg.Push(t, "test/fs:v1", imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...)))
+	cdir := filepath.Join(t.TempDir(), "containers")
+	if err := os.MkdirAll(filepath.Join(cdir, "c1", "upper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cdir, "c1", "upper", "f"), make([]byte, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newService(t, func(o *Options) { o.ContainerLayersDir = cdir })
+	img, c := s.FsInfo()
+	if img.UsedBytes != 0 || img.InodesUsed != 0 || img.Mountpoint != s.LayersDir() {
+		t.Errorf("empty store: %+v", img)
+	}
+	if c == nil || c.Mountpoint != cdir || c.UsedBytes < 64<<10 || c.InodesUsed != 4 {
+		t.Errorf("containers: %+v", c)
+	}
+	if _, err := s.Pull(ctx(t), ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	img, _ = s.FsInfo()
+	im, _ := s.Resolve(ctx(t), ref)
+	if img.UsedBytes != im.Size || img.InodesUsed != 8 { // 9 entries, one a hard link
+		t.Errorf("after a pull: %+v, image size %d", img, im.Size)
+	}
+}
