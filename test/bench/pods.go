@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -58,10 +61,14 @@ func pidMode() runtimeapi.NamespaceMode {
 func benchPods(e *env) error {
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var ids []string
+	// Output piped into head must not kill us before the pods are removed.
+	signal.Ignore(syscall.SIGPIPE)
 	cleanup := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
 		for _, id := range ids {
-			_, _ = e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
-			_, _ = e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+			_, _ = e.runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+			_, _ = e.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
 		}
 		ids = nil
 	}
