@@ -204,6 +204,13 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		rec.LogPath = filepath.Join(logDir, cfg.GetLogPath())
 	}
 
+	// The name is checked first, so that a duplicate touches nothing;
+	// creates of one name do not race (Create runs one at a time per
+	// name), and Store.Add enforces it again.
+	if taken, ok := m.store.NameTaken(rec.PodID, rec.Name, rec.Attempt); ok {
+		return "", fmt.Errorf("container name %q (attempt %d) in pod %s is taken by %s: %w", rec.Name, rec.Attempt, rec.PodID, taken, errdefs.ErrAlreadyExists)
+	}
+
 	steps := newStepTimer()
 	var u undo
 	defer func() {
@@ -211,27 +218,8 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 			u.run()
 		}
 	}()
-	// The record reserves the name: a second create of the same name and
-	// attempt fails here, before it touches anything.
-	if err := m.store.Add(rec); err != nil {
-		return "", err
-	}
-	u.add(func() {
-		if derr := m.store.Delete(id); derr != nil {
-			klog.ErrorS(derr, "Undo create: delete record", "container", id)
-		}
-	})
-	steps.mark("record")
-	if err := m.opts.Images.AddUser(img.ID, id); err != nil {
-		return "", fmt.Errorf("lease image %s: %w", img.ID, err)
-	}
-	u.add(func() {
-		if derr := m.opts.Images.RemoveUser(id); derr != nil {
-			klog.ErrorS(derr, "Undo create: release image", "container", id)
-		}
-	})
-
-	steps.mark("lease")
+	// Dirs without a record are removed at start-up: a crash from here on
+	// leaves nothing behind.
 	rootPath := filepath.Join(rec.StateDir, rootfsDir)
 	u.add(func() {
 		if derr := removeDirs(rec.StateDir); derr != nil {
@@ -250,8 +238,8 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := rootfs.Mount(rootPath, layers(rec, img.LayerDirs)); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
-
 	steps.mark("rootfs")
+
 	s, err := m.generate(rec, rootPath, pod, img, cfg, podCfg)
 	if err != nil {
 		return "", err
@@ -277,16 +265,52 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 			return "", fmt.Errorf("create log dir of %s: %w", id, err)
 		}
 	}
-
 	steps.mark("bundle")
+
 	// The cgroup is berthd's to make (with the limits) and to remove; the
-	// shim puts the process in it.
+	// shim puts the process in it. It is made while the record and the
+	// image lease are written.
+	cgDone := make(chan error, 1)
+	go func() {
+		_, err := cgroups.Create(rec.Cgroup, s.Linux.Resources)
+		cgDone <- err
+	}()
 	u.add(func() { killCgroup(rec.Cgroup) })
-	if _, err := cgroups.Create(rec.Cgroup, s.Linux.Resources); err != nil {
+	cgErr := func() error {
+		if cgDone == nil {
+			return nil
+		}
+		err := <-cgDone
+		cgDone = nil
+		return err
+	}
+	defer func() { _ = cgErr() }()
+
+	if err := m.store.Add(rec); err != nil {
+		return "", err
+	}
+	u.add(func() {
+		if derr := m.store.Delete(id); derr != nil {
+			klog.ErrorS(derr, "Undo create: delete record", "container", id)
+		}
+	})
+	steps.mark("record")
+	// The lease comes after the mount: an image removed meanwhile fails
+	// it, and the create is undone.
+	if err := m.opts.Images.AddUser(img.ID, id); err != nil {
+		return "", fmt.Errorf("lease image %s: %w", img.ID, err)
+	}
+	u.add(func() {
+		if derr := m.opts.Images.RemoveUser(id); derr != nil {
+			klog.ErrorS(derr, "Undo create: release image", "container", id)
+		}
+	})
+	steps.mark("lease")
+	if err := cgErr(); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
-
 	steps.mark("cgroup")
+
 	client := shim.Connect(rec.ShimDir)
 	var st shim.ContainerState
 	u.add(func() {
@@ -305,15 +329,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
 	steps.mark("shim")
-	if _, err := m.store.Update(id, func(r *Record) error {
-		r.Status.Pid = st.Pid
-		r.UID, r.GID, r.SupplementalGIDs = rec.UID, rec.GID, rec.SupplementalGIDs
-		return nil
-	}); err != nil {
-		return "", err
-	}
-	steps.mark("update")
-	klog.V(2).InfoS("Container created", "container", id, "pod", pod.ID, "name", rec.Name, "steps", steps)
+	// The pid is recorded at Start (or by the next status): one database
+	// write less on the create path.
+	klog.V(2).InfoS("Container created", "container", id, "pod", pod.ID, "name", rec.Name, "pid", st.Pid, "steps", steps)
 	return id, nil
 }
 

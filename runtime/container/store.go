@@ -196,6 +196,14 @@ func (s *Store) Add(r *Record) error {
 	return nil
 }
 
+// NameTaken returns the container that holds a pod's name and attempt.
+func (s *Store) NameTaken(podID, name string, attempt uint32) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.names[nameKey(podID, name, attempt)]
+	return id, ok
+}
+
 // Get returns a copy of the record of id.
 func (s *Store) Get(id string) (*Record, error) {
 	s.mu.RLock()
