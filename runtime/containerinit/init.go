@@ -149,6 +149,7 @@ func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 	if strings.TrimSpace(line) != MsgStart {
 		return fmt.Errorf("unexpected message %q", line)
 	}
+	resetSignals()
 	if err := unix.Exec(path, spec.Process.Args, env); err != nil {
 		return fmt.Errorf("exec %s: %w", spec.Process.Args[0], err)
 	}

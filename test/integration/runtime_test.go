@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -447,6 +448,18 @@ func TestRuntimeExitCodes(t *testing.T) {
 		if r.status.Code != tc.code || r.oom {
 			t.Errorf("%s: status %+v oom %v, want code %d", tc.name, r.status, r.oom, tc.code)
 		}
+	}
+}
+
+// TestRuntimeSignalsReset: what the creator ignores (the shim ignores
+// SIGPIPE and SIGHUP) is not ignored in the container.
+func TestRuntimeSignalsReset(t *testing.T) {
+	e := newRuntimeEnv(t)
+	signal.Ignore(unix.SIGPIPE, unix.SIGHUP)
+	defer signal.Reset(unix.SIGPIPE, unix.SIGHUP)
+	r := e.run(t, "signals", e.baseSpec("signals", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"))
+	if r.status.Code != 0 || r.stdout != "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n" {
+		t.Fatalf("status %+v stdout %q stderr %q", r.status, r.stdout, r.stderr)
 	}
 }
 
