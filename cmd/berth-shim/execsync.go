@@ -25,7 +25,8 @@ const execOutputCap = 16 << 20
 // exited: a background process it left may hold the pipes open.
 const execDrainGrace = time.Second
 
-// execSetupTimeout bounds the setup of the command before it runs.
+// execSetupTimeout bounds the setup of the command before it runs,
+// whatever the command's own timeout.
 const execSetupTimeout = 10 * time.Second
 
 func handleExecSync(s *server, raw json.RawMessage) (any, error) {
@@ -67,14 +68,10 @@ func (c *container) execSync(s *server, pid int, cmd []string, timeout time.Dura
 		outW.Close()
 		return nil, err
 	}
-	setup := execSetupTimeout
-	if timeout > 0 && timeout < setup {
-		setup = timeout
-	}
 	started := time.Now()
 	x, err := process.Exec(process.ExecOpts{
 		InitPath: initPath, Pid: pid, Spec: c.spec, Process: &p,
-		Stdout: outW, Stderr: errW, Timeout: setup,
+		Stdout: outW, Stderr: errW, Timeout: execSetupTimeout,
 	})
 	outW.Close()
 	errW.Close()
@@ -109,6 +106,8 @@ func (c *container) execSync(s *server, pid int, cmd []string, timeout time.Dura
 	var ws unix.WaitStatus
 	var expired <-chan time.Time
 	if timeout > 0 {
+		// A setup slower than the timeout (a loaded node) leaves the
+		// command no time: it is a timeout, not an error.
 		t := time.NewTimer(timeout - time.Since(started))
 		defer t.Stop()
 		expired = t.C

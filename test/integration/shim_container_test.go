@@ -491,7 +491,8 @@ func TestShimContainerReopenLog(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(syncDir, "go3"), "")
 	waitLog(t, c.logPath, "stdout F four")
-	if got := logRecords(t, c.logPath); len(got) != 1 {
+	// "three" is lost if it came before the second reopen.
+	if got := strings.Join(logRecords(t, c.logPath), "|"); got != "stdout F four" && got != "stdout F three|stdout F four" {
 		t.Errorf("log after a failed reopen %q", got)
 	}
 	if err := e.call(t, shim.OpReopenLog, shim.IDArgs{ID: "nope"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
@@ -578,7 +579,7 @@ echo "cwd=$(pwd)"
 echo "foo=$FOO"
 grep -E '^(NoNewPrivs|CapEff):' /proc/self/status
 echo "init=$(cat /proc/1/cmdline | tr '\0' ' ')"
-echo "cgroup=$(grep memory /proc/self/cgroup)"
+cat /proc/self/cgroup
 echo "layer=$(cat /etc/layer)"`)
 	if res.ExitCode != 0 {
 		t.Fatalf("exec-sync: %+v (stdout %q stderr %q)", res, res.Stdout, res.Stderr)
