@@ -150,6 +150,7 @@ func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 		return fmt.Errorf("unexpected message %q", line)
 	}
 	resetSignals()
+	closeExtraFDs()
 	if err := unix.Exec(path, spec.Process.Args, env); err != nil {
 		return fmt.Errorf("exec %s: %w", spec.Process.Args[0], err)
 	}

@@ -463,6 +463,16 @@ func TestRuntimeSignalsReset(t *testing.T) {
 	}
 }
 
+// TestRuntimeNoLeakedFDs: the command gets stdio and nothing else of the
+// init's (the sync socket, the rootfs handles).
+func TestRuntimeNoLeakedFDs(t *testing.T) {
+	e := newRuntimeEnv(t)
+	r := e.run(t, "fds", e.baseSpec("fds", "ls", "/proc/self/fd"))
+	if r.status.Code != 0 || r.stdout != "0\n1\n2\n3\n" {
+		t.Fatalf("status %+v fds %q (3 is ls's own) stderr %q", r.status, r.stdout, r.stderr)
+	}
+}
+
 // TestRuntimeKill: a container killed from outside reports 128+9.
 func TestRuntimeKill(t *testing.T) {
 	e := newRuntimeEnv(t)
