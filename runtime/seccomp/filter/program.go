@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,7 +67,61 @@ func Compile(p *specs.LinuxSeccomp) (*Program, error) {
 	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, prog.Filter); err != nil {
 		return nil, fmt.Errorf("seccomp: decode filter: %w", err)
 	}
+	prog.Filter = append(allowNewer(p), prog.Filter...)
 	return prog, nil
+}
+
+// allowNewer is a program prefix that allows, on the native architecture,
+// the syscalls p allows unconditionally that libseccomp cannot name (it
+// skipped them): without it, runtime/default would refuse mseal, statmount
+// or uretprobe (which uprobe trampolines call) with EPERM on kernels newer
+// than the node's libseccomp. The prefix falls through to libseccomp's
+// program, which starts by loading the architecture itself.
+func allowNewer(p *specs.LinuxSeccomp) []unix.SockFilter {
+	if p.DefaultAction == specs.ActAllow || nativeArch == 0 {
+		return nil
+	}
+	var nrs []uint32
+	seen := map[uint32]bool{}
+	for _, s := range p.Syscalls {
+		if s.Action != specs.ActAllow || len(s.Args) != 0 {
+			continue
+		}
+		for _, name := range s.Names {
+			nr, ok := newerSyscalls[name]
+			if !ok || seen[nr] {
+				continue
+			}
+			if _, err := libseccomp.GetSyscallFromName(name); err == nil {
+				continue // libseccomp knows it: its own rule applies
+			}
+			seen[nr] = true
+			nrs = append(nrs, nr)
+		}
+	}
+	if len(nrs) == 0 || len(nrs) > 200 {
+		return nil
+	}
+	const (
+		archOffset = 4 // offsetof(struct seccomp_data, arch)
+		nrOffset   = 0
+	)
+	n := uint8(len(nrs))
+	out := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: archOffset},
+		// Another architecture: on to libseccomp's program, past the
+		// number loads and checks, the jump and the return below.
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: nativeArch, Jt: 0, Jf: n + 3},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: nrOffset},
+	}
+	for i, nr := range nrs {
+		// A match jumps to the return: past the other checks and the jump.
+		out = append(out, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: nr, Jt: n - uint8(i), Jf: 0})
+	}
+	return append(out,
+		unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA, K: 1},
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	)
 }
 
 // Load installs the program on every thread of the calling process. As
