@@ -19,7 +19,7 @@ build:
 
 # Unit tests, then end-to-end tests against real berthd daemons, then the
 # critest suite less skip.txt and pending.txt (about a minute).
-test: deps build lint unit integration critest-guard
+test: deps build lint unit integration critest-guard test-vm-ci
 
 unit:
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
@@ -30,9 +30,16 @@ integration: build test-images
 # The tests again inside cgroup v2 VMs under QEMU (hack/vm): a small
 # initramfs guest and a Debian guest with systemd as PID 1, one boot each.
 # Knobs (packages, -test.run, variants, scripts): hack/vm/test.sh.
-.PHONY: test-vm
+.PHONY: test-vm test-vm-ci
 test-vm: build test-images
 	bash hack/vm/test.sh
+
+# The short test-vm of make test (a few minutes): the VM checks of test/vm and
+# the integration tests matching TEST_VM_CI_RUN, in both variants. Add the
+# tests that must pass on cgroup v2 and under systemd to it.
+TEST_VM_CI_RUN ?= CgroupVersion
+test-vm-ci: build test-images
+	BERTH_VM_PKGS="./test/vm ./test/integration:$(TEST_VM_CI_RUN)" bash hack/vm/test.sh
 
 # Runs berthd in the foreground with the default configuration.
 run: deps build

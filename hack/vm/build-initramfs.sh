@@ -88,8 +88,9 @@ if [ -d "$xt" ]; then
 	cp -a "$xt/." "$STAGE$xt/"
 	for so in "$xt"/*.so; do copy_libs "$so"; done
 fi
-# glibc loads these for user and host name lookups
-for l in /usr/lib/x86_64-linux-gnu/libnss_files.so.2 /usr/lib/x86_64-linux-gnu/libnss_dns.so.2; do
+# glibc loads the nss ones for user and host name lookups; berth links libseccomp
+for l in /usr/lib/x86_64-linux-gnu/libnss_files.so.2 /usr/lib/x86_64-linux-gnu/libnss_dns.so.2 \
+	/usr/lib/x86_64-linux-gnu/libseccomp.so.2; do
 	[ -e "$l" ] && copy_path "$l"
 done
 [ -d /etc/iproute2 ] && cp -a /etc/iproute2 "$STAGE/etc/"

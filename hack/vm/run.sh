@@ -45,7 +45,7 @@ if [ "$variant" = systemd ]; then
 	img=$("$HERE/build-rootfs.sh") || exit 125
 	# snapshot=on: the guest's writes go to a temp file, the image stays clean
 	disk=(-drive "file=${img//,/,,},if=virtio,format=raw,snapshot=on")
-	append+=" vmroot=/dev/vda systemd.unit=berth-vm.target systemd.show_status=0 systemd.log_level=warning"
+	append+=" vmroot=/dev/vda systemd.unit=berth-vm.target systemd.show_status=0 systemd.log_level=${BERTH_VM_SYSTEMD_LOG:-warning}"
 fi
 
 CTL=$(mktemp -d "${TMPDIR:-/tmp}/berth-vm.XXXXXX")
@@ -83,7 +83,8 @@ for s in "${shares[@]}"; do
 	mode=ro
 	case "$s" in *:rw) s=${s%:rw} && mode=rw ;; *:ro) s=${s%:ro} ;; esac
 	[ -e "$s" ] || continue
-	s=$(readlink -f "$s")
+	# the dir is resolved, a file keeps its name (a library's soname link)
+	if [ -d "$s" ]; then s=$(readlink -f "$s"); else s=$(readlink -f "$(dirname "$s")")/$(basename "$s"); fi
 	if [ $mode = ro ] && [ "${s#/usr/}" != "$s" ]; then
 		echo "bind /.vm$s $s" >>"$CTL/shares"
 	elif [ -d "$s" ]; then

@@ -22,7 +22,6 @@ export PATH=$PATH:/usr/local/go/bin
 
 variants=${BERTH_VM_VARIANTS:-initramfs systemd}
 pkgs=${BERTH_VM_PKGS:-./test/vm ./test/integration ./runtime/... ./sandbox/...}
-tests=$VM_OUT/tests
 t0=$(date +%s.%N)
 elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}'; }
 
@@ -41,8 +40,11 @@ if [ -n "${BERTH_TESTIMAGES_CACHE:-}" ]; then
 	export BERTH_VM_ENV="${BERTH_VM_ENV:-} BERTH_TESTIMAGES_CACHE"
 fi
 
-rm -rf "$tests"
-mkdir -p "$tests"
+# One dir per run (runs of other checkouts' make test may overlap): the test
+# binaries, removed at the end, and the logs, kept for a day.
+find "$VM_OUT" -maxdepth 1 -name 'run.*' -mtime +0 -exec rm -rf {} + 2>/dev/null
+tests=$(mktemp -d "$VM_OUT/run.XXXXXX")
+trap 'rm -f "$tests"/*.test' EXIT
 : >"$tests/manifest"
 build_failed=0
 for spec in $pkgs; do
@@ -69,6 +71,12 @@ for s in ${BERTH_VM_SCRIPTS:-}; do
 	printf '%s\t%s\t\n' "script:$(readlink -f "$s")" "$VM_REPO" >>"$tests/manifest"
 done
 [ $build_failed = 0 ] || exit 1
+# Shared libraries the binaries link beyond glibc (libseccomp ...) come from
+# the host, bound over the guest's at the same path.
+libs=$(for b in "$tests"/*.test "$VM_REPO"/bin/*; do [ -x "$b" ] && ldd "$b" 2>/dev/null; done |
+	awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+	grep -vE '/(libc|libm|libpthread|libdl|librt|libresolv|ld-linux-x86-64)\.so' || true)
+export BERTH_VM_SHARES="${BERTH_VM_SHARES:-} $(echo $libs)"
 vm_log "test binaries built in $(elapsed "$t0")s: $(cut -f1 "$tests/manifest" | tr '\n' ' ')"
 
 export BERTH_BIN_DIR=$VM_REPO/bin
@@ -78,7 +86,7 @@ export BERTH_VM_ENV="${BERTH_VM_ENV:-} BERTH_BIN_DIR BERTH_VM_TEST_TIMEOUT BERTH
 rc=0
 summary=()
 for v in $variants; do
-	log=$VM_OUT/test-$v.log
+	log=$tests/$v.log
 	vm_log "=== $v variant"
 	tv=$(date +%s.%N)
 	"$HERE/run.sh" -s "$v" -C "$VM_REPO" -- sh "$HERE/guest-tests.sh" "$tests/manifest" 2>&1 | tee "$log"
