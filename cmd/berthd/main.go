@@ -116,7 +116,7 @@ func serve(cfg Config) error {
 		Version:      version,
 		CgroupDriver: cfg.CgroupDriver,
 		NetworkReady: func() error {
-			_, err := cni.FindNetworkConfig(cfg.CNIConfDir)
+			_, err := cni.LoadNetwork(cfg.CNIConfDir)
 			return err
 		},
 		ConfigJSON:    cfg.JSON(),

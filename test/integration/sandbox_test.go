@@ -983,3 +983,35 @@ func TestPodSandboxBandwidth(t *testing.T) {
 }
 
 const cniIngressAnnotation = "kubernetes.io/ingress-bandwidth"
+
+// TestPodSandboxNetworkReadyNeedsAUsableConfig: a config that does not
+// parse is no network.
+func TestPodSandboxNetworkReadyNeedsAUsableConfig(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	n.writeConf(t, `{"cniVersion":"1.0.0","name":`)
+	d := n.start(t)
+	ready := func() (bool, string) {
+		st, err := d.Runtime.Status(framework.Context(t), &runtimeapi.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range st.Status.Conditions {
+			if c.Type == runtimeapi.NetworkReady {
+				return c.Status, c.Message
+			}
+		}
+		return false, "no NetworkReady condition"
+	}
+	if ok, msg := ready(); ok {
+		t.Errorf("NetworkReady with a malformed config (%s)", msg)
+	}
+	_, err := d.Runtime.RunPodSandbox(framework.Context(t), &runtimeapi.RunPodSandboxRequest{Config: n.podConfig("no-net")})
+	if err == nil || !strings.Contains(err.Error(), "network") {
+		t.Errorf("RunPodSandbox without a usable network: %v", err)
+	}
+	n.writeConf(t, n.conflist())
+	if ok, msg := ready(); !ok {
+		t.Errorf("NetworkReady false with a good config: %s", msg)
+	}
+}
