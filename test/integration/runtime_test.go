@@ -980,3 +980,48 @@ func countMounts(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+// TestRuntimePrivileged runs a privileged container made by runtime/spec:
+// every capability, the node's devices, writable sysfs, nothing masked.
+func TestRuntimePrivileged(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "priv")
+	s, err := spec.Generate(spec.Input{
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "priv"},
+			Command:  []string{"sh", "-c", `grep CapEff /proc/self/status
+awk '$2=="/sys" {print "sys " substr($4, 1, 2)}' /proc/mounts
+stat -c "keys %F" /proc/keys
+test -c /dev/kmsg && echo kmsg=yes`},
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				Privileged:       true,
+				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER},
+			}},
+		},
+		Sandbox: &runtimeapi.PodSandboxConfig{Hostname: "priv", Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: true},
+		}},
+		Image:       &imagespec.ImageConfig{},
+		RootPath:    "rootfs",
+		CgroupsPath: e.cgParent + "/priv",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, output := e.create(t, b, s)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Wait()
+	out, errOut := output()
+	if err != nil || st.Code != 0 {
+		t.Fatalf("status %+v %v\n%s%s", st, err, out, errOut)
+	}
+	data, _ := os.ReadFile("/proc/self/status")
+	hostEff := regexp.MustCompile(`CapBnd:\s+(\S+)`).FindStringSubmatch(string(data))[1]
+	for _, want := range []string{"CapEff:\t" + hostEff + "\n", "sys rw\n", "keys regular empty file\n", "kmsg=yes\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s%s", want, out, errOut)
+		}
+	}
+}
