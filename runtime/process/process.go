@@ -3,6 +3,16 @@
 // cgroup, waits until the init reports ready (stopped before execve), and
 // releases it on Start. The caller (the pod's shim, or a test) is the
 // parent and reaper of the container process.
+//
+//	c, err := process.Create(process.CreateOpts{InitPath: shim, BundleDir: b})
+//	// c.Pid() runs berth-shim init, set up, in the container's cgroup
+//	err = c.Start()      // execve of the command; an exec error comes back here
+//	st, err := c.Wait()  // or the caller's own reaper (wait4 of c.Pid())
+//	oom := c.OOMKilled() // before Destroy
+//	err = c.Destroy()    // kill everything in the cgroup, remove the cgroup
+//
+// The cgroup named by spec.Linux.CgroupsPath must exist: berthd creates it
+// with the container's resources (runtime/cgroups) before the create.
 package process
 
 import (
