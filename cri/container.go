@@ -205,11 +205,15 @@ func containerStatus(r *container.Record) *runtimeapi.ContainerStatus {
 		StopSignal: stopSignal(r.StopSignal),
 	}
 	for _, mnt := range r.Mounts {
-		st.Mounts = append(st.Mounts, &runtimeapi.Mount{
+		m := &runtimeapi.Mount{
 			ContainerPath: mnt.ContainerPath, HostPath: mnt.HostPath, Readonly: mnt.Readonly,
 			RecursiveReadOnly: mnt.RecursiveRO, SelinuxRelabel: mnt.SELinuxRelabel,
-			Propagation: runtimeapi.MountPropagation(mnt.Propagation),
-		})
+			Propagation: runtimeapi.MountPropagation(mnt.Propagation), ImageSubPath: mnt.ImageSubPath,
+		}
+		if mnt.Image != "" {
+			m.Image = &runtimeapi.ImageSpec{Image: mnt.Image, ImageRef: mnt.ImageID}
+		}
+		st.Mounts = append(st.Mounts, m)
 	}
 	if res := r.Resources; res != nil {
 		st.Resources = &runtimeapi.ContainerResources{Linux: &runtimeapi.LinuxContainerResources{

@@ -54,6 +54,9 @@ func validate(podID string, cfg *runtimeapi.ContainerConfig) error {
 		if mnt.GetImage().GetImage() == "" && mnt.GetHostPath() == "" {
 			return invalid("mount at %s has no host path", mnt.GetContainerPath())
 		}
+		if mnt.GetImage().GetImage() != "" && !mnt.GetReadonly() {
+			return invalid("image volume at %s must be read-only", mnt.GetContainerPath())
+		}
 	}
 	if lp := cfg.GetLogPath(); lp != "" && (filepath.IsAbs(lp) || !filepath.IsLocal(lp)) {
 		return invalid("log path %q must be relative to the pod's log directory", lp)
@@ -240,6 +243,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	}
 	steps.mark("rootfs")
 
+	if cfg, err = m.imageVolumes(ctx, rec, cfg, &u); err != nil {
+		return "", err
+	}
 	s, err := m.generate(rec, rootPath, pod, img, cfg, podCfg)
 	if err != nil {
 		return "", err
@@ -435,6 +441,9 @@ func removeDirs(stateDir string) error {
 	if err := rootfs.Unmount(filepath.Join(stateDir, rootfsDir)); err != nil {
 		return err
 	}
+	if err := unmountVolumes(stateDir); err != nil {
+		return err
+	}
 	return os.RemoveAll(stateDir)
 }
 
@@ -456,6 +465,8 @@ func mountsOf(ms []*runtimeapi.Mount) []Mount {
 			RecursiveRO:    m.GetRecursiveReadOnly(),
 			SELinuxRelabel: m.GetSelinuxRelabel(),
 			Propagation:    int32(m.GetPropagation()),
+			Image:          m.GetImage().GetImage(),
+			ImageSubPath:   m.GetImageSubPath(),
 		})
 	}
 	return out

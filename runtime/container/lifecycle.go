@@ -362,6 +362,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.opts.Images.RemoveUser(id); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
+	if err := m.releaseVolumes(rec); err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
 	if err := m.store.Delete(id); err != nil {
 		return err
 	}

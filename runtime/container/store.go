@@ -53,6 +53,11 @@ type Mount struct {
 	RecursiveRO    bool   `json:"recursiveReadOnly,omitempty"`
 	SELinuxRelabel bool   `json:"selinuxRelabel,omitempty"`
 	Propagation    int32  `json:"propagation,omitempty"`
+	// Image names the image of an image volume (its ImageID once resolved)
+	// and ImageSubPath the part of it mounted.
+	Image        string `json:"image,omitempty"`
+	ImageID      string `json:"imageId,omitempty"`
+	ImageSubPath string `json:"imageSubPath,omitempty"`
 }
 
 // Record is one container.

@@ -704,3 +704,47 @@ func TestContainerCreateRetried(t *testing.T) {
 	removePod(t, e.d, pod)
 	e.nothingLeft(t)
 }
+
+func TestContainerImageVolume(t *testing.T) {
+	e := newCtrEnv(t)
+	pod, podCfg := e.pod(t, "imgvol")
+	img, err := e.d.Images.ImageStatus(framework.Context(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}})
+	if err != nil || img.Image == nil {
+		t.Fatalf("image status: %v", err)
+	}
+	cfg := ctrConfig("vol", "sleep", "1000")
+	cfg.Mounts = []*runtimeapi.Mount{
+		{ContainerPath: "/mnt/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: busyboxRef}},
+		{ContainerPath: "/mnt/etc", Readonly: true, Image: &runtimeapi.ImageSpec{Image: busyboxRef}, ImageSubPath: "etc"},
+	}
+	id := e.run(t, pod, podCfg, cfg)
+	if r := e.execSync(t, id, "/mnt/img/bin/sh", "-c", "ls /mnt/etc/passwd && touch /mnt/img/x"); r.ExitCode == 0 || !strings.Contains(string(r.Stdout), "/mnt/etc/passwd") || !strings.Contains(string(r.Stderr), "Read-only") {
+		t.Errorf("image volume: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	st, _ := e.status(t, id)
+	if len(st.Mounts) != 2 || st.Mounts[0].Image.GetImageRef() != img.Image.Id || st.Mounts[1].ImageSubPath != "etc" {
+		t.Errorf("status mounts: %v", st.Mounts)
+	}
+
+	for name, m := range map[string]*runtimeapi.Mount{
+		"writable":         {ContainerPath: "/mnt/img", Image: &runtimeapi.ImageSpec{Image: busyboxRef}},
+		"missing sub path": {ContainerPath: "/mnt/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: busyboxRef}, ImageSubPath: "no/such"},
+		"escaping":         {ContainerPath: "/mnt/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: busyboxRef}, ImageSubPath: "../.."},
+	} {
+		bad := ctrConfig("bad", "true")
+		bad.Mounts = []*runtimeapi.Mount{m}
+		_, err := e.d.Runtime.CreateContainer(framework.Context(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: bad, SandboxConfig: podCfg})
+		if grpcCode(err) != codes.InvalidArgument {
+			t.Errorf("%s image volume: %v, want InvalidArgument", name, err)
+		}
+	}
+	removePod(t, e.d, pod)
+	e.nothingLeft(t)
+	// The volumes' leases are gone with the container: the image can go.
+	if _, err := e.d.Images.RemoveImage(framework.Context(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: img.Image.Id}}); err != nil {
+		t.Errorf("remove image: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(e.d.Root, "images", "layers")); len(entries) != 0 {
+		t.Errorf("layers left after the image was removed: %d", len(entries))
+	}
+}
