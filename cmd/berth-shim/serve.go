@@ -248,7 +248,10 @@ func (s *server) handleConn(conn net.Conn) {
 			return
 		}
 		if sh, ok := streamHandlers[req.Op]; ok {
-			if err := sh(s, conn, req.Args); err != nil {
+			// Bytes the client sent right after its request may sit in the
+			// decoder's buffer: the handler reads them first.
+			sc := &streamConn{Conn: conn, r: io.MultiReader(dec.Buffered(), conn)}
+			if err := sh(s, sc, req.Args); err != nil {
 				log.Printf("%s: %v", req.Op, err)
 			}
 			return
@@ -268,6 +271,29 @@ func (s *server) handleConn(conn net.Conn) {
 			os.Exit(0)
 		}
 	}
+}
+
+// streamConn is a connection whose reads start with what the request
+// decoder had already buffered, less the newline that ends the request.
+type streamConn struct {
+	net.Conn
+	r       io.Reader
+	started bool
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	for !c.started {
+		n, err := c.r.Read(p)
+		if n > 0 && p[0] == '\n' {
+			copy(p, p[1:n])
+			n--
+		}
+		if n > 0 || err != nil {
+			c.started = true
+			return n, err
+		}
+	}
+	return c.r.Read(p)
 }
 
 // answer writes the Response of a call.

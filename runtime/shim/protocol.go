@@ -17,8 +17,10 @@
 //
 // An op that streams (exec, attach: the containers work) answers its
 // Response first and then owns the connection: the client reads/writes raw
-// bytes on it until either side closes. Call does not support those; use Dial
-// and the op's own framing.
+// bytes on it until either side closes. Its request is one JSON object and
+// a newline (as json.Encoder writes it); the stream starts right after that
+// newline, and bytes sent together with the request are not lost. Call does
+// not support those; use Dial and the op's own framing.
 //
 // Ops defined now: "ping" (no args, result {}), "status" (result Status) and
 // "shutdown" (the shim kills the processes it owns, answers, removes its
