@@ -478,6 +478,9 @@ func TestContainerStopKillsEverything(t *testing.T) {
 	_, info := e.status(t, id)
 	cg := info["cgroup"].(string)
 	procs := filepath.Join("/sys/fs/cgroup/pids", cg, "cgroup.procs")
+	if _, err := os.Stat(procs); err != nil {
+		procs = filepath.Join("/sys/fs/cgroup", cg, "cgroup.procs") // cgroup v2
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	var pids []string
 	for time.Now().Before(deadline) {
