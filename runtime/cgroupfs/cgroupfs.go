@@ -121,6 +121,19 @@ func (g *Group) Exists() bool {
 	return err == nil
 }
 
+// UnifiedDir opens the cgroup's directory on a cgroup v2 host, for
+// clone3's CLONE_INTO_CGROUP (a process born in its cgroup); nil on v1.
+func (g *Group) UnifiedDir() (*os.File, error) {
+	if !g.v2 {
+		return nil, nil
+	}
+	f, err := os.OpenFile(g.dirs[0], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open cgroup %s: %w", g.path, err)
+	}
+	return f, nil
+}
+
 // AddProc moves a process into the cgroup in every hierarchy where the
 // cgroup exists; it must exist in at least one.
 func (g *Group) AddProc(pid int) error {

@@ -293,6 +293,19 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	if o.stderr != nil {
 		cmd.Stderr = o.stderr
 	}
+	if c.cg != nil {
+		// On cgroup v2 the init is born in the container's cgroup, so
+		// that a cgroup namespace it creates is rooted there.
+		dir, err := c.cg.UnifiedDir()
+		if err != nil {
+			childFile.Close()
+			return err
+		}
+		if dir != nil {
+			defer dir.Close()
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
+		}
+	}
 	err = cmd.Start()
 	childFile.Close()
 	if err != nil {

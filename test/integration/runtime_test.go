@@ -1025,3 +1025,21 @@ test -c /dev/kmsg && echo kmsg=yes`},
 		}
 	}
 }
+
+// TestRuntimeCgroupNamespace: on cgroup v2 a container with its own cgroup
+// namespace sees its cgroup as the root, and its /sys/fs/cgroup is that
+// cgroup.
+func TestRuntimeCgroupNamespace(t *testing.T) {
+	if !cgroups.Unified() {
+		t.Skip("cgroup namespaces are given on cgroup v2 hosts only")
+	}
+	e := newRuntimeEnv(t)
+	s := e.baseSpec("cgns", "sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory.max")
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	limit := int64(48 << 20)
+	s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	r := e.run(t, "cgns", s)
+	if r.status.Code != 0 || r.stdout != fmt.Sprintf("0::/\n%d\n", limit) {
+		t.Fatalf("status %+v stdout %q stderr %q", r.status, r.stdout, r.stderr)
+	}
+}
