@@ -989,7 +989,7 @@ func TestRuntimePrivileged(t *testing.T) {
 	s, err := spec.Generate(spec.Input{
 		Config: &runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: "priv"},
-			Command:  []string{"sh", "-c", `grep CapEff /proc/self/status
+			Command: []string{"sh", "-c", `grep CapEff /proc/self/status
 awk '$2=="/sys" {print "sys " substr($4, 1, 2)}' /proc/mounts
 stat -c "keys %F" /proc/keys
 test -c /dev/kmsg && echo kmsg=yes`},
