@@ -46,13 +46,19 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 	// Edit a copy; the record changes only once persisted. The shim stops
 	// while CNI DEL runs: neither needs the other.
 	c := *sb
+	start := time.Now()
+	var shimTook time.Duration
 	shimDone := make(chan struct{})
-	go func() { m.stopShim(&c); close(shimDone) }()
+	go func() { m.stopShim(&c); shimTook = time.Since(start); close(shimDone) }()
 	err := m.teardown(&c)
+	netTook := time.Since(start)
 	<-shimDone
 	if err != nil {
 		return fmt.Errorf("stop pod %s: release network: %w", sb.ID, err)
 	}
+	defer func() {
+		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "network", netTook, "shim", shimTook, "total", time.Since(start))
+	}()
 	if err := m.unmountAll(sb.ID); err != nil {
 		return fmt.Errorf("stop pod %s: %w", sb.ID, err)
 	}
