@@ -304,8 +304,11 @@ func namespaces(o *runtimeapi.NamespaceOption, pod Namespaces, cgroupNS bool) ([
 
 func resources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, *int, error) {
 	out := &specs.LinuxResources{Devices: defaultDeviceRules()}
+	// The score is always set: unset, the container would inherit the
+	// shim's.
 	if r == nil {
-		return out, nil, nil
+		zero := 0
+		return out, &zero, nil
 	}
 	cpu := &specs.LinuxCPU{Cpus: r.GetCpusetCpus(), Mems: r.GetCpusetMems()}
 	if v := r.GetCpuShares(); v > 0 {
@@ -340,15 +343,12 @@ func resources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, *i
 		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
 	}
 	out.Unified = copyMap(r.GetUnified())
-	var oom *int
-	if v := r.GetOomScoreAdj(); v != 0 {
-		if v < -1000 || v > 1000 {
-			return nil, nil, invalid("oom_score_adj %d is out of [-1000, 1000]", v)
-		}
-		i := int(v)
-		oom = &i
+	v := r.GetOomScoreAdj()
+	if v < -1000 || v > 1000 {
+		return nil, nil, invalid("oom_score_adj %d is out of [-1000, 1000]", v)
 	}
-	return out, oom, nil
+	oom := int(v)
+	return out, &oom, nil
 }
 
 // sortMounts orders mounts so that a parent is mounted before what is

@@ -295,8 +295,11 @@ func TestResources(t *testing.T) {
 	}
 
 	r, oom, err = resources(&runtimeapi.LinuxContainerResources{})
-	if err != nil || r.CPU != nil || r.Memory != nil || oom != nil {
+	if err != nil || r.CPU != nil || r.Memory != nil || oom == nil || *oom != 0 {
 		t.Errorf("empty resources gave %+v %v %v", r, oom, err)
+	}
+	if _, oom, err = resources(nil); err != nil || oom == nil || *oom != 0 {
+		t.Errorf("no resources gave oom %v %v, want 0 (not the shim's)", oom, err)
 	}
 	for name, bad := range map[string]*runtimeapi.LinuxContainerResources{
 		"swap below memory": {MemoryLimitInBytes: 100, MemorySwapLimitInBytes: 50},
