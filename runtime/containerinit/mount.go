@@ -308,6 +308,13 @@ func mountCgroup(root *root, m specs.Mount, spec *specs.Spec) error {
 		return err
 	}
 	for _, e := range entries {
+		if e.Type()&os.ModeSymlink != 0 {
+			// Co-mounted controllers ("cpu" → "cpu,cpuacct").
+			if err := copySymlink(root, filepath.Join("/sys/fs/cgroup", e.Name()), filepath.Join(m.Destination, e.Name())); err != nil {
+				return err
+			}
+			continue
+		}
 		if !e.IsDir() || e.Name() == "unified" {
 			continue
 		}
@@ -329,6 +336,28 @@ func mountCgroup(root *root, m specs.Mount, spec *specs.Spec) error {
 		}
 	}
 	return remountInRoot(root, m.Destination, unix.MS_REMOUNT|ro)
+}
+
+// copySymlink makes at dest (in the rootfs) a symlink like the host's src.
+func copySymlink(root *root, src, dest string) error {
+	target, err := os.Readlink(src)
+	if err != nil {
+		return err
+	}
+	dir, err := root.open(filepath.Dir(dest))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
+	dirfd, err := dirFd(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dirfd)
+	if err := unix.Symlinkat(target, dirfd, filepath.Base(dest)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("symlink %s: %w", dest, err)
+	}
+	return nil
 }
 
 // remountInRoot changes the flags of the mount at dest, opened afresh so
