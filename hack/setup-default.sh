@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares the node for `make run`: the directories berthd uses by default and,
 # when /etc/cni/net.d holds no network config, a default one: a bridge
-# (berth0, 10.88.0.0/16, NAT to the outside) with host-local IPAM, portmap
+# (berth0, 10.88.0.0/16, NAT to the outside) with host-local IPAM on that
+# static range (not the kubelet's pod CIDR: see README), portmap
 # for hostPorts and loopback, from hack/cni-default.conflist. The plugins are
 # Debian's containernetworking-plugins in /usr/lib/cni (hack/install-deps.sh).
 set -euo pipefail

@@ -1015,3 +1015,32 @@ func TestPodSandboxNetworkReadyNeedsAUsableConfig(t *testing.T) {
 		t.Errorf("NetworkReady false with a good config: %s", msg)
 	}
 }
+
+// TestPodSandboxPodCIDR: the pod CIDR of UpdateRuntimeConfig reaches IPAM
+// through the ipRanges capability and wins over the config's range.
+func TestPodSandboxPodCIDR(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	// The range comes only from the runtime (host-local would otherwise add
+	// it before its own and give the pod two addresses).
+	conf := n.conflist()
+	conf = strings.Replace(conf, `"type":"bridge",`, `"type":"bridge","capabilities":{"ipRanges":true},`, 1)
+	conf = strings.Replace(conf, fmt.Sprintf(`"ranges":[[{"subnet":%q}]]`, n.subnet), `"ranges":[]`, 1)
+	n.writeConf(t, conf)
+	d := n.start(t)
+	// Another /24 of the test's own: the third octet moved by 128.
+	_, own, _ := net.ParseCIDR(n.subnet)
+	cidr := net.IPNet{IP: append(net.IP(nil), own.IP.To4()...), Mask: own.Mask}
+	cidr.IP[2] ^= 128
+	if _, err := d.Runtime.UpdateRuntimeConfig(framework.Context(t), &runtimeapi.UpdateRuntimeConfigRequest{
+		RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: cidr.String()}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	id := runPod(t, d, n.podConfig("in-cidr"))
+	ip := net.ParseIP(inspectPod(t, d, id).status.GetNetwork().GetIp())
+	if ip == nil || !cidr.Contains(ip) {
+		t.Errorf("pod IP %v not in the pod CIDR %s (config range %s)", ip, cidr.String(), n.subnet)
+	}
+	removePod(t, d, id)
+}
