@@ -1046,3 +1046,33 @@ func TestRuntimeCgroupNamespace(t *testing.T) {
 		t.Fatalf("status %+v stdout %q stderr %q", r.status, r.stdout, r.stderr)
 	}
 }
+
+// TestRuntimeExecLatency measures an exec of a trivial command in a running
+// container, from the call to its reaped end (what ExecSync waits for).
+func TestRuntimeExecLatency(t *testing.T) {
+	e := newRuntimeEnv(t)
+	c, s := e.startSleeper(t, "execlat")
+	n := 30
+	if os.Getenv("BERTH_VM_VARIANT") != "" {
+		n = 5
+	}
+	var lat []time.Duration
+	for i := 0; i < n; i++ {
+		p := *s.Process
+		p.Args = []string{"true"}
+		t0 := time.Now()
+		x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := x.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := x.Wait(); err != nil || st.Code != 0 {
+			t.Fatalf("exec: %+v %v", st, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("exec latency over %d: p50 %v p95 %v (min %v max %v)", n, lat[n/2], lat[n*95/100], lat[0], lat[n-1])
+}
