@@ -154,6 +154,7 @@ func (m *Manager) waitCreate(ctx context.Context, key string, o *createOp) (stri
 }
 
 func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, podCfg *runtimeapi.PodSandboxConfig) (_ string, err error) {
+	steps := newStepTimer()
 	pod, err := m.opts.Pods.Pod(podID)
 	if err != nil {
 		return "", err
@@ -161,6 +162,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if !pod.Ready {
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
+	steps.mark("pod")
 	ref := cfg.GetImage().GetImage()
 	img, err := m.opts.Images.Resolve(ctx, ref)
 	if err != nil {
@@ -170,6 +172,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("resolve image %q: %w", ref, err)
 	}
 
+	steps.mark("image")
 	// Not the named result: a failing return empties that before the
 	// undo steps run.
 	id := newID()
@@ -214,7 +217,6 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("container name %q (attempt %d) in pod %s is taken by %s: %w", rec.Name, rec.Attempt, rec.PodID, taken, errdefs.ErrAlreadyExists)
 	}
 
-	steps := newStepTimer()
 	var u undo
 	defer func() {
 		if err != nil {
