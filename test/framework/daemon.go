@@ -33,7 +33,8 @@ func RepoRoot() string {
 }
 
 // BinDir holds berthd and berth-shim: $BERTH_BIN_DIR when set (make test
-// builds them once), else a fresh build in a temp dir.
+// builds them once), else a fresh build in the checkout's _output/testbin
+// (ignored by git, and not a temp dir that each run would leave behind).
 func BinDir(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -41,10 +42,7 @@ func BinDir(t testing.TB) string {
 			binDir = d
 			return
 		}
-		binDir, buildErr = os.MkdirTemp("", "berth-bin-")
-		if buildErr != nil {
-			return
-		}
+		binDir = filepath.Join(RepoRoot(), "_output", "testbin")
 		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
 		cmd.Dir = RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
