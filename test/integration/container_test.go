@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -408,6 +409,24 @@ func TestContainerVolumesAndExec(t *testing.T) {
 	list, err := e.d.Runtime.ListContainerStats(framework.Context(t), &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: pod}})
 	if err != nil || len(list.Stats) != 1 || list.Stats[0].Attributes.Id != id {
 		t.Errorf("list stats: %v %v", list, err)
+	}
+	// The streaming list calls (CRIListStreaming) give the same.
+	sc, err := e.d.Runtime.StreamContainers(framework.Context(t), &runtimeapi.StreamContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := sc.Recv(); err != nil || len(msg.Containers) != 1 || msg.Containers[0].Id != id {
+		t.Errorf("stream containers: %v %v", msg, err)
+	}
+	if _, err := sc.Recv(); err != io.EOF {
+		t.Errorf("stream containers did not end: %v", err)
+	}
+	ss, err := e.d.Runtime.StreamContainerStats(framework.Context(t), &runtimeapi.StreamContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: id[:8]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := ss.Recv(); err != nil || len(msg.ContainerStats) != 1 || msg.ContainerStats[0].Attributes.Id != id {
+		t.Errorf("stream container stats: %v %v", msg, err)
 	}
 
 	_, err = e.d.Runtime.UpdateContainerResources(framework.Context(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 256}})
