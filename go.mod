@@ -13,6 +13,15 @@ require (
 )
 
 require (
+	github.com/creack/pty v1.1.24
+	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
+	github.com/moby/spdystream v0.5.1 // indirect
+	k8s.io/cri-streaming v0.37.2
+	k8s.io/streaming v0.37.2 // indirect
+	k8s.io/utils v0.0.0-20260626114624-be93311217bd
+)
+
+require (
 	github.com/cilium/ebpf v0.16.0 // indirect
 	github.com/containerd/cgroups/v3 v3.1.3 // indirect
 	github.com/containerd/log v0.1.0 // indirect

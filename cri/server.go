@@ -33,6 +33,10 @@ type Options struct {
 	Sandboxes *sandbox.Manager
 	// Containers runs containers (cri/container.go).
 	Containers *container.Manager
+	// Streams hands out exec/attach/port-forward URLs and StreamTargets
+	// checks what they reach (cri/stream.go); nil: Unimplemented.
+	Streams       StreamServer
+	StreamTargets StreamTargets
 }
 
 // Server implements the CRI RuntimeService and ImageService.

@@ -303,7 +303,8 @@ func pollable(f *os.File) (*os.File, error) {
 // log resumes once a later reopen succeeds.
 func (c *container) copyOutput(stream string, r *os.File) {
 	defer c.copiers.Done()
-	src := &readErr{r: r}
+	// Attached clients (stream.go) get a copy of what the log gets.
+	src := &readErr{r: attachTee(c, stream, r)}
 	for c.log != nil && src.err == nil {
 		if err := c.log.Copy(stream, src, 0); err == nil {
 			return

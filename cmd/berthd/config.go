@@ -21,14 +21,17 @@ const defaultConfigPath = "/etc/berth/config.toml"
 
 // Config is berthd's effective configuration: file values overridden by flags.
 type Config struct {
-	Listen            string   `toml:"listen" json:"listen"`
-	Root              string   `toml:"root" json:"root"`
-	State             string   `toml:"state" json:"state"`
-	CgroupDriver      string   `toml:"cgroup_driver" json:"cgroupDriver"`
-	CNIConfDir        string   `toml:"cni_conf_dir" json:"cniConfDir"`
-	CNIBinDirs        []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
-	StreamAddress     string   `toml:"stream_address" json:"streamAddress"`
-	RegistryConfigDir string   `toml:"registry_config_dir" json:"registryConfigDir"`
+	Listen        string   `toml:"listen" json:"listen"`
+	Root          string   `toml:"root" json:"root"`
+	State         string   `toml:"state" json:"state"`
+	CgroupDriver  string   `toml:"cgroup_driver" json:"cgroupDriver"`
+	CNIConfDir    string   `toml:"cni_conf_dir" json:"cniConfDir"`
+	CNIBinDirs    []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
+	StreamAddress string   `toml:"stream_address" json:"streamAddress"`
+	// StreamIdleTimeout closes an exec/attach/port-forward session with no
+	// traffic for this long (Go duration).
+	StreamIdleTimeout string `toml:"stream_idle_timeout" json:"streamIdleTimeout"`
+	RegistryConfigDir string `toml:"registry_config_dir" json:"registryConfigDir"`
 	// PinnedImages are image references reported Pinned (never garbage collected by the kubelet).
 	PinnedImages []string `toml:"pinned_images" json:"pinnedImages,omitempty"`
 	// ImagePullProgressTimeout cancels a pull receiving too little for this long (Go duration).
@@ -49,6 +52,7 @@ func defaultConfig() Config {
 		CNIConfDir:               "/etc/cni/net.d",
 		CNIBinDirs:               []string{"/usr/lib/cni", "/opt/cni/bin"},
 		StreamAddress:            "127.0.0.1:0",
+		StreamIdleTimeout:        "4h",
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
 	}
@@ -188,6 +192,9 @@ func (c *Config) validate() error {
 				return configErrorf("pinned_images: %v", err)
 			}
 		}
+	}
+	if d, err := time.ParseDuration(c.StreamIdleTimeout); err != nil || d <= 0 {
+		return configErrorf("stream_idle_timeout %q: need a positive duration such as 4h", c.StreamIdleTimeout)
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri"
 	"github.com/berth-dev/berth/imageservice"
+	"github.com/berth-dev/berth/runtime/stream"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -109,12 +110,21 @@ func serve(cfg Config) error {
 		return err
 	}
 
+	streamRuntime := &stream.Runtime{Containers: streamContainers{containers}, Pods: streamPods{pods}}
+	streams, err := startStreamServer(cfg, streamRuntime)
+	if err != nil {
+		return err
+	}
+	defer streams.Stop()
+
 	srv = cri.NewServer(cri.Options{
-		Images:       images,
-		Sandboxes:    pods,
-		Containers:   containers,
-		Version:      version,
-		CgroupDriver: cfg.CgroupDriver,
+		Images:        images,
+		Sandboxes:     pods,
+		Containers:    containers,
+		Streams:       streams,
+		StreamTargets: streamRuntime,
+		Version:       version,
+		CgroupDriver:  cfg.CgroupDriver,
 		NetworkReady: func() error {
 			_, err := cni.LoadNetwork(cfg.CNIConfDir)
 			return err

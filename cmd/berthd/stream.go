@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"k8s.io/cri-streaming/pkg/streaming"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/container"
+	"github.com/berth-dev/berth/runtime/stream"
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// streamServer is the exec/attach/port-forward HTTP server (SPDY and
+// websockets, by k8s.io/cri-streaming) whose URLs the CRI calls hand out.
+type streamServer struct {
+	streaming.Server
+	http *http.Server
+	addr string
+}
+
+// startStreamServer listens on cfg.StreamAddress (port 0: a free one, the
+// URLs name the real one) and serves in the background.
+func startStreamServer(cfg Config, rt *stream.Runtime) (*streamServer, error) {
+	lis, err := net.Listen("tcp", cfg.StreamAddress)
+	if err != nil {
+		return nil, fmt.Errorf("streaming server: listen on %s: %w", cfg.StreamAddress, err)
+	}
+	idle, _ := time.ParseDuration(cfg.StreamIdleTimeout)
+	c := streaming.DefaultConfig
+	c.Addr = lis.Addr().String()
+	c.BaseURL = &url.URL{Scheme: "http", Host: c.Addr}
+	c.StreamIdleTimeout = idle
+	lib, err := streaming.NewServer(c, rt)
+	if err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("streaming server: %w", err)
+	}
+	s := &streamServer{Server: lib, addr: c.Addr, http: &http.Server{Handler: lib, ReadHeaderTimeout: time.Minute}}
+	go func() {
+		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Streaming server stopped")
+		}
+	}()
+	klog.InfoS("Streaming server listening", "address", c.Addr, "idleTimeout", idle)
+	return s, nil
+}
+
+// Stop closes the listener; sessions under way end with berthd.
+func (s *streamServer) Stop() error { return s.http.Close() }
+
+// streamContainers shows the streaming runtime the running containers.
+type streamContainers struct{ m *container.Manager }
+
+func (c streamContainers) StreamTarget(ctx context.Context, id string) (*stream.Target, error) {
+	t, err := c.m.StreamTarget(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &stream.Target{ID: t.ID, ShimDir: t.ShimDir, Tty: t.Tty, Stdin: t.Stdin, StdinOnce: t.StdinOnce}, nil
+}
+
+// streamPods shows the streaming runtime the network namespace of ready pods.
+type streamPods struct{ m *sandbox.Manager }
+
+func (p streamPods) NetNS(id string) (string, error) {
+	st, err := p.m.Status(id)
+	if err != nil {
+		return "", err
+	}
+	if !st.Ready {
+		reason := st.Reason
+		if reason == "" {
+			reason = "not ready"
+		}
+		return "", fmt.Errorf("pod %s: %s: %w", st.ID, reason, errdefs.ErrFailedPrecondition)
+	}
+	return st.NetNS, nil
+}
