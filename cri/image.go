@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -44,10 +45,12 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
 		}
 	}
+	start := time.Now()
 	id, err := svc.Pull(ctx, ref, auth)
 	if err != nil {
 		return nil, err
 	}
+	observePull(svc, id, time.Since(start))
 	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
 }
 

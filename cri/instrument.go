@@ -6,7 +6,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/cri/metrics"
 )
 
 // UnaryInterceptor gives every RPC the same logging and error mapping, so
@@ -19,6 +22,7 @@ func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	}
 	resp, err := handler(ctx, req)
 	err = toStatus(err)
+	metrics.ObserveRPC(method, status.Code(err).String(), time.Since(start))
 	if err != nil {
 		klog.V(2).InfoS("CRI call failed", "method", method, "duration", time.Since(start), "err", err)
 	} else {
@@ -32,6 +36,7 @@ func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	start := time.Now()
 	method := path.Base(info.FullMethod)
 	err := toStatus(handler(srv, ss))
+	metrics.ObserveRPC(method, status.Code(err).String(), time.Since(start))
 	if err != nil {
 		klog.V(2).InfoS("CRI stream failed", "method", method, "duration", time.Since(start), "err", err)
 	} else {

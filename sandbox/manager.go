@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -36,6 +37,8 @@ type Options struct {
 	Network *cni.Network
 	// PodCIDR returns the node's pod CIDR (UpdateRuntimeConfig), or "".
 	PodCIDR func() string
+	// Events receives the pods' lifecycle events (nil: none; events.go).
+	Events *events.Bus
 }
 
 // Hooks let the containers side take part in a pod's lifecycle.

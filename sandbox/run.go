@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -290,6 +291,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	m.pods[id] = sb
 	m.names[cfg.Metadata.key()] = id
 	m.mu.Unlock()
+	m.publish(sb, events.Created, events.Started)
 	mark("recorded")
 	klog.V(2).InfoS("Pod sandbox ready", "pod", id, "name", cfg.Metadata.Name, "ips", sb.IPs, "duration", time.Since(start))
 	klog.V(4).InfoS("Pod sandbox steps", append([]any{"pod", id}, timings...)...)

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -70,9 +71,13 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 	if err := m.store.put(&c); err != nil {
 		return err
 	}
+	was := sb.State
 	m.mu.Lock()
 	*sb = c
 	m.mu.Unlock()
+	if was == StateReady {
+		m.publish(&c, events.Stopped)
+	}
 	return nil
 }
 
@@ -124,6 +129,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	delete(m.podLocks, sb.ID)
 	m.mu.Unlock()
+	m.publish(sb, events.Deleted)
 	klog.V(2).InfoS("Pod sandbox removed", "pod", sb.ID)
 	return nil
 }

@@ -8,13 +8,14 @@ import (
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/container"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/spec"
 	"github.com/berth-dev/berth/sandbox"
 )
 
 // newContainerManager runs containers in the pods of pods with the images
 // of images, and takes part in the pods' stop and removal.
-func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images *imageservice.Service) (*container.Manager, error) {
+func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images *imageservice.Service, bus *events.Bus) (*container.Manager, error) {
 	m, err := container.New(container.Options{
 		DB:              db,
 		Root:            cfg.Root,
@@ -22,6 +23,7 @@ func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images 
 		Pods:            podSource{pods},
 		Images:          imageSource{images},
 		CgroupNamespace: cgroups.Unified(),
+		Events:          bus,
 	})
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/spec"
 )
 
@@ -71,6 +72,8 @@ type Options struct {
 	// CgroupNamespace gives containers their own cgroup namespace (cgroup
 	// v2 nodes).
 	CgroupNamespace bool
+	// Events receives the containers' lifecycle events (nil: none).
+	Events *events.Bus
 }
 
 // Manager creates and controls containers through their pod's shim.
@@ -103,6 +106,7 @@ func New(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.notify = publishTo(opts.Events)
 	m := &Manager{
 		opts:      opts,
 		store:     st,

@@ -142,6 +142,8 @@ type Store struct {
 	mu      sync.RWMutex
 	records map[string]*Record
 	names   map[string]string // nameKey → id
+	// notify sees every change under mu, so events keep their order (events.go).
+	notify func(prev, cur *Record)
 }
 
 func nameKey(podID, name string, attempt uint32) string {
@@ -198,6 +200,7 @@ func (s *Store) Add(r *Record) error {
 	}
 	s.records[r.ID] = r
 	s.names[key] = r.ID
+	s.changed(nil, r)
 	return nil
 }
 
@@ -238,6 +241,7 @@ func (s *Store) Update(id string, fn func(*Record) error) (*Record, error) {
 		return nil, fmt.Errorf("store container %s: %w", id, err)
 	}
 	s.records[id] = r
+	s.changed(old, r)
 	return r.clone(), nil
 }
 
@@ -254,6 +258,7 @@ func (s *Store) Delete(id string) error {
 	}
 	delete(s.records, id)
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
+	s.changed(r, nil)
 	return nil
 }
 

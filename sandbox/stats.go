@@ -1,0 +1,223 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/cgroups"
+)
+
+// Stats is a pod's resource usage at one moment, read from its cgroup (which
+// holds the shim, the pause process and every container) and its network
+// namespace.
+type Stats struct {
+	Sandbox *Sandbox
+	Time    time.Time
+	// CPU, Memory and Processes are nil when the pod's cgroup is gone.
+	CPU       *CPUStats
+	Memory    *MemoryStats
+	Processes *uint64
+	// Network is nil for a pod on the node's network or without its pin.
+	Network *NetworkStats
+}
+
+// CPUStats are cumulative usage and the rate since the previous sample.
+type CPUStats struct {
+	UsageNanos uint64
+	// NanoCores is the average use since this pod's previous sample (0 at
+	// the first).
+	NanoCores uint64
+}
+
+// MemoryStats are as the kubelet reads them.
+type MemoryStats struct {
+	WorkingSet, Usage, RSS, PageFaults, MajorPageFaults uint64
+}
+
+// NetworkStats are the counters of the pod's interfaces (loopback left out).
+type NetworkStats struct {
+	Time       time.Time
+	Interfaces []Interface
+}
+
+// Interface is one network interface's counters.
+type Interface struct {
+	Name                                       string
+	RxBytes, RxErrors, TxBytes, TxErrors       uint64
+	RxPackets, TxPackets, RxDropped, TxDropped uint64
+}
+
+// DefaultInterface is the interface CNI plugins give a pod.
+const DefaultInterface = "eth0"
+
+type cpuSample struct {
+	at    time.Time
+	usage uint64
+}
+
+// samples keeps each pod's previous CPU sample. Pod ids are random and
+// unique, so one table serves every Manager.
+var samples = struct {
+	sync.Mutex
+	m map[string]cpuSample
+}{m: map[string]cpuSample{}}
+
+func nanoCores(id string, at time.Time, usage uint64) uint64 {
+	samples.Lock()
+	defer samples.Unlock()
+	prev, ok := samples.m[id]
+	samples.m[id] = cpuSample{at: at, usage: usage}
+	if !ok || !at.After(prev.at) || usage < prev.usage {
+		return 0
+	}
+	return uint64(float64(usage-prev.usage) / at.Sub(prev.at).Seconds())
+}
+
+// Stats reads one pod's usage.
+func (m *Manager) Stats(id string) (*Stats, error) {
+	sb, err := m.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	return statsOf(sb), nil
+}
+
+// ListStats reads the usage of the ready pods the filter selects.
+func (m *Manager) ListStats(f Filter) []*Stats {
+	ready := StateReady
+	f.State = &ready
+	var out []*Stats
+	live := map[string]bool{}
+	for _, st := range m.List(f) {
+		live[st.ID] = true
+		out = append(out, statsOf(st.Sandbox))
+	}
+	if f.ID == "" && len(f.LabelSelector) == 0 {
+		// Forget the samples of pods that are gone.
+		samples.Lock()
+		for id := range samples.m {
+			if !live[id] {
+				delete(samples.m, id)
+			}
+		}
+		samples.Unlock()
+	}
+	return out
+}
+
+func statsOf(sb *Sandbox) *Stats {
+	st := &Stats{Sandbox: sb, Time: time.Now()}
+	if sb.Cgroup != "" {
+		if cg, err := cgroups.Load(sb.Cgroup); err == nil {
+			if cs, err := cg.Stats(); err == nil {
+				st.Time = cs.Time
+				st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: nanoCores(sb.ID, cs.Time, cs.CPUUsageNanos)}
+				st.Memory = &MemoryStats{
+					WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
+					PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
+				}
+			}
+			if pids, err := cg.Pids(); err == nil {
+				n := uint64(len(pids))
+				st.Processes = &n
+			}
+		}
+	}
+	if sb.NetNS != "" && !sb.Config.HostNetwork && sb.State == StateReady {
+		ifs, err := NetnsInterfaces(sb.NetNS)
+		if err == nil {
+			st.Network = &NetworkStats{Time: time.Now(), Interfaces: ifs}
+		}
+	}
+	return st
+}
+
+// NetnsInterfaces reads the interface counters of the network namespace
+// pinned at pin. /sys/class/net shows the namespace sysfs was mounted in,
+// so the counters come from /proc/thread-self/net/dev, read by a thread that
+// joined the namespace for the time of the read.
+func NetnsInterfaces(pin string) ([]Interface, error) {
+	ns, err := os.Open(pin)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", pin, err)
+	}
+	defer ns.Close()
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("join netns %s: %w", pin, err)}
+			return
+		}
+		b, err := os.ReadFile("/proc/thread-self/net/dev")
+		// A thread that cannot go back stays locked and ends with the
+		// goroutine, so no other goroutine runs in the pod's namespace.
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- result{b, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		return nil, fmt.Errorf("read interfaces of netns %s: %w", pin, r.err)
+	}
+	return parseNetDev(r.b)
+}
+
+// parseNetDev reads /proc/net/dev: two header lines, then
+// "name: rx bytes packets errs drop fifo frame compressed multicast tx bytes packets errs drop ...".
+func parseNetDev(b []byte) ([]Interface, error) {
+	var out []Interface
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for line := 0; sc.Scan(); line++ {
+		if line < 2 {
+			continue
+		}
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			return nil, fmt.Errorf("net/dev line %q", sc.Text())
+		}
+		name = strings.TrimSpace(name)
+		if name == "lo" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 12 {
+			return nil, fmt.Errorf("net/dev line %q: %d fields", sc.Text(), len(f))
+		}
+		v := make([]uint64, 12)
+		for i := range v {
+			n, err := strconv.ParseUint(f[i], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("net/dev line %q: %w", sc.Text(), err)
+			}
+			v[i] = n
+		}
+		out = append(out, Interface{
+			Name: name, RxBytes: v[0], RxPackets: v[1], RxErrors: v[2], RxDropped: v[3],
+			TxBytes: v[8], TxPackets: v[9], TxErrors: v[10], TxDropped: v[11],
+		})
+	}
+	return out, sc.Err()
+}
