@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/runtime/container"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -33,6 +34,10 @@ type Options struct {
 	Sandboxes *sandbox.Manager
 	// Containers runs containers (cri/container.go).
 	Containers *container.Manager
+	// Events is the bus the sandbox and container managers publish their
+	// lifecycle events to (cri/events.go; nil: GetContainerEvents is
+	// Unimplemented).
+	Events *events.Bus
 	// Streams hands out exec/attach/port-forward URLs and StreamTargets
 	// checks what they reach (cri/stream.go); nil: Unimplemented.
 	Streams       StreamServer

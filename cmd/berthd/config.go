@@ -41,6 +41,9 @@ type Config struct {
 	// read an unset profile as unconfined; the kubelet's --seccomp-default
 	// sets RuntimeDefault explicitly.
 	SeccompDefault bool `toml:"seccomp_default" json:"seccompDefault"`
+	// MetricsAddress serves Prometheus metrics at http://<address>/metrics
+	// ("127.0.0.1:9090"); empty (the default) serves none.
+	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
 }
 
 func defaultConfig() Config {
@@ -180,6 +183,11 @@ func (c *Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.StreamAddress); err != nil {
 		return configErrorf("stream_address %q: %v", c.StreamAddress, err)
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			return configErrorf("metrics_address %q: %v", c.MetricsAddress, err)
+		}
 	}
 	for name, p := range map[string]string{"root": c.Root, "state": c.State, "cni_conf_dir": c.CNIConfDir, "registry_config_dir": c.RegistryConfigDir} {
 		if !filepath.IsAbs(p) {

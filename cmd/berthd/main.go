@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri"
 	"github.com/berth-dev/berth/imageservice"
+	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/stream"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -95,7 +96,10 @@ func serve(cfg Config) error {
 
 	// srv is set below; the pods read the pod CIDR from it at run time.
 	var srv *cri.Server
-	pods, err := newSandboxManager(cfg, db, func() string { return srv.PodCIDR() })
+	// bus carries the pods' and containers' lifecycle events to
+	// GetContainerEvents.
+	bus := events.New()
+	pods, err := newSandboxManager(cfg, db, func() string { return srv.PodCIDR() }, bus)
 	if err != nil {
 		return err
 	}
@@ -105,10 +109,15 @@ func serve(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	containers, err := newContainerManager(cfg, db, pods, images)
+	containers, err := newContainerManager(cfg, db, pods, images, bus)
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := startMetricsServer(cfg, pods, containers)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	streamRuntime := &stream.Runtime{Containers: streamContainers{containers}, Pods: streamPods{pods}}
 	streams, err := startStreamServer(cfg, streamRuntime)
@@ -121,6 +130,7 @@ func serve(cfg Config) error {
 		Images:        images,
 		Sandboxes:     pods,
 		Containers:    containers,
+		Events:        bus,
 		Streams:       streams,
 		StreamTargets: streamRuntime,
 		Version:       version,
@@ -161,7 +171,7 @@ func serve(cfg Config) error {
 
 // newSandboxManager runs pods with the berth-shim next to berthd and the
 // CNI network of the config dir (its cache under root).
-func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string) (*sandbox.Manager, error) {
+func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *events.Bus) (*sandbox.Manager, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -172,6 +182,7 @@ func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string) (*sandbox
 		ShimBinary: filepath.Join(filepath.Dir(self), "berth-shim"),
 		Network:    cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
 		PodCIDR:    podCIDR,
+		Events:     bus,
 	})
 }
 
