@@ -211,3 +211,23 @@ func deleteOne(p string) error {
 	}
 	return nil
 }
+
+// cgroupfsDriver is the cgroupfs driver (runtime/cgroups.Manager) made of
+// the functions above; the systemd one comes from runtime/cgroups.
+type cgroupfsDriver struct{}
+
+func (cgroupfsDriver) Driver() string { return "cgroupfs" }
+
+func (cgroupfsDriver) PodCgroup(parent, id string) (string, error) {
+	return podCgroupPath(parent, id), nil
+}
+
+func (cgroupfsDriver) CreatePod(p string, res *specs.LinuxResources) (func(int) error, error) {
+	cg, err := createCgroup(p, res)
+	if err != nil {
+		return nil, err
+	}
+	return cg.add, nil
+}
+
+func (cgroupfsDriver) DeletePod(p string) error { return deleteCgroup(p) }

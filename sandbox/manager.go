@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/shim"
 )
@@ -39,6 +40,8 @@ type Options struct {
 	PodCIDR func() string
 	// Events receives the pods' lifecycle events (nil: none; events.go).
 	Events *events.Bus
+	// Cgroups is the cgroup driver of the pods (nil: cgroupfs).
+	Cgroups cgroups.Manager
 }
 
 // Hooks let the containers side take part in a pod's lifecycle.
@@ -72,6 +75,9 @@ type Manager struct {
 // not ready with their network released, and leftovers of unrecorded pods
 // (half-made by a crash) are removed.
 func New(opts Options) (*Manager, error) {
+	if opts.Cgroups == nil {
+		opts.Cgroups = cgroupfsDriver{}
+	}
 	m := &Manager{
 		opts:      opts,
 		store:     store{opts.DB},
@@ -333,7 +339,7 @@ func (m *Manager) cleanOrphan(ctx context.Context, id string) {
 		klog.ErrorS(err, "Unmounting leftovers", "pod", id)
 	}
 	if pf.Cgroup != "" {
-		if err := deleteCgroup(pf.Cgroup); err != nil {
+		if err := m.opts.Cgroups.DeletePod(pf.Cgroup); err != nil {
 			klog.ErrorS(err, "Deleting a leftover cgroup", "pod", id)
 		}
 	}

@@ -130,12 +130,16 @@ func validate(cfg *Config) error {
 func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	start := time.Now()
 	id := newID()
+	podCgroup, err := m.opts.Cgroups.PodCgroup(cfg.CgroupParent, id)
+	if err != nil {
+		return "", fmt.Errorf("run pod sandbox %s: %w: %w", cfg.Metadata.Name, errdefs.ErrInvalidArgument, err)
+	}
 	sb := &Sandbox{
 		ID:        id,
 		Config:    cfg,
 		CreatedAt: time.Now().UTC(),
 		StateDir:  filepath.Join(m.podsDir, id),
-		Cgroup:    podCgroupPath(cfg.CgroupParent, id),
+		Cgroup:    podCgroup,
 	}
 	var undo []func()
 	defer func() {
@@ -203,7 +207,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	// The cgroup and the shim are made while CNI works: neither needs the
 	// other.
 	type launched struct {
-		cg     podCgroup
+		place  func(pid int) error
 		l      *shim.Launched
 		cgErr  error
 		err    error
@@ -213,13 +217,13 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	go func() {
 		var r launched
 		defer func() { r.doneAt = time.Since(start); shimCh <- r }()
-		if r.cg, r.cgErr = createCgroup(sb.Cgroup, linuxResources(cfg.Resources, cfg.Overhead)); r.cgErr != nil {
+		if r.place, r.cgErr = m.opts.Cgroups.CreatePod(sb.Cgroup, linuxResources(cfg.Resources, cfg.Overhead)); r.cgErr != nil {
 			return
 		}
 		opts := shim.LaunchOptions{
 			Binary: m.opts.ShimBinary, PodID: id, StateDir: sb.StateDir,
 			LogPath: filepath.Join(sb.StateDir, "shim.log"),
-			Place:   r.cg.add,
+			Place:   r.place,
 		}
 		if cfg.SharedPID {
 			opts.Pause = &shim.PauseOptions{NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}
@@ -249,7 +253,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	timings = append(timings, "cgroup+shim", sr.doneAt.Round(10*time.Microsecond).String())
 	if sr.cgErr == nil {
 		undo = append(undo, func() {
-			if err := deleteCgroup(sb.Cgroup); err != nil {
+			if err := m.opts.Cgroups.DeletePod(sb.Cgroup); err != nil {
 				klog.ErrorS(err, "Undoing pod cgroup", "pod", id)
 			}
 		})

@@ -109,7 +109,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove containers of pod %s: %w", sb.ID, err)
 		}
 	}
-	if err := deleteCgroup(sb.Cgroup); err != nil {
+	if err := m.opts.Cgroups.DeletePod(sb.Cgroup); err != nil {
 		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
 	}
 	if err := os.RemoveAll(sb.StateDir); err != nil {

@@ -176,7 +176,12 @@ func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *even
 	if err != nil {
 		return nil, err
 	}
+	cgroupDriver, err := newCgroupDriver(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return sandbox.New(sandbox.Options{
+		Cgroups:    cgroupDriver,
 		DB:         db,
 		StateDir:   cfg.State,
 		ShimBinary: filepath.Join(filepath.Dir(self), "berth-shim"),
