@@ -91,6 +91,9 @@ type Manager struct {
 	unclaimed map[string]string
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
+	// done stops the exit watcher (watch.go).
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 type cpuSample struct {
@@ -116,6 +119,7 @@ func New(opts Options) (*Manager, error) {
 		inflight:  map[string]*createOp{},
 		unclaimed: map[string]string{},
 		cpu:       map[string]cpuSample{},
+		done:      make(chan struct{}),
 	}
 	for _, d := range []string{m.layerDir, m.stateDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
@@ -123,6 +127,7 @@ func New(opts Options) (*Manager, error) {
 		}
 	}
 	m.recover()
+	go m.watch()
 	return m, nil
 }
 

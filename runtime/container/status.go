@@ -3,12 +3,9 @@ package container
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/berth-dev/berth/cri/errdefs"
 )
 
 // Filter selects containers in List; zero fields match everything.
@@ -65,26 +62,13 @@ func (m *Manager) Status(ctx context.Context, id string) (*Record, error) {
 func (m *Manager) List(ctx context.Context, f Filter) []*Record {
 	state := f.State
 	f.State = nil
-	recs := m.store.List(f.Match)
-	podLive := map[string]bool{}
+	recs := m.refreshAll(ctx, m.store.List(f.Match))
+	if state == nil {
+		return recs
+	}
 	out := recs[:0]
 	for _, r := range recs {
-		if r.Status.State != Exited {
-			live, ok := podLive[r.PodID]
-			if !ok {
-				p, err := m.opts.Pods.Pod(r.PodID)
-				live = err == nil && p.Ready
-				podLive[r.PodID] = live
-			}
-			nr, err := m.refresh(ctx, r, !live)
-			if errors.Is(err, errdefs.ErrNotFound) {
-				continue // removed meanwhile
-			}
-			if err == nil {
-				r = nr
-			}
-		}
-		if state == nil || r.Status.State == *state {
+		if r.Status.State == *state {
 			out = append(out, r)
 		}
 	}
