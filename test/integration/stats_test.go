@@ -241,6 +241,14 @@ func TestPodSandboxStatsAndMetrics(t *testing.T) {
 			t.Errorf("metric %s is %d", k, values[k])
 		}
 	}
+	for _, k := range []string{"ctr/container_threads", "ctr/container_file_descriptors", "ctr/container_processes", "ctr/container_cpu_cfs_periods_total", "ctr/container_fs_inodes_free", "pod/container_processes"} {
+		if values[k] == 0 {
+			t.Errorf("metric %s is 0", k)
+		}
+	}
+	if values["ctr/container_spec_cpu_quota"] != 20000 || values["ctr/container_spec_cpu_period"] != 100000 {
+		t.Errorf("spec CPU metrics: quota %d period %d", values["ctr/container_spec_cpu_quota"], values["ctr/container_spec_cpu_period"])
+	}
 	if _, ok := values["ctr/container_cpu_usage_seconds_total"]; !ok {
 		t.Errorf("no container CPU metric: %v", values)
 	}
