@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/cri/errdefs"
 	"github.com/berth-dev/berth/runtime/cgroupfs"
+	"github.com/berth-dev/berth/runtime/rootfs"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -345,6 +346,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	steps := newStepTimer()
 	if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
 		if shimAnswers(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
 			return fmt.Errorf("remove container %s: %w", id, err)
@@ -353,22 +355,31 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	// The shim removes the cgroup once the exit is recorded; without a
 	// shim nobody else would.
 	killCgroup(rec.Cgroup)
+	steps.mark("shim")
+	if err := rootfs.Unmount(rec.StateDir + "/" + rootfsDir); err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	steps.mark("unmount")
 	if err := removeDirs(rec.StateDir); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
+	steps.mark("state")
 	if err := os.RemoveAll(rec.LayerDir); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
+	steps.mark("dirs")
 	if err := m.opts.Images.RemoveUser(id); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
 	if err := m.releaseVolumes(rec); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
+	steps.mark("lease")
 	if err := m.store.Delete(id); err != nil {
 		return err
 	}
 	m.forget(id)
-	klog.V(2).InfoS("Container removed", "container", id)
+	steps.mark("record")
+	klog.V(2).InfoS("Container removed", "container", id, "steps", steps)
 	return nil
 }
