@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/cgroups/v3/cgroup2"
 	systemd "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -238,15 +239,13 @@ func unitProperty(name string, v any) systemd.Property {
 }
 
 // CPUWeight converts CPU shares (2..262144) into a cgroup v2 weight
-// (1..10000) as runc, crun and containerd do.
+// (1..10000) as the cgroups library does for the containers' cgroups
+// (runc's and crun's curve: 1024 shares are the default weight 100).
 func CPUWeight(shares uint64) uint64 {
 	if shares < 2 {
 		shares = 2
 	}
-	if shares > 262144 {
-		shares = 262144
-	}
-	return 1 + ((shares-2)*9999)/262142
+	return cgroup2.ConvertCPUSharesToCgroupV2Value(shares)
 }
 
 // QuotaPerSecUSec is a CFS quota per period as systemd's CPU time per

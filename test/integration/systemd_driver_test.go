@@ -130,16 +130,16 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	// The pod: a scope in the slice, its limits as unit properties.
 	podCfg := e.podConfig("sd")
 	podCfg.LogDirectory = filepath.Join(e.dir, "logs", "sd")
-	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, MemoryLimitInBytes: 256 << 20}
+	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, MemoryLimitInBytes: 256 << 20, CpuShares: 2048}
 	podID := runPod(t, e.d, podCfg)
 	info := inspectPod(t, e.d, podID)
 	unit := "berth-" + podID + ".scope"
 	if want := path.Join(sliceDir, unit); info.Cgroup != want {
 		t.Fatalf("pod cgroup %q, want %q", info.Cgroup, want)
 	}
-	p := systemctlShow(t, unit, "ActiveState", "ControlGroup", "Slice", "MemoryMax", "CPUQuotaPerSecUSec", "Delegate")
+	p := systemctlShow(t, unit, "ActiveState", "ControlGroup", "Slice", "MemoryMax", "CPUQuotaPerSecUSec", "CPUWeight", "Delegate")
 	if p["ActiveState"] != "active" || p["ControlGroup"] != info.Cgroup || p["Slice"] != n.cgroupParent ||
-		p["MemoryMax"] != strconv.Itoa(256<<20) || p["CPUQuotaPerSecUSec"] != "500ms" || p["Delegate"] != "yes" {
+		p["MemoryMax"] != strconv.Itoa(256<<20) || p["CPUQuotaPerSecUSec"] != "500ms" || p["CPUWeight"] != "174" || p["Delegate"] != "yes" {
 		t.Errorf("pod scope %s: %v", unit, p)
 	}
 	if got := readCgroupFile(t, info.Cgroup, "memory.max"); got != strconv.Itoa(256<<20) {
@@ -147,6 +147,9 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	}
 	if got := readCgroupFile(t, info.Cgroup, "cpu.max"); got != "50000 100000" {
 		t.Errorf("pod cpu.max = %s", got)
+	}
+	if got := readCgroupFile(t, info.Cgroup, "cpu.weight"); got != "174" {
+		t.Errorf("pod cpu.weight = %s, want 174 (2048 shares)", got)
 	}
 	// The shim sits in a leaf of the scope (no process next to the
 	// containers' cgroups on v2).
@@ -163,7 +166,7 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	if got, _ := ci["cgroup"].(string); got != ctrCg {
 		t.Errorf("container cgroup %q, want %q", got, ctrCg)
 	}
-	for file, want := range map[string]string{"memory.max": strconv.Itoa(64 << 20), "cpu.max": "20000 100000", "cpu.weight": "20"} {
+	for file, want := range map[string]string{"memory.max": strconv.Itoa(64 << 20), "cpu.max": "20000 100000", "cpu.weight": "59"} {
 		if got := readCgroupFile(t, ctrCg, file); got != want {
 			t.Errorf("container %s = %s, want %s", file, got, want)
 		}
