@@ -37,7 +37,7 @@ test-vm: build test-images
 # The short test-vm of make test (a few minutes): the VM checks of test/vm and
 # the integration tests matching TEST_VM_CI_RUN, in both variants. Add the
 # tests that must pass on cgroup v2 and under systemd to it.
-TEST_VM_CI_RUN ?= CgroupVersion
+TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver
 test-vm-ci: build test-images
 	BERTH_VM_PKGS="./test/vm ./test/integration:$(TEST_VM_CI_RUN)" bash hack/vm/test.sh
 
