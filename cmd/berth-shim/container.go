@@ -222,8 +222,8 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	opts := process.CreateOpts{InitPath: initPath, BundleDir: a.BundleDir, Spec: spec}
 	tty := spec.Process.Terminal
 	if !tty {
-		// Without a log, /dev/null takes the output.
-		if c.log != nil {
+		// The output is piped even without a log: attach follows it.
+		{
 			outR, outW, err := pipe()
 			if err != nil {
 				return nil, err

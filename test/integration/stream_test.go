@@ -316,6 +316,8 @@ func TestStreamAttach(t *testing.T) {
 	t.Run("stdin_once", func(t *testing.T) {
 		cfg := ctrConfig("once", "sh", "-c", "cat; echo stdin-ended")
 		cfg.Stdin, cfg.StdinOnce = true, true
+		// Without a log file the output still reaches attach.
+		cfg.LogPath = ""
 		once := e.run(t, podID, podCfg, cfg)
 		cmd := crictlCmd(ctx, e.d, "attach", "-i", once)
 		cmd.Stdin = strings.NewReader("first line\n")
