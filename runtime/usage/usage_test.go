@@ -1,36 +1,74 @@
 package usage
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/runtime/cgroups"
 )
 
-// The test's own cgroup: whatever this process is in has usage.
-func ownCgroup(t *testing.T) string {
-	b, err := os.ReadFile("/proc/self/cgroup")
+// A cgroup of the test's own, holding a sleeping shell with an open socket.
+func TestCgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	path := fmt.Sprintf("/berth-usage-test-%s-%d", filepath.Base(t.TempDir()), os.Getpid())
+	cg, err := cgroups.Create(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.SplitN(l, ":", 3)
-		if len(f) == 3 && (f[1] == "pids" || f[0] == "0") && f[2] != "/" {
-			return f[2]
+	// The shell works only once it is in the cgroup, so that the cgroup is
+	// charged for its CPU and memory.
+	cmd := exec.Command("sh", "-c", "read x; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 60")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		// The cgroup empties once the kill is reaped.
+		for i := 0; i < 50; i++ {
+			if err := cg.Delete(); err == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s left", path)
+	})
+	if err := cg.AddProc(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	var u *Usage
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if u, err = Cgroup(path); err != nil {
+			t.Fatal(err)
+		}
+		if u.CPUTotal > 0 && u.MemoryUsage > 0 && u.PageFaults > 0 && readComm(cmd.Process.Pid) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CPU or memory usage: %+v", u)
 		}
 	}
-	t.Skip("the test runs in the root cgroup")
-	return ""
-}
-
-func TestOwnCgroup(t *testing.T) {
-	u, err := Cgroup(ownCgroup(t))
-	if err != nil {
-		t.Fatal(err)
+	if u.CPUUser+u.CPUSystem == 0 || u.MemoryWorkingSet > u.MemoryUsage {
+		t.Fatalf("CPU or memory breakdown: %+v", u)
 	}
-	if u.Processes == 0 || u.Threads < u.Processes || u.FileDescriptors == 0 {
-		t.Fatalf("no processes counted: %+v", u)
+	if u.Processes != 1 || u.Threads != 1 || u.FileDescriptors < 3 {
+		t.Fatalf("processes %d threads %d fds %d, want 1 1 >=3", u.Processes, u.Threads, u.FileDescriptors)
 	}
-	if _, err := Cgroup("/berth-no-such-cgroup"); err == nil {
+	if _, err := Cgroup(path + "-none"); err == nil {
 		t.Fatal("a missing cgroup has usage")
 	}
 }
@@ -43,4 +81,9 @@ func TestFilesystem(t *testing.T) {
 	if fs.CapacityBytes == 0 {
 		t.Fatalf("%+v", fs)
 	}
+}
+
+func readComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
 }
