@@ -67,6 +67,11 @@ func (s *Server) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream grpc.
 				}
 				return nil
 			}
+			// A subscriber already dropped learns it now, not after the
+			// events still queued for it.
+			if err := sub.Err(); err != nil {
+				return status.Error(codes.ResourceExhausted, err.Error())
+			}
 			if err := stream.Send(s.eventResponse(ctx, e)); err != nil {
 				return err
 			}
