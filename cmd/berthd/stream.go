@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
@@ -22,6 +23,7 @@ import (
 // websockets, by k8s.io/cri-streaming) whose URLs the CRI calls hand out.
 type streamServer struct {
 	streaming.Server
+	ws   *stream.Websocket
 	http *http.Server
 	addr string
 }
@@ -43,7 +45,9 @@ func startStreamServer(cfg Config, rt *stream.Runtime) (*streamServer, error) {
 		lis.Close()
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	s := &streamServer{Server: lib, addr: c.Addr, http: &http.Server{Handler: lib, ReadHeaderTimeout: time.Minute}}
+	// Websocket-only clients are served in front of the library.
+	ws := &stream.Websocket{Next: lib, Self: c.BaseURL.String(), IdleTimeout: idle}
+	s := &streamServer{Server: lib, ws: ws, addr: c.Addr, http: &http.Server{Handler: ws, ReadHeaderTimeout: time.Minute}}
 	go func() {
 		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Streaming server stopped")
@@ -51,6 +55,26 @@ func startStreamServer(cfg Config, rt *stream.Runtime) (*streamServer, error) {
 	}()
 	klog.InfoS("Streaming server listening", "address", c.Addr, "idleTimeout", idle)
 	return s, nil
+}
+
+// GetExec hands out an exec URL, and tells the websocket front what the
+// session's streams are.
+func (s *streamServer) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	resp, err := s.Server.GetExec(req)
+	if err == nil {
+		s.ws.Remember(resp.Url, req.Stdin, req.Stdout, req.Stderr, req.Tty)
+	}
+	return resp, err
+}
+
+// GetAttach hands out an attach URL, and tells the websocket front what
+// the session's streams are.
+func (s *streamServer) GetAttach(req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	resp, err := s.Server.GetAttach(req)
+	if err == nil {
+		s.ws.Remember(resp.Url, req.Stdin, req.Stdout, req.Stderr, req.Tty)
+	}
+	return resp, err
 }
 
 // Stop closes the listener; sessions under way end with berthd.

@@ -72,69 +72,76 @@ func TestStreamExec(t *testing.T) {
 	id := e.run(t, podID, podCfg, ctrConfig("sleeper", "sleep", "3600"))
 	ctx := framework.Context(t)
 
-	t.Run("exit code and streams", func(t *testing.T) {
-		cmd := crictlCmd(ctx, e.d, "exec", id, "sh", "-c", "echo to-out; echo to-err >&2; exit 3")
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		// crictl exits 1 and names the remote exit code.
-		if err == nil || !strings.Contains(errb.String(), "command terminated with exit code 3") {
-			t.Errorf("crictl exec: %v, stderr %q; want exit code 3 reported", err, errb.String())
-		}
-		if out.String() != "to-out\n" || !strings.Contains(errb.String(), "to-err\n") {
-			t.Errorf("stdout %q, stderr %q", out.String(), errb.String())
-		}
-	})
+	// Both transports: SPDY (the kubelet's) and websockets (kubectl's
+	// since Kubernetes 1.31, served in front of the library).
+	for _, tr := range []string{"spdy", "websocket"} {
+		t.Run(tr, func(t *testing.T) {
+			t.Run("exit code and streams", func(t *testing.T) {
+				cmd := crictlCmd(ctx, e.d, "exec", "-r", tr, id, "sh", "-c", "echo to-out; echo to-err >&2; exit 3")
+				var out, errb bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &errb
+				err := cmd.Run()
+				// crictl exits 1 and names the remote exit code.
+				if err == nil || !strings.Contains(errb.String(), "command terminated with exit code 3") {
+					t.Errorf("crictl exec: %v, stderr %q; want exit code 3 reported", err, errb.String())
+				}
+				if out.String() != "to-out\n" || !strings.Contains(errb.String(), "to-err\n") {
+					t.Errorf("stdout %q, stderr %q", out.String(), errb.String())
+				}
+			})
 
-	t.Run("stdin", func(t *testing.T) {
-		cmd := crictlCmd(ctx, e.d, "exec", "-i", id, "sh", "-c", "tr a-z A-Z; echo done")
-		cmd.Stdin = strings.NewReader("hello through stdin\n")
-		out, err := cmd.CombinedOutput()
-		if err != nil || string(out) != "HELLO THROUGH STDIN\ndone\n" {
-			t.Errorf("crictl exec -i: %v: %q", err, out)
-		}
-	})
+			t.Run("stdin", func(t *testing.T) {
+				cmd := crictlCmd(ctx, e.d, "exec", "-r", tr, "-i", id, "sh", "-c", "tr a-z A-Z; echo done")
+				cmd.Stdin = strings.NewReader("hello through stdin\n")
+				out, err := cmd.CombinedOutput()
+				if err != nil || string(out) != "HELLO THROUGH STDIN\ndone\n" {
+					t.Errorf("crictl exec -i: %v: %q", err, out)
+				}
+			})
 
-	t.Run("tty", func(t *testing.T) {
-		cmd := crictlCmd(ctx, e.d, "exec", "-it", id, "sh")
-		ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ptmx.Close()
-		var screen ptyReader
-		go func() { _, _ = io.Copy(&screen, ptmx) }()
-		// The shell sees a terminal of the client's size, and its new size
-		// after a resize.
-		fmt.Fprintf(ptmx, "tty >/dev/null && echo IS-A-TTY; stty size; echo $((6*7))X\n")
-		waitFor(t, "tty exec", 20*time.Second, screen.String, regexp.MustCompile(`IS-A-TTY\r\n30 100\r\n42X`))
-		if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 123}); err != nil {
-			t.Fatal(err)
-		}
-		// crictl forwards SIGWINCH's new size; the shell may read it a
-		// moment later.
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(screen.String(), "40 123\r\n") && time.Now().Before(deadline) {
-			fmt.Fprintf(ptmx, "stty size\n")
-			time.Sleep(200 * time.Millisecond)
-		}
-		if !strings.Contains(screen.String(), "40 123\r\n") {
-			t.Errorf("resize not seen: %q", screen.String())
-		}
-		fmt.Fprintf(ptmx, "exit 7\n")
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			time.Sleep(100 * time.Millisecond) // the pty's last bytes
-			if err == nil || !strings.Contains(screen.String(), "exit code 7") {
-				t.Errorf("crictl exec -it: %v; want exit code 7 reported: %q", err, screen.String())
-			}
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatalf("crictl exec -it did not end: %q", screen.String())
-		}
-	})
+			t.Run("tty", func(t *testing.T) {
+				cmd := crictlCmd(ctx, e.d, "exec", "-r", tr, "-it", id, "sh")
+				ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ptmx.Close()
+				var screen ptyReader
+				go func() { _, _ = io.Copy(&screen, ptmx) }()
+				// The shell sees a terminal of the client's size, and its new size
+				// after a resize.
+				fmt.Fprintf(ptmx, "tty >/dev/null && echo IS-A-TTY; stty size; echo $((6*7))X\n")
+				waitFor(t, "tty exec", 20*time.Second, screen.String, regexp.MustCompile(`IS-A-TTY\r\n30 100\r\n42X`))
+				if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 123}); err != nil {
+					t.Fatal(err)
+				}
+				// crictl forwards SIGWINCH's new size; the shell may read it a
+				// moment later.
+				deadline := time.Now().Add(10 * time.Second)
+				for !strings.Contains(screen.String(), "40 123\r\n") && time.Now().Before(deadline) {
+					fmt.Fprintf(ptmx, "stty size\n")
+					time.Sleep(200 * time.Millisecond)
+				}
+				if !strings.Contains(screen.String(), "40 123\r\n") {
+					t.Errorf("resize not seen: %q", screen.String())
+				}
+				fmt.Fprintf(ptmx, "exit 7\n")
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				select {
+				case err := <-done:
+					time.Sleep(100 * time.Millisecond) // the pty's last bytes
+					if err == nil || !strings.Contains(screen.String(), "exit code 7") {
+						t.Errorf("crictl exec -it: %v; want exit code 7 reported: %q", err, screen.String())
+					}
+				case <-time.After(20 * time.Second):
+					_ = cmd.Process.Kill()
+					t.Fatalf("crictl exec -it did not end: %q", screen.String())
+				}
+			})
+
+		})
+	}
 
 	t.Run("client gone kills the command", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
@@ -235,8 +242,17 @@ func TestStreamAttach(t *testing.T) {
 	cfg.Stdin = true
 	id := e.run(t, podID, podCfg, cfg)
 
-	t.Run("stdin and stdout, detach", func(t *testing.T) {
-		cmd := crictlCmd(ctx, e.d, "attach", "-i", id)
+	for _, tr := range []string{"spdy", "websocket"} {
+		t.Run("stdin and stdout, detach, "+tr, func(t *testing.T) {
+			attachDetach(ctx, t, e, id, tr)
+		})
+	}
+	attachMore(ctx, t, e, podID, podCfg, id)
+}
+
+func attachDetach(ctx context.Context, t *testing.T, e *ctrEnv, id, tr string) {
+	{
+		cmd := crictlCmd(ctx, e.d, "attach", "-r", tr, "-i", id)
 		stdin, _ := cmd.StdinPipe()
 		var out ptyReader
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -264,8 +280,10 @@ func TestStreamAttach(t *testing.T) {
 		if lines := logLines(t, st.LogPath); len(lines) == 0 || !strings.Contains(strings.Join(lines, "\n"), "attached-42") {
 			t.Errorf("log lacks the output: %q", lines)
 		}
-	})
+	}
+}
 
+func attachMore(ctx context.Context, t *testing.T, e *ctrEnv, podID string, podCfg *runtimeapi.PodSandboxConfig, id string) {
 	t.Run("output only, twice at once", func(t *testing.T) {
 		var outs [2]ptyReader
 		var cmds [2]*exec.Cmd
@@ -354,10 +372,11 @@ func TestStreamPortForward(t *testing.T) {
 	e.run(t, podID, podCfg, cfg)
 
 	// forward runs crictl port-forward from a free local port to port.
-	forward := func(t *testing.T, pod string, port int) (int32, *ptyReader) {
+	forward := func(t *testing.T, pod string, port int, flags ...string) (int32, *ptyReader) {
 		t.Helper()
 		local := freePort(t)
-		pf := crictlCmd(ctx, e.d, "port-forward", pod, fmt.Sprintf("%d:%d", local, port))
+		args := append(append([]string{"port-forward"}, flags...), pod, fmt.Sprintf("%d:%d", local, port))
+		pf := crictlCmd(ctx, e.d, args...)
 		var out ptyReader
 		pf.Stdout, pf.Stderr = &out, &out
 		if err := pf.Start(); err != nil {
@@ -401,9 +420,10 @@ func TestStreamPortForward(t *testing.T) {
 		}
 	}
 
-	// Several connections at once, on two forwards at once.
+	// Several connections at once, on two forwards at once, one of them
+	// tunneled through a websocket.
 	local, _ := forward(t, podID, 80)
-	local2, _ := forward(t, podID, 80)
+	local2, _ := forward(t, podID, 80, "-r", "websocket")
 	getAll(t, local, 8)
 	getAll(t, local2, 4)
 
