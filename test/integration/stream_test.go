@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -477,5 +478,58 @@ func TestStreamPortForward(t *testing.T) {
 	_, err := e.d.Runtime.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "nosuchpod"})
 	if grpcCode(err) != codes.NotFound {
 		t.Errorf("port-forward to unknown pod: %v, want NotFound", err)
+	}
+}
+
+// An exec session without traffic for stream_idle_timeout is closed, and
+// its command killed.
+func TestStreamIdleTimeout(t *testing.T) {
+	e := newCtrEnv(t)
+	if err := e.d.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "config.toml"), []byte("stream_idle_timeout = \"2s\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.restart(t)
+	podID, podCfg := e.pod(t, "idle")
+	// Before this berthd stops (its Stop was registered by the restart).
+	t.Cleanup(func() { removePod(t, e.d, podID) })
+	id := e.run(t, podID, podCfg, ctrConfig("sleeper", "sleep", "3600"))
+	ctx := framework.Context(t)
+
+	cmd := crictlCmd(ctx, e.d, "exec", "-i", id, "sh", "-c", "echo waiting; exec sleep 4321")
+	stdin, _ := cmd.StdinPipe() // kept open, silent
+	defer stdin.Close()
+	var out ptyReader
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		if took := time.Since(start); took < 2*time.Second {
+			t.Errorf("session ended after %s, before the idle timeout: %q", took, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("idle session still open after 30s: %q", out.String())
+	}
+	if !strings.Contains(out.String(), "waiting") {
+		t.Errorf("output %q", out.String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := e.execSync(t, id, "ps", "-o", "args")
+		if !strings.Contains(string(r.Stdout), "sleep 4321") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle session's command outlived it:\n%s", r.Stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
