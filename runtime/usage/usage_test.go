@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/runtime/cgroups"
+	cgroupsv3 "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // A cgroup of the test's own, holding a sleeping shell with an open socket.
@@ -18,7 +21,7 @@ func TestCgroup(t *testing.T) {
 		t.Skip("needs root")
 	}
 	path := fmt.Sprintf("/berth-usage-test-%s-%d", filepath.Base(t.TempDir()), os.Getpid())
-	cg, err := cgroups.Create(path, nil)
+	cg, err := newCgroup(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,7 @@ func TestCgroup(t *testing.T) {
 		}
 		t.Errorf("cgroup %s left", path)
 	})
-	if err := cg.AddProc(cmd.Process.Pid); err != nil {
+	if err := cg.AddProc(uint64(cmd.Process.Pid)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stdin.Write([]byte("go\n")); err != nil {
@@ -86,4 +89,27 @@ func TestFilesystem(t *testing.T) {
 func readComm(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	return strings.TrimSpace(string(b))
+}
+
+// testCgroup is the part of a v1 or v2 cgroup the test uses.
+type testCgroup interface {
+	AddProc(pid uint64) error
+	Delete() error
+}
+
+type v1Cgroup struct{ cgroup1.Cgroup }
+
+func (c v1Cgroup) AddProc(pid uint64) error { return c.Cgroup.AddProc(pid) }
+
+// newCgroup makes a cgroup directly below the root with the CPU, memory and
+// pids controllers (through containerd's library, as berthd does).
+func newCgroup(path string) (testCgroup, error) {
+	if cgroupsv3.Mode() == cgroupsv3.Unified {
+		return cgroup2.NewManager("/sys/fs/cgroup", path, &cgroup2.Resources{})
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{})
+	if err != nil {
+		return nil, err
+	}
+	return v1Cgroup{cg}, nil
 }
