@@ -2,7 +2,10 @@ package cgroups
 
 import (
 	"bytes"
+	"context"
 	"math"
+	"os"
+	"strings"
 	"testing"
 
 	systemd "github.com/coreos/go-systemd/v22/dbus"
@@ -168,5 +171,19 @@ func TestCPUSetBits(t *testing.T) {
 		if got, err := CPUSetBits(bad); err == nil {
 			t.Errorf("CPUSetBits(%q) = %v, want an error", bad, got)
 		}
+	}
+}
+
+func TestNewSystemdWithoutSystemd(t *testing.T) {
+	if fi, err := os.Stat("/run/systemd/system"); err == nil && fi.IsDir() {
+		t.Skip("systemd runs here")
+	}
+	s, err := NewSystemd(context.Background())
+	if err == nil {
+		s.Close()
+		t.Fatal("NewSystemd succeeded without systemd")
+	}
+	if !strings.Contains(err.Error(), "systemd is not running") {
+		t.Errorf("error does not say why: %v", err)
 	}
 }
