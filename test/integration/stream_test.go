@@ -332,6 +332,36 @@ func attachMore(ctx context.Context, t *testing.T, e *ctrEnv, podID string, podC
 		}
 	})
 
+	t.Run("tty", func(t *testing.T) {
+		cfg := ctrConfig("ttyshell", "sh")
+		cfg.Stdin, cfg.Tty = true, true
+		tid := e.run(t, podID, podCfg, cfg)
+		cmd := crictlCmd(ctx, e.d, "attach", "-it", tid)
+		ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 25, Cols: 90})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ptmx.Close()
+		var screen ptyReader
+		go func() { _, _ = io.Copy(&screen, ptmx) }()
+		// crictl sends the terminal's size once attached; the shell may
+		// read it a moment later.
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(screen.String(), "25 90\r\n") && time.Now().Before(deadline) {
+			fmt.Fprintf(ptmx, "stty size\n")
+			time.Sleep(300 * time.Millisecond)
+		}
+		if !strings.Contains(screen.String(), "25 90\r\n") {
+			t.Fatalf("attach -it: terminal size not seen: %q", screen.String())
+		}
+		fmt.Fprintf(ptmx, "tty >/dev/null && echo ON-A-TTY\n")
+		waitFor(t, "attach -it", 20*time.Second, screen.String, regexp.MustCompile(`ON-A-TTY\r\n`))
+		// Leaving the attach leaves the container running.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		e.waitState(t, tid, runtimeapi.ContainerState_CONTAINER_RUNNING, time.Second)
+	})
+
 	t.Run("stdin_once", func(t *testing.T) {
 		cfg := ctrConfig("once", "sh", "-c", "cat; echo stdin-ended")
 		cfg.Stdin, cfg.StdinOnce = true, true
