@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -70,6 +71,39 @@ func TestTestImagesRun(t *testing.T) {
 			"mount --bind /dev/null "+filepath.Join(dir, "bin/ls")+" && chroot "+dir+" /bin/sh -c ls")
 		if out != "/bin/sh: ls: Permission denied\n" {
 			t.Errorf("masked /bin/ls: %q", out)
+		}
+	})
+
+	// critest's execSync-with-timeout spec runs "sh -c 'pgrep sleep || true'"
+	// and wants empty stdout and stderr once the timed-out sleep is gone; its
+	// HostIpc specs run "ipcs -m" and look for the host's segment id.
+	t.Run("pgrep and ipcs", func(t *testing.T) {
+		dir := fixtureRootfs(t, reg, "registry.k8s.io/e2e-test-images/busybox:1.29-2")
+		if err := os.MkdirAll(filepath.Join(dir, "proc"), 0o555); err != nil {
+			t.Fatal(err)
+		}
+		out, err := fixtureRun(t, "unshare", "-p", "-f", "--mount-proc="+filepath.Join(dir, "proc"),
+			"chroot", dir, "/bin/sh", "-c",
+			// The child execs sleep a moment after the fork; ash reports the
+			// killed job on stderr, which is not what is checked here.
+			`{ sleep 1000 & p=$!; for i in $(seq 50); do test "$(pgrep sleep)" = "$p" && echo found && break; usleep 100000; done; `+
+				`kill $p; wait $p; } 2>/dev/null; `+
+				`echo "[$(pgrep sleep || true)]"`)
+		if err != nil || out != "found\n[]\n" {
+			t.Errorf("pgrep: %v\n%q, want %q", err, out, "found\n[]\n")
+		}
+
+		// A segment made in a fresh IPC namespace, which goes away with it.
+		out, err = fixtureRun(t, "unshare", "-i", "-p", "-f", "--mount-proc="+filepath.Join(dir, "proc"),
+			"sh", "-c", "ipcmk -M 4096 && chroot "+dir+" /bin/ipcs -m")
+		if err != nil {
+			t.Fatalf("ipcmk, ipcs -m: %v\n%s", err, out)
+		}
+		first, rest, _ := strings.Cut(out, "\n")
+		id := strings.TrimPrefix(first, "Shared memory id: ")
+		if id == first || !strings.Contains(rest, "Shared Memory Segments") ||
+			!regexp.MustCompile(`(?m)^0x[0-9a-f]+ +`+regexp.QuoteMeta(id)+` +root +644 +4096 `).MatchString(rest) {
+			t.Errorf("ipcs -m does not list segment %q:\n%s", id, out)
 		}
 	})
 

@@ -2,7 +2,8 @@
 // registry on 127.0.0.1.
 //
 // The images are built from Debian's busybox package (the ordinary dynamic
-// one, with its glibc libraries; applets are hard links in /bin) and from
+// one, with its glibc libraries; applets are hard links in /bin), Debian's
+// pgrep and ipcs (which its busybox lacks and critest runs) and from
 // imagebin (hack/testimages/imagebin), a small static program that plays
 // nginx, httpd, pause and nnp. They cover every Linux image critest v1.37.0
 // pulls, under the same references (see CritestRefs), plus berth's own
@@ -10,8 +11,10 @@
 //
 // Build writes them once into an OCI image layout under
 // _output/testimages/<key>/, where key hashes everything the images are made
-// from (this package's and imagebin's sources, the busybox and libc6 package
-// versions, the Go version); a later Build with the same key returns at once.
+// from (this package's sources as compiled, imagebin's sources, the busybox,
+// libc6, procps and util-linux package versions, the libraries pgrep and
+// ipcs load, the Go version); a later Build with the same key returns at
+// once. Layouts of other keys are removed once unused for staleAfter.
 // index.json names every image by its full upstream reference in the
 // org.opencontainers.image.ref.name annotation.
 package testimages
@@ -20,8 +23,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"embed"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -29,6 +34,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -65,6 +71,7 @@ func Build(ctx context.Context, cacheRoot string) (string, error) {
 	}
 	final := filepath.Join(cacheRoot, key)
 	if _, err := os.Stat(filepath.Join(final, "index.json")); err == nil {
+		markUsed(final)
 		return final, nil
 	}
 	if err := os.MkdirAll(cacheRoot, 0o755); err != nil {
@@ -122,11 +129,26 @@ func writeLayout(dir string, fixtures []Fixture) error {
 	return nil
 }
 
-// removeStale drops layouts of older keys (each is ~150 MB).
+// staleAfter is how long a layout of another key is kept after its last
+// Build: test binaries compiled from other sources (a run that started
+// before an edit of this package, another checkout's) may still serve it.
+const staleAfter = 2 * time.Hour
+
+// markUsed dates a layout's last use, which removeStale reads.
+func markUsed(dir string) {
+	now := time.Now()
+	_ = os.Chtimes(dir, now, now)
+}
+
+// removeStale drops layouts of other keys (each is ~150 MB) that no Build
+// returned for staleAfter.
 func removeStale(cacheRoot, keep string) {
 	entries, _ := os.ReadDir(cacheRoot)
 	for _, e := range entries {
-		if e.IsDir() && e.Name() != keep && !strings.HasPrefix(e.Name(), ".") {
+		if !e.IsDir() || e.Name() == keep || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
 			os.RemoveAll(filepath.Join(cacheRoot, e.Name()))
 		}
 	}
@@ -151,31 +173,66 @@ func buildImagebin(ctx context.Context, tmp string) ([]byte, error) {
 	return os.ReadFile(out)
 }
 
+//go:embed *.go
+var ownSources embed.FS
+
+func hashSource(h io.Writer, rel string, b []byte) {
+	fmt.Fprintf(h, "%s %d\n", rel, len(b))
+	h.Write(bytes.TrimSpace(b))
+}
+
 // cacheKey hashes everything the images are built from.
 func cacheKey() (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "format %s\n%s\n", formatVersion, runtime.Version())
-	out, err := exec.Command("dpkg-query", "-W", "busybox", "libc6").Output()
+	out, err := exec.Command("dpkg-query", "-W", "busybox", "libc6", "procps", "util-linux").Output()
 	if err != nil {
-		return "", fmt.Errorf("dpkg-query busybox libc6 (install them with hack/install-deps.sh): %w", err)
+		return "", fmt.Errorf("dpkg-query busybox libc6 procps util-linux (install them with hack/install-deps.sh): %w", err)
 	}
 	h.Write(out)
+	// The extra tools' libraries come from more packages (libproc2-0,
+	// libsystemd0 and theirs): hash what the images copy.
+	for _, t := range extraTools {
+		libs, err := sharedLibs(t.path)
+		if err != nil {
+			return "", err
+		}
+		for _, l := range libs {
+			fmt.Fprintf(h, "%s %x\n", l.name, sha256.Sum256(l.data))
+		}
+	}
+	// This package's sources as compiled into the running binary, not as
+	// on disk now: a test binary built before an edit must not store its
+	// images under the key of the edited sources.
+	names, err := fs.Glob(ownSources, "*.go")
+	if err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		// serve.go does not change the images.
+		if strings.HasSuffix(n, "_test.go") || n == "serve.go" {
+			continue
+		}
+		b, err := ownSources.ReadFile(n)
+		if err != nil {
+			return "", err
+		}
+		hashSource(h, "test/framework/testimages/"+n, b)
+	}
+	// imagebin is compiled from the disk at build time.
 	root := RepoRoot()
 	var files []string
-	for _, d := range []string{"test/framework/testimages", "hack/testimages/imagebin"} {
-		err := filepath.WalkDir(filepath.Join(root, d), func(p string, e fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			// serve.go does not change the images.
-			if !e.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") && filepath.Base(p) != "serve.go" {
-				files = append(files, p)
-			}
-			return nil
-		})
+	err = filepath.WalkDir(filepath.Join(root, "hack/testimages/imagebin"), func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
-			return "", fmt.Errorf("hash test image sources: %w", err)
+			return err
 		}
+		if !e.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("hash test image sources: %w", err)
 	}
 	sort.Strings(files)
 	for _, f := range files {
@@ -184,8 +241,7 @@ func cacheKey() (string, error) {
 			return "", err
 		}
 		rel, _ := filepath.Rel(root, f)
-		fmt.Fprintf(h, "%s %d\n", rel, len(b))
-		h.Write(bytes.TrimSpace(b))
+		hashSource(h, rel, b)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

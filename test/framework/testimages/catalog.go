@@ -74,6 +74,7 @@ type catalog struct {
 	imagebin []byte
 	busybox  file
 	applets  []string
+	tools    []file // extraTools, in /bin
 	libs     []file
 	fixtures []Fixture
 	layers   map[layerKey]v1.Layer // base layers are shared by most images: build them once
@@ -148,7 +149,38 @@ func newCatalog(imagebin []byte) (*catalog, error) {
 	if c.libs, err = sharedLibs(bb); err != nil {
 		return nil, err
 	}
+	seen := map[string]bool{}
+	for _, l := range c.libs {
+		seen[l.name] = true
+	}
+	for _, t := range extraTools {
+		f, err := hostFile("bin/"+filepath.Base(t.path), t.path, 0o755)
+		if err != nil {
+			return nil, fmt.Errorf("%s (Debian package %s): %w", filepath.Base(t.path), t.pkg, err)
+		}
+		c.tools = append(c.tools, f)
+		libs, err := sharedLibs(t.path)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range libs {
+			if !seen[l.name] {
+				seen[l.name] = true
+				c.libs = append(c.libs, l)
+			}
+		}
+	}
 	return c, nil
+}
+
+// extraTools are the programs critest runs in busybox images whose applets
+// Debian's busybox leaves out (upstream busybox has them): pgrep (execSync
+// with timeout: "pgrep sleep || true" must print nothing) and ipcs (HostIpc:
+// "ipcs -m" must list the host's segment by its shmid in pod IPC mode NODE).
+// They are Debian's, with every library ldd names for them.
+var extraTools = []struct{ path, pkg string }{
+	{"/usr/bin/pgrep", "procps"},
+	{"/usr/bin/ipcs", "util-linux"},
 }
 
 // sharedLibs copies what the dynamic loader maps for bin, at the paths ldd
@@ -191,10 +223,16 @@ func (c *catalog) libLayer() []file { return c.libs }
 
 func (c *catalog) busyboxLayer() []file {
 	files := []file{dir("bin", 0o755, 0, 0), c.busybox}
-	for _, a := range c.applets {
-		files = append(files, hardlink("bin/"+a, "bin/busybox"))
+	tool := map[string]bool{}
+	for _, t := range c.tools {
+		tool[t.name] = true
 	}
-	return files
+	for _, a := range c.applets {
+		if !tool["bin/"+a] { // a later busybox with the applet: the real tool wins
+			files = append(files, hardlink("bin/"+a, "bin/busybox"))
+		}
+	}
+	return append(files, c.tools...)
 }
 
 func rootfsLayer() []file {
@@ -254,8 +292,8 @@ type imageSpec struct {
 
 func (c *catalog) baseLayers() []layerSpec {
 	return []layerSpec{
-		{"glibc shared libraries of busybox", c.libLayer(), gzipped},
-		{"Debian busybox with applets as hard links", c.busyboxLayer(), gzipped},
+		{"glibc and the shared libraries of busybox, pgrep and ipcs", c.libLayer(), gzipped},
+		{"Debian busybox with applets as hard links, procps pgrep, util-linux ipcs", c.busyboxLayer(), gzipped},
 		{"base files, users and groups", rootfsLayer(), gzipped},
 		{"whiteouts: delete a file, make a directory opaque", cleanupLayer(), gzipped},
 	}

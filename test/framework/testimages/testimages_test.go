@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -92,5 +95,48 @@ func TestTarBytes(t *testing.T) {
 			t.Errorf("entries %q, want %q", names, want)
 			break
 		}
+	}
+}
+
+// A layout of another key goes only when no Build has returned it for
+// staleAfter: a test binary of other sources may be serving it.
+func TestRemoveStale(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"current", "recent", "old", ".build-x"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-staleAfter - time.Minute)
+	for _, d := range []string{"current", "old", ".build-x"} {
+		if err := os.Chtimes(filepath.Join(root, d), long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStale(root, "current")
+	for d, want := range map[string]bool{"current": true, "recent": true, "old": false, ".build-x": true} {
+		if _, err := os.Stat(filepath.Join(root, d)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", d, err == nil, want)
+		}
+	}
+	markUsed(filepath.Join(root, "current"))
+	removeStale(root, "other")
+	if _, err := os.Stat(filepath.Join(root, "current")); err != nil {
+		t.Errorf("a layout just used was removed: %v", err)
+	}
+}
+
+// The key is of the sources compiled in, and the same on every call.
+func TestCacheKey(t *testing.T) {
+	a, err := cacheKey()
+	if err != nil {
+		t.Fatalf("cacheKey (hack/install-deps.sh installs busybox, procps, util-linux): %v", err)
+	}
+	b, err := cacheKey()
+	if err != nil || a != b || len(a) != 16 {
+		t.Errorf("cacheKey %q then %q, %v", a, b, err)
+	}
+	if _, err := ownSources.ReadFile("catalog.go"); err != nil {
+		t.Errorf("sources not embedded: %v", err)
 	}
 }
