@@ -11,12 +11,14 @@
 # (build-rootfs.sh), CMD runs as a service once the system and D-Bus are up.
 #
 # Host paths seen inside at the same path: this repo (read-write),
-# /usr/local/bin (crictl, critest), /usr/lib/cni, /usr/bin/docker-registry,
-# plus $BERTH_VM_SHARES (space-separated; PATH or PATH:rw, dirs or files).
+# /usr/local/bin (crictl, critest), /usr/lib/cni, /usr/lib/modules,
+# /usr/bin/docker-registry, /usr/bin/busybox, /var/lib/dpkg (read-only), plus
+# $BERTH_VM_SHARES (space-separated; PATH or PATH:rw, dirs or files).
 # The guest has no network device. Environment: BERTH_VM_ENV (names of
 # variables passed in), BERTH_VM_MEM (MiB, 3072), BERTH_VM_CPUS (2),
 # BERTH_VM_TIMEOUT (seconds, 3600), BERTH_VM_DEBUG=1 (kernel console on stderr),
-# BERTH_VM_ACCEL (auto, tcg or kvm).
+# BERTH_VM_SYSTEMD_LOG (systemd's log level, warning), BERTH_VM_ACCEL (auto,
+# tcg or kvm).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
@@ -30,17 +32,17 @@ while [ $# -gt 0 ]; do
 	-t) timeout=$2 && shift 2 ;;
 	-C) cwd=$(cd "$2" && pwd) && shift 2 ;;
 	--) shift && break ;;
-	-*) sed -n '2,21p' "$0" >&2 && exit 2 ;;
+	-*) sed -n '2,23p' "$0" >&2 && exit 2 ;;
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,23p' "$0" >&2; exit 2; }
 case "$variant" in initramfs | systemd) ;; *) vm_log "unknown variant $variant" && exit 2 ;; esac
 command -v qemu-system-x86_64 >/dev/null || { vm_log "qemu-system-x86_64 missing: make deps"; exit 125; }
 
 "$HERE/build-initramfs.sh" || exit 125
 disk=()
-append="console=ttyS0 cgroup_no_v1=all panic=-1 loglevel=7 mitigations=off"
+append="console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=4 mitigations=off"
 if [ "$variant" = systemd ]; then
 	img=$("$HERE/build-rootfs.sh") || exit 125
 	# snapshot=on: the guest's writes go to a temp file, the image stays clean
