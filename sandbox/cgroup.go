@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	berthcg "github.com/berth-dev/berth/runtime/cgroups"
 )
 
 // defaultCgroupParent holds pods that name no parent; it is removed when it
@@ -112,10 +115,27 @@ type v1Cgroup struct{ cg cgroup1.Cgroup }
 func (c v1Cgroup) add(pid int) error { return c.cg.AddProc(uint64(pid)) }
 func (c v1Cgroup) delete() error     { return c.cg.Delete() }
 
-type v2Cgroup struct{ m *cgroup2.Manager }
+// v2Cgroup is a pod's cgroup on v2; its processes go to the leaf
+// (berthcg.ShimLeaf) so that the pod's cgroup can give its containers'
+// cgroups controllers.
+type v2Cgroup struct {
+	m    *cgroup2.Manager
+	leaf string // directory
+}
 
-func (c v2Cgroup) add(pid int) error { return c.m.AddProc(uint64(pid)) }
-func (c v2Cgroup) delete() error     { return c.m.Delete() }
+func (c v2Cgroup) add(pid int) error {
+	if err := os.WriteFile(filepath.Join(c.leaf, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		return fmt.Errorf("move %d to cgroup %s: %w", pid, c.leaf, err)
+	}
+	return nil
+}
+
+func (c v2Cgroup) delete() error {
+	if err := unix.Rmdir(c.leaf); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete cgroup %s: %w", c.leaf, err)
+	}
+	return c.m.Delete()
+}
 
 // v2Mount is the cgroup2 mount point; unified tells whether the node uses
 // cgroup v2 (alone). Variables so that a test can drive the v2 path on the
@@ -143,7 +163,20 @@ func createCgroupOnce(p string, res *specs.LinuxResources) (podCgroup, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create cgroup %s: %w", p, err)
 		}
-		return v2Cgroup{m}, nil
+		cg := v2Cgroup{m: m, leaf: filepath.Join(v2Mount, p, berthcg.ShimLeaf)}
+		if err := os.Mkdir(cg.leaf, 0o755); err != nil && !os.IsExist(err) {
+			_ = cg.delete()
+			return nil, fmt.Errorf("create cgroup %s: %w", cg.leaf, err)
+		}
+		// Only on the node's own hierarchy: a test on a hybrid node's
+		// cgroup2 mount must not change what its root delegates.
+		if v2Mount == berthcg.Root {
+			if err := berthcg.EnableControllers(p); err != nil {
+				_ = cg.delete()
+				return nil, fmt.Errorf("create cgroup %s: %w", p, err)
+			}
+		}
+		return cg, nil
 	}
 	cg, err := cgroup1.New(cgroup1.StaticPath(p), res)
 	if err != nil {
@@ -194,7 +227,7 @@ func deleteOne(p string) error {
 		if err != nil {
 			return fmt.Errorf("load cgroup %s: %w", p, err)
 		}
-		if err := m.Delete(); err != nil {
+		if err := (v2Cgroup{m: m, leaf: filepath.Join(v2Mount, p, berthcg.ShimLeaf)}).delete(); err != nil {
 			return fmt.Errorf("delete cgroup %s: %w", p, err)
 		}
 		return nil

@@ -418,8 +418,16 @@ func podCgroupOf(pid int) string {
 	for _, l := range strings.Split(string(b), "\n") {
 		// "ID:controllers:/path"; the pids or the v2 ("0::") line is enough.
 		f := strings.SplitN(l, ":", 3)
-		if len(f) == 3 && (f[1] == "pids" || f[0] == "0") && strings.HasPrefix(path.Base(f[2]), "berth-") {
-			return f[2]
+		if len(f) != 3 || f[1] != "pids" && f[0] != "0" {
+			continue
+		}
+		// The shim lives in its pod's cgroup or, on v2, in a leaf of it.
+		p := f[2]
+		if path.Base(p) == cgroups.ShimLeaf {
+			p = path.Dir(p)
+		}
+		if strings.HasPrefix(path.Base(p), "berth-") {
+			return p
 		}
 	}
 	return ""

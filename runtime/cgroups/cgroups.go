@@ -63,8 +63,17 @@ func Create(path string, resources *specs.LinuxResources) (*Cgroup, error) {
 		resources = &specs.LinuxResources{}
 	}
 	if Unified() {
-		m, err := cgroup2.NewManager(Root, path, cgroup2.ToResources(resources))
+		// All the controllers, not only those of the limits: the
+		// statistics files need them too.
+		if err := EnableControllers(filepath.Dir(path)); err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+		}
+		m, err := cgroup2.NewManager(Root, path, v2Resources(Root, path, resources))
 		if err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+		}
+		if err := v2Unified(Root, path, resources.Unified); err != nil {
+			_ = m.Delete()
 			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 		}
 		return &Cgroup{path: path, v2: m}, nil
@@ -112,7 +121,9 @@ func (c *Cgroup) Path() string { return c.path }
 func (c *Cgroup) Update(resources *specs.LinuxResources) error {
 	var err error
 	if c.v2 != nil {
-		err = c.v2.Update(cgroup2.ToResources(resources))
+		if err = c.v2.Update(v2Resources(Root, c.path, resources)); err == nil {
+			err = v2Unified(Root, c.path, resources.Unified)
+		}
 	} else {
 		err = c.v1.Update(resources)
 	}
