@@ -189,8 +189,12 @@ func (e *execSession) relay(x *process.Container, conn net.Conn) int {
 	select {
 	case ws = <-e.exited:
 	case <-gone:
-		e.kill(x)
-		copiers.Wait()
+		// A descendant that left the session may hold the pipes.
+		_ = unix.Kill(-x.Pid(), unix.SIGKILL)
+		_ = x.Destroy()
+		<-e.exited
+		drainFiles(&copiers, e.outputs, execDrainGrace)
+		e.closeAll()
 		return -1
 	}
 	drainFiles(&copiers, e.outputs, execDrainGrace)
