@@ -34,12 +34,15 @@ integration: build test-images
 test-vm: build test-images
 	bash hack/vm/test.sh
 
-# The short test-vm of make test (a few minutes): the VM checks of test/vm and
-# the integration tests matching TEST_VM_CI_RUN, in both variants. Add the
-# tests that must pass on cgroup v2 and under systemd to it.
-TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver
+# The short test-vm of make test (a few minutes): the VM checks of test/vm,
+# the cgroup packages' tests and the integration tests matching
+# TEST_VM_CI_RUN, in both variants. Add the tests that must pass on cgroup v2
+# and under systemd to it. The v2 ones: limits, cgroup namespace, devices,
+# update, stats and removal (CgroupV2Resources), OOMKilled through the CRI
+# (ContainerExitCodes), the shim and the runtime, stop kills the cgroup.
+TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver|CgroupV2Resources|ContainerExitCodes|ContainerStopKillsEverything|ShimContainerOOM|RuntimeOOMKill|RuntimeCgroupNamespace
 test-vm-ci: build test-images
-	BERTH_VM_PKGS="./test/vm ./test/integration:$(TEST_VM_CI_RUN)" bash hack/vm/test.sh
+	BERTH_VM_PKGS="./test/vm ./runtime/cgroups ./sandbox ./test/integration:$(TEST_VM_CI_RUN)" bash hack/vm/test.sh
 
 # Runs berthd in the foreground with the default configuration.
 run: deps build
