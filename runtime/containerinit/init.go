@@ -130,12 +130,18 @@ func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 			return err
 		}
 	}
+	if err := loadSeccomp(spec, true); err != nil {
+		return err
+	}
 	if err := setupProcess(spec); err != nil {
 		return err
 	}
 	env := spec.Process.Env
 	path, err := lookPath(spec.Process.Args[0], env)
 	if err != nil {
+		return err
+	}
+	if err := loadSeccomp(spec, false); err != nil {
 		return err
 	}
 	if _, err := fmt.Fprintln(sync, MsgReady); err != nil {

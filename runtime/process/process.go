@@ -158,7 +158,7 @@ func Exec(o ExecOpts) (*Container, error) {
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		first: append(data, '\n'),
+		first: append(data, '\n'), seccomp: s.Linux.Seccomp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
@@ -230,6 +230,7 @@ func Create(o CreateOpts) (*Container, error) {
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
+		seccomp: spec.Linux.Seccomp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -245,6 +246,8 @@ type launchOpts struct {
 	timeout               time.Duration
 	// first is sent to the init before anything else (exec: its spec).
 	first []byte
+	// seccomp is compiled here, once per profile, and handed to the init.
+	seccomp *specs.LinuxSeccomp
 }
 
 // launch starts berth-shim init, learns its pid, puts it into c.cg and
@@ -282,6 +285,16 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		Args:       append([]string{"berth-shim", "init"}, o.args...),
 		Env:        env,
 		ExtraFiles: []*os.File{childFile},
+	}
+	if o.seccomp != nil {
+		prog, err := containerinit.SeccompFile(o.seccomp)
+		if err != nil {
+			childFile.Close()
+			return err
+		}
+		defer prog.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, prog)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", containerinit.SeccompFDEnv, 2+len(cmd.ExtraFiles)))
 	}
 	// A nil *os.File in an interface is not nil for exec.Cmd.
 	if o.stdin != nil {
