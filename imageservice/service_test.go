@@ -766,3 +766,57 @@ func TestFsInfo(t *testing.T) {
 		t.Errorf("after a pull: %+v, image size %d", img, im.Size)
 	}
 }
+
+func TestAddUserWithIsAtomic(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	_, base := baseLayers(t)
+	ref := reg.Push(t, "test/with:a", imagetest.Image(t, false, "", imagetest.Layer(t, imagetest.Gzip, base...)))
+	s := newService(t, nil)
+	id, err := s.Pull(ctx(t), ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := []byte("caller")
+	if err := s.AddUserWith(id, "ctr1", func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("ctr1"), []byte("record"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		got = tx.Bucket(bucket).Get([]byte("ctr1"))
+		return nil
+	})
+	if string(got) != "record" {
+		t.Errorf("caller's record = %q", got)
+	}
+	// The caller's write fails: no lease either.
+	boom := errors.New("boom")
+	if err := s.AddUserWith(id, "ctr2", func(*bolt.Tx) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	s2, err := New(s.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s2.users["ctr2"]; ok {
+		t.Error("lease of a failed AddUserWith was stored")
+	}
+	if _, ok := s.users["ctr2"]; ok {
+		t.Error("lease of a failed AddUserWith is in memory")
+	}
+	if _, ok := s2.users["ctr1"]; !ok {
+		t.Error("lease of ctr1 not stored")
+	}
+	if err := s2.RemoveUser("ctr1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, s2)
+}

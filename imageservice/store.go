@@ -350,6 +350,13 @@ func (s *Service) gc() error {
 
 // AddUser records that user (a container ID) uses image imageID's layers.
 func (s *Service) AddUser(imageID, user string) error {
+	return s.AddUserWith(imageID, user, nil)
+}
+
+// AddUserWith is AddUser whose database transaction also runs with (when
+// not nil): the caller's own record of the user is written in the same
+// commit, one disk sync less, and either both are stored or neither.
+func (s *Service) AddUserWith(imageID, user string, with func(tx *bolt.Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.images[imageID]
@@ -357,7 +364,15 @@ func (s *Service) AddUser(imageID, user string) error {
 		return fmt.Errorf("%w: image %s", errdefs.ErrNotFound, imageID)
 	}
 	u := &userRecord{ImageID: r.ID, Layers: slices.Clone(r.Layers)}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketUsers, user, u) }); err != nil {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := put(tx, bucketUsers, user, u); err != nil {
+			return err
+		}
+		if with != nil {
+			return with(tx)
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("record image user %s: %w", user, err)
 	}
 	s.users[user] = u

@@ -68,4 +68,7 @@ func (i imageSource) Resolve(ctx context.Context, ref string) (*container.Image,
 }
 
 func (i imageSource) AddUser(imageID, user string) error { return i.s.AddUser(imageID, user) }
+func (i imageSource) AddUserWith(imageID, user string, with func(tx *bolt.Tx) error) error {
+	return i.s.AddUserWith(imageID, user, with)
+}
 func (i imageSource) RemoveUser(user string) error       { return i.s.RemoveUser(user) }

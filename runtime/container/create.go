@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -294,26 +295,25 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	}
 	defer func() { _ = cgErr() }()
 
-	if err := m.store.Add(rec); err != nil {
-		return "", err
+	// The record and the image lease are one commit (each commit syncs
+	// the disk twice). The lease comes after the mount: an image removed
+	// meanwhile fails it, and the create is undone.
+	if err := m.store.AddWith(rec, func(put func(tx *bolt.Tx) error) error {
+		return m.opts.Images.AddUserWith(img.ID, id, put)
+	}); err != nil {
+		return "", fmt.Errorf("record container %s and lease image %s: %w", id, img.ID, err)
 	}
 	u.add(func() {
 		if derr := m.store.Delete(id); derr != nil {
 			klog.ErrorS(derr, "Undo create: delete record", "container", id)
 		}
 	})
-	steps.mark("record")
-	// The lease comes after the mount: an image removed meanwhile fails
-	// it, and the create is undone.
-	if err := m.opts.Images.AddUser(img.ID, id); err != nil {
-		return "", fmt.Errorf("lease image %s: %w", img.ID, err)
-	}
 	u.add(func() {
 		if derr := m.opts.Images.RemoveUser(id); derr != nil {
 			klog.ErrorS(derr, "Undo create: release image", "container", id)
 		}
 	})
-	steps.mark("lease")
+	steps.mark("record+lease")
 	if err := cgErr(); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}

@@ -56,6 +56,9 @@ type Image struct {
 type Images interface {
 	Resolve(ctx context.Context, ref string) (*Image, error)
 	AddUser(imageID, user string) error
+	// AddUserWith is AddUser that also runs with in its database
+	// transaction (the container's record: one commit for both).
+	AddUserWith(imageID, user string, with func(tx *bolt.Tx) error) error
 	RemoveUser(user string) error
 }
 

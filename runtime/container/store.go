@@ -185,6 +185,13 @@ func (s *Store) put(tx *bolt.Tx, r *Record) error {
 // Add records a new container; a container of the same pod with the same
 // name and attempt is refused, as the kubelet expects.
 func (s *Store) Add(r *Record) error {
+	return s.AddWith(r, s.db.Update)
+}
+
+// AddWith is Add whose record is written by commit: it must run put in a
+// read-write transaction of the store's database, which may write more
+// (the image lease of the container), so that one commit stores both.
+func (s *Store) AddWith(r *Record, commit func(put func(tx *bolt.Tx) error) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := nameKey(r.PodID, r.Name, r.Attempt)
@@ -195,7 +202,7 @@ func (s *Store) Add(r *Record) error {
 		return fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists)
 	}
 	r = r.clone()
-	if err := s.db.Update(func(tx *bolt.Tx) error { return s.put(tx, r) }); err != nil {
+	if err := commit(func(tx *bolt.Tx) error { return s.put(tx, r) }); err != nil {
 		return fmt.Errorf("store container %s: %w", r.ID, err)
 	}
 	s.records[r.ID] = r
