@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup2"
 	systemd "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -24,11 +23,6 @@ import (
 
 // DefaultSlice holds the pods that name no slice as CgroupParent.
 const DefaultSlice = "berth.slice"
-
-// shimLeaf is the cgroup in a pod's scope that its shim (and pause process)
-// moves to: on cgroup v2 a cgroup whose children get controllers must hold
-// no process itself.
-const shimLeaf = "shim"
 
 // unitTimeout bounds a start or stop job of systemd.
 const unitTimeout = 30 * time.Second
@@ -126,11 +120,11 @@ func (s *Systemd) CreatePod(p string, res *specs.LinuxResources) (func(pid int) 
 		}
 		// The leaf goes in every hierarchy systemd made the scope in.
 		for _, d := range scopeDirs(p) {
-			if err := os.Mkdir(filepath.Join(d, shimLeaf), 0o755); err != nil && !os.IsExist(err) {
+			if err := os.Mkdir(filepath.Join(d, ShimLeaf), 0o755); err != nil && !os.IsExist(err) {
 				return fmt.Errorf("make shim cgroup of %s: %w", unit, err)
 			}
 		}
-		g, err := cgroupfs.Open(path.Join(p, shimLeaf))
+		g, err := cgroupfs.Open(path.Join(p, ShimLeaf))
 		if err != nil {
 			return err
 		}
@@ -238,15 +232,9 @@ func unitProperty(name string, v any) systemd.Property {
 	return systemd.Property{Name: name, Value: godbus.MakeVariant(v)}
 }
 
-// CPUWeight converts CPU shares (2..262144) into a cgroup v2 weight
-// (1..10000) as the cgroups library does for the containers' cgroups
-// (runc's and crun's curve: 1024 shares are the default weight 100).
-func CPUWeight(shares uint64) uint64 {
-	if shares < 2 {
-		shares = 2
-	}
-	return cgroup2.ConvertCPUSharesToCgroupV2Value(shares)
-}
+// CPUWeight converts CPU shares into a cgroup v2 weight as the containers'
+// cgroups get it (the kubelet's linear conversion, v2.go).
+func CPUWeight(shares uint64) uint64 { return kubeletWeight(shares) }
 
 // QuotaPerSecUSec is a CFS quota per period as systemd's CPU time per
 // second. systemd keeps it as a percentage, so it is rounded up to the next

@@ -84,7 +84,7 @@ func TestUnitProperties(t *testing.T) {
 		"CPUAccounting":      true,
 		"MemoryAccounting":   true,
 		"TasksAccounting":    true,
-		"CPUWeight":          uint64(59),
+		"CPUWeight":          uint64(20), // 1 + (510*9999)/262142
 		"CPUQuotaPerSecUSec": uint64(500000),
 		"CPUQuotaPeriodUSec": uint64(100000),
 		"MemoryMax":          uint64(64 << 20),
@@ -147,7 +147,7 @@ func TestQuotaPerSecUSec(t *testing.T) {
 }
 
 func TestCPUWeight(t *testing.T) {
-	for shares, want := range map[uint64]uint64{0: 1, 2: 1, 512: 59, 1024: 100, 262144: 10000, 1 << 30: 10000} {
+	for shares, want := range map[uint64]uint64{0: 1, 2: 1, 512: 20, 1024: 39, 2048: 79, 262144: 10000, 1 << 30: 10000} {
 		if got := CPUWeight(shares); got != want {
 			t.Errorf("CPUWeight(%d) = %d, want %d", shares, got, want)
 		}

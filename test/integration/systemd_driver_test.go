@@ -139,7 +139,7 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	}
 	p := systemctlShow(t, unit, "ActiveState", "ControlGroup", "Slice", "MemoryMax", "CPUQuotaPerSecUSec", "CPUWeight", "Delegate")
 	if p["ActiveState"] != "active" || p["ControlGroup"] != info.Cgroup || p["Slice"] != n.cgroupParent ||
-		p["MemoryMax"] != strconv.Itoa(256<<20) || p["CPUQuotaPerSecUSec"] != "500ms" || p["CPUWeight"] != "174" || p["Delegate"] != "yes" {
+		p["MemoryMax"] != strconv.Itoa(256<<20) || p["CPUQuotaPerSecUSec"] != "500ms" || p["CPUWeight"] != "79" || p["Delegate"] != "yes" {
 		t.Errorf("pod scope %s: %v", unit, p)
 	}
 	if got := readCgroupFile(t, info.Cgroup, "memory.max"); got != strconv.Itoa(256<<20) {
@@ -148,8 +148,8 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	if got := readCgroupFile(t, info.Cgroup, "cpu.max"); got != "50000 100000" {
 		t.Errorf("pod cpu.max = %s", got)
 	}
-	if got := readCgroupFile(t, info.Cgroup, "cpu.weight"); got != "174" {
-		t.Errorf("pod cpu.weight = %s, want 174 (2048 shares)", got)
+	if got := readCgroupFile(t, info.Cgroup, "cpu.weight"); got != "79" {
+		t.Errorf("pod cpu.weight = %s, want 79 (2048 shares)", got)
 	}
 	// The shim sits in a leaf of the scope (no process next to the
 	// containers' cgroups on v2).
@@ -166,7 +166,7 @@ func TestSystemdCgroupDriver(t *testing.T) {
 	if got, _ := ci["cgroup"].(string); got != ctrCg {
 		t.Errorf("container cgroup %q, want %q", got, ctrCg)
 	}
-	for file, want := range map[string]string{"memory.max": strconv.Itoa(64 << 20), "cpu.max": "20000 100000", "cpu.weight": "59"} {
+	for file, want := range map[string]string{"memory.max": strconv.Itoa(64 << 20), "cpu.max": "20000 100000", "cpu.weight": "20"} {
 		if got := readCgroupFile(t, ctrCg, file); got != want {
 			t.Errorf("container %s = %s, want %s", file, got, want)
 		}
