@@ -73,7 +73,11 @@ done
 [ $build_failed = 0 ] || exit 1
 # Shared libraries the binaries link beyond glibc (libseccomp ...) come from
 # the host, bound over the guest's at the same path.
-libs=$(for b in "$tests"/*.test "$VM_REPO"/bin/*; do [ -x "$b" ] && ldd "$b" 2>/dev/null; done |
+# So do the libraries of the host tools the test images copy (test/framework/
+# testimages extraTools: pgrep, ipcs): their bytes are in the images' cache
+# key, and a guest whose own copies differ would look for images it cannot
+# build (no Go inside).
+libs=$(for b in "$tests"/*.test "$VM_REPO"/bin/* /usr/bin/pgrep /usr/bin/ipcs; do [ -x "$b" ] && ldd "$b" 2>/dev/null; done |
 	awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
 	grep -vE '/(libc|libm|libpthread|libdl|librt|libresolv|ld-linux-x86-64)\.so' || true)
 export BERTH_VM_SHARES="${BERTH_VM_SHARES:-} $(echo $libs)"
