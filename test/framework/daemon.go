@@ -136,7 +136,12 @@ func StartDaemon(t testing.TB, dir string, extra ...string) *Daemon {
 	d.Runtime = runtimeapi.NewRuntimeServiceClient(conn)
 	d.Images = runtimeapi.NewImageServiceClient(conn)
 
-	deadline := time.Now().Add(20 * time.Second)
+	// An emulated VM on a busy machine starts berthd many times slower.
+	wait := 20 * time.Second
+	if os.Getenv("BERTH_VM_VARIANT") != "" {
+		wait = 90 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := d.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
