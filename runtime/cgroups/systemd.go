@@ -63,7 +63,8 @@ func (s *Systemd) Close() {
 
 func (s *Systemd) Driver() string { return "systemd" }
 
-// PodCgroup is <parent slice path>/berth-<pod id>.scope.
+// PodCgroup is <parent slice path>/berth-<pod id>.scope; parent is a slice
+// name or a path ending in one.
 func (s *Systemd) PodCgroup(parent, podID string) (string, error) {
 	return systemdPodCgroup(parent, podID)
 }
@@ -71,6 +72,11 @@ func (s *Systemd) PodCgroup(parent, podID string) (string, error) {
 func systemdPodCgroup(parent, podID string) (string, error) {
 	if parent == "" {
 		parent = DefaultSlice
+	}
+	// A slice's path ("/test.slice", critest's; ".../kubepods-pod1.slice")
+	// names its last slice, as containerd reads it.
+	if b := path.Base(parent); strings.Contains(parent, "/") && strings.HasSuffix(b, ".slice") {
+		parent = b
 	}
 	p, err := ExpandSlice(parent)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math"
 	"os"
+	"path"
 	"strings"
 	"testing"
 
@@ -39,14 +40,16 @@ func TestSystemdPodCgroup(t *testing.T) {
 		{"kubepods-besteffort-pod12.slice", "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/berth-abc.scope"},
 		{"kubepods-burstable.slice", "/kubepods.slice/kubepods-burstable.slice/berth-abc.scope"},
 		{"-.slice", "/berth-abc.scope"},
+		{"/test.slice", "/test.slice/berth-abc.scope"},
+		{"/kubepods.slice/kubepods-burstable.slice", "/kubepods.slice/kubepods-burstable.slice/berth-abc.scope"},
 	} {
 		got, err := systemdPodCgroup(c.parent, "abc")
 		if err != nil || got != c.want {
 			t.Errorf("pod cgroup in %q = %q, %v; want %q", c.parent, got, err, c.want)
 		}
 		unit, slice, err := unitOf(got)
-		want := c.parent
-		if want == "" {
+		want := path.Base(c.parent)
+		if c.parent == "" {
 			want = DefaultSlice
 		}
 		if err != nil || unit != "berth-abc.scope" || slice != want {
