@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/spec"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -43,6 +44,9 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 	md := c.GetMetadata()
 	if c == nil || md == nil {
 		return nil, fmt.Errorf("pod sandbox config and metadata are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := spec.CheckSandboxLSM(c.GetLinux().GetSecurityContext()); err != nil {
+		return nil, err
 	}
 	if h := req.GetRuntimeHandler(); h != "" && h != runtimeName {
 		return nil, fmt.Errorf("runtime handler %q: %w: berth has only the default handler", h, errdefs.ErrInvalidArgument)

@@ -23,6 +23,7 @@ func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images 
 		Pods:            podSource{pods},
 		Images:          imageSource{images},
 		CgroupNamespace: cgroups.Unified(),
+		SeccompDefault:  cfg.SeccompDefault,
 		Events:          bus,
 	})
 	if err != nil {
@@ -71,4 +72,4 @@ func (i imageSource) AddUser(imageID, user string) error { return i.s.AddUser(im
 func (i imageSource) AddUserWith(imageID, user string, with func(tx *bolt.Tx) error) error {
 	return i.s.AddUserWith(imageID, user, with)
 }
-func (i imageSource) RemoveUser(user string) error       { return i.s.RemoveUser(user) }
+func (i imageSource) RemoveUser(user string) error { return i.s.RemoveUser(user) }

@@ -368,6 +368,7 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 		Namespaces:      ns,
 		CgroupsPath:     rec.Cgroup,
 		CgroupNamespace: m.opts.CgroupNamespace,
+		SeccompDefault:  m.opts.SeccompDefault,
 	})
 }
 

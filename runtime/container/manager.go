@@ -75,6 +75,9 @@ type Options struct {
 	// CgroupNamespace gives containers their own cgroup namespace (cgroup
 	// v2 nodes).
 	CgroupNamespace bool
+	// SeccompDefault gives runtime/default to containers whose request names
+	// no seccomp profile (berthd's seccomp_default).
+	SeccompDefault bool
 	// Events receives the containers' lifecycle events (nil: none).
 	Events *events.Bus
 }
