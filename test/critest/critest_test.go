@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,6 +154,9 @@ func version(endpoint string) string {
 	return "?"
 }
 
+// escapeBridge is what critest's NET_ADMIN specs create inside a pod.
+const escapeBridge = "foobar"
+
 // network is the run's own CNI network: a bridge and a /24 named after the
 // run's temp dir, so it never meets another test's network on this node.
 type network struct {
@@ -184,11 +188,20 @@ func newNetwork(t *testing.T, dir string) *network {
 	if err := os.WriteFile(filepath.Join(dir, "net.d", "10-critest.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// critest's capability specs run "brctl addbr foobar" in containers
+	// that must be in their pod's network namespace: the bridge showing up
+	// in the node's means a container or an exec escaped it.
+	_, err := net.InterfaceByName(escapeBridge)
+	hadEscapeBridge := err == nil
 	// Runs after berthd stopped: what is left is a leak; remove it anyway so
 	// it cannot spill into the next test.
 	t.Cleanup(func() {
 		for _, l := range n.leftovers() {
 			t.Errorf("left behind: %s", l)
+		}
+		if _, err := net.InterfaceByName(escapeBridge); err == nil && !hadEscapeBridge {
+			t.Errorf("bridge %q appeared in the node's network namespace: a critest container or exec ran outside its pod's netns", escapeBridge)
+			_ = exec.Command("ip", "link", "del", escapeBridge).Run()
 		}
 		for _, pid := range processesMentioning(dir) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
