@@ -154,6 +154,21 @@ func (g *Group) AddProc(pid int) error {
 	return nil
 }
 
+// TaskFiles are the cgroup's v1 "tasks" files, one per hierarchy; nil on
+// cgroup v2. A one-threaded process that writes "0" into them moves itself
+// without the kernel's global threadgroup lock, whose taking waits for an
+// RCU grace period (milliseconds) on every write of cgroup.procs.
+func (g *Group) TaskFiles() []string {
+	if g.v2 {
+		return nil
+	}
+	files := make([]string, len(g.dirs))
+	for i, d := range g.dirs {
+		files[i] = filepath.Join(d, "tasks")
+	}
+	return files
+}
+
 // procsDir is the hierarchy that lists the cgroup's processes.
 func (g *Group) procsDir() string {
 	for _, c := range []string{"pids", "freezer", "memory", "cpu"} {

@@ -26,6 +26,12 @@ type Config struct {
 	Join   map[string]string
 	New    []string
 	SyncFD int // fd in the new process where the forked child's pid (or an error) is written
+	// CgroupTasks are cgroup v1 "tasks" files the process writes "0" into
+	// while it is one thread, after the namespaces are joined and before
+	// it forks into a PID namespace: it moves itself into the cgroup (see
+	// cgroupfs.Group.TaskFiles). Missing files are skipped; at least one
+	// must exist.
+	CgroupTasks []string
 }
 
 // Forks reports whether the process forks once more before Go starts (to
@@ -68,10 +74,19 @@ func (c Config) Env() ([]string, error) {
 			return nil, fmt.Errorf("%s namespace both joined and created", k)
 		}
 	}
-	return []string{
+	env := []string{
 		"_BERTH_NSENTER=1",
 		"_BERTH_SYNC_FD=" + strconv.Itoa(c.SyncFD),
 		"_BERTH_NS_JOIN=" + strings.Join(join, "\n"),
 		"_BERTH_NS_NEW=" + strings.Join(c.New, ","),
-	}, nil
+	}
+	if len(c.CgroupTasks) > 0 {
+		for _, p := range c.CgroupTasks {
+			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\n\x00") {
+				return nil, fmt.Errorf("bad cgroup tasks path %q", p)
+			}
+		}
+		env = append(env, "_BERTH_CGROUP_TASKS="+strings.Join(c.CgroupTasks, "\n"))
+	}
+	return env, nil
 }

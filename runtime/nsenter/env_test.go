@@ -44,3 +44,19 @@ func TestEnvErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvCgroupTasks(t *testing.T) {
+	c := Config{New: []string{Mount}, SyncFD: 3, CgroupTasks: []string{"/sys/fs/cgroup/pids/a/tasks", "/sys/fs/cgroup/cpu/a/tasks"}}
+	env, err := c.Env()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := env[len(env)-1], "_BERTH_CGROUP_TASKS=/sys/fs/cgroup/pids/a/tasks\n/sys/fs/cgroup/cpu/a/tasks"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	for _, bad := range []string{"relative/tasks", "/a\nb/tasks", "/a\x00/tasks"} {
+		if _, err := (Config{CgroupTasks: []string{bad}}).Env(); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

@@ -61,6 +61,63 @@ static int kind_flag(const char *name, size_t len)
 	return 0;
 }
 
+#define MAX_CGROUP 32
+
+static int cgroup_fds[MAX_CGROUP], ncgroup = -1;
+
+// open_cgroup_tasks opens the cgroup v1 "tasks" files that
+// _BERTH_CGROUP_TASKS lists (one path a line), before any setns, so that
+// the paths are resolved in the caller's mount namespace. A missing file is
+// a hierarchy without this cgroup; one at least must exist.
+static void open_cgroup_tasks(void)
+{
+	const char *tasks = getenv("_BERTH_CGROUP_TASKS");
+
+	if (!tasks)
+		return;
+	ncgroup = 0;
+	while (*tasks) {
+		const char *end = strchr(tasks, '\n');
+		char path[4096];
+		size_t plen;
+		int fd;
+
+		if (!end)
+			end = tasks + strlen(tasks);
+		plen = end - tasks;
+		if (plen >= sizeof(path) || ncgroup >= MAX_CGROUP)
+			fail("_BERTH_CGROUP_TASKS too long");
+		memcpy(path, tasks, plen);
+		path[plen] = '\0';
+		tasks = *end ? end + 1 : end;
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0)
+			fail("open %s", path);
+		cgroup_fds[ncgroup++] = fd;
+	}
+	if (ncgroup == 0) {
+		errno = ENOENT;
+		fail("join cgroup: no hierarchy has it");
+	}
+	unsetenv("_BERTH_CGROUP_TASKS");
+}
+
+// join_cgroup moves this process, still one thread, into the cgroup:
+// writing "0" to "tasks" moves the calling thread without the kernel's
+// global threadgroup lock, which a write of a pid to cgroup.procs by the
+// creator takes, waiting for an RCU grace period (milliseconds, on every
+// container start and exec).
+static void join_cgroup(void)
+{
+	for (int i = 0; i < ncgroup; i++) {
+		if (write(cgroup_fds[i], "0", 1) != 1)
+			fail("join cgroup");
+		close(cgroup_fds[i]);
+	}
+}
+
 void berth_nsenter(void)
 {
 	const char *enabled = getenv("_BERTH_NSENTER");
@@ -101,6 +158,8 @@ void berth_nsenter(void)
 		join = *end ? end + 1 : end;
 	}
 
+	open_cgroup_tasks();
+
 	// _BERTH_NS_NEW: comma-separated kinds to create.
 	create = getenv("_BERTH_NS_NEW");
 	while (create && *create) {
@@ -133,6 +192,12 @@ void berth_nsenter(void)
 	unsetenv("_BERTH_NSENTER");
 	unsetenv("_BERTH_NS_JOIN");
 	unsetenv("_BERTH_NS_NEW");
+
+	// After the namespaces (a new cgroup namespace stays rooted where the
+	// creator is, as when the creator moved us), before the fork into the
+	// PID namespace: the child is born in the cgroup, and a failure is
+	// reported before any pid.
+	join_cgroup();
 
 	if (pid_ns) {
 		// Only children enter a PID namespace. CLONE_PARENT makes the child

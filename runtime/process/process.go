@@ -259,6 +259,11 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		}
 	}()
 	o.ns.SyncFD = 3
+	if c.cg != nil {
+		// On cgroup v1 the init moves itself, before Go starts: far
+		// cheaper than AddProc (see cgroupfs.Group.TaskFiles).
+		o.ns.CgroupTasks = c.cg.TaskFiles()
+	}
 	env, err := o.ns.Env()
 	if err != nil {
 		return err
@@ -333,6 +338,10 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		if _, err := c.sync.Write(o.first); err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
+			// An init that failed before reading (nsenter) said why.
+			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
+				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			}
 			return fmt.Errorf("send to init: %w", err)
 		}
 	}
@@ -358,7 +367,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	} else {
 		c.pid, c.proc = cmd.Process.Pid, cmd.Process
 	}
-	if c.cg != nil {
+	if c.cg != nil && len(o.ns.CgroupTasks) == 0 {
 		if err := c.cg.AddProc(c.pid); err != nil {
 			// An init that failed early (no such command, bad mount) may be
 			// gone before it was placed: its report says why.
