@@ -65,7 +65,9 @@ func TestCritest(t *testing.T) {
 	dir := framework.NewDirs(t)
 	reg := framework.StartRegistry(t)
 	nw := newNetwork(t, dir)
-	d := framework.StartDaemon(t, dir, "--registry-config-dir", reg.HostsDir, "--cni-bin-dir", "/usr/lib/cni")
+	// BERTH_CRITEST_BERTHD_ARGS are more berthd flags (e.g. --cgroup-driver systemd).
+	d := framework.StartDaemon(t, dir, append([]string{"--registry-config-dir", reg.HostsDir, "--cni-bin-dir", "/usr/lib/cni"},
+		strings.Fields(os.Getenv("BERTH_CRITEST_BERTHD_ARGS"))...)...)
 	t.Cleanup(func() {
 		removeEverything(t, d.Endpoint, nw)
 		if err := os.WriteFile(filepath.Join(out, "berthd-"+mode+".log"), []byte(d.Logs()), 0o644); err != nil {
