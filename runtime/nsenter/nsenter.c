@@ -203,13 +203,24 @@ void berth_nsenter(void)
 		// Only children enter a PID namespace. CLONE_PARENT makes the child
 		// a child of our caller, which reaps and signals it directly; this
 		// process only reports the child's pid and leaves.
+		// The child waits at a gate until the pid is reported: both write
+		// to the same sync socket, and the creator needs "pid" before the
+		// child's "ready" (or its error).
+		int gate[2];
+		if (pipe2(gate, O_CLOEXEC) < 0)
+			fail("gate pipe");
 		pid_t pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
 		if (pid < 0)
 			fail("clone into the PID namespace");
 		if (pid > 0) {
 			if (sync_fd >= 0)
 				dprintf(sync_fd, "pid %d\n", pid);
-			_exit(0);
+			_exit(0); // closes the gate's write end: the child goes on
 		}
+		close(gate[1]);
+		char c;
+		while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+			;
+		close(gate[0]);
 	}
 }
