@@ -19,9 +19,8 @@ import (
 // the pod's shim in a leaf so that the containers' cgroups get controllers,
 // each limit in its v2 file (the kubelet's CPU weight), the unified map,
 // an update, the container's own cgroup namespace, device rules through
-// eBPF, stats, and nothing left after the pod goes. (The OOM kill is
-// TestContainerExitCodes', the stop of the whole cgroup
-// TestContainerStopKillsEverything's.)
+// eBPF, stats, a stop that kills the whole cgroup, OOMKilled, and nothing
+// left after the pod goes. One berthd for all: the VM is slow.
 func TestCgroupV2Resources(t *testing.T) {
 	if !cgroups.Unified() {
 		t.Skip("cgroup v2 only")
@@ -40,7 +39,7 @@ func TestCgroupV2Resources(t *testing.T) {
 	if hugetlb {
 		res.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}}
 	}
-	cfg := ctrConfig("limited", "sleep", "1000")
+	cfg := ctrConfig("limited", "sh", "-c", "sleep 1000 & sleep 1000 & wait")
 	cfg.Linux.Resources = res
 	id := e.run(t, podID, podCfg, cfg)
 	_, ci := e.status(t, id)
@@ -105,13 +104,20 @@ func TestCgroupV2Resources(t *testing.T) {
 		t.Errorf("inside: exit %d stdout %q stderr %q; want 0::/, the limit, /dev/mem refused and /dev/zero read", x.ExitCode, x.Stdout, x.Stderr)
 	}
 
-	// An update lands in the same files.
-	if _, err := e.d.Runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{
-		MemoryLimitInBytes: 96 << 20, CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000,
-	}}); err != nil {
+	// An update lands in the same files; the io weight (the CRI has it in
+	// the unified map only) where the kernel weighs I/O.
+	up := &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20, CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000}
+	want = map[string]string{"memory.max": strconv.Itoa(96 << 20), "cpu.weight": "39", "cpu.max": "50000 100000"}
+	if _, err := os.Stat(filepath.Join(dir, "io.weight")); err == nil {
+		up.Unified = map[string]string{"io.weight": "default 200"}
+		want["io.weight"] = "default 200"
+	} else {
+		t.Log("no io.weight on this kernel: io weight not checked")
+	}
+	if _, err := e.d.Runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: up}); err != nil {
 		t.Fatalf("update: %v", err)
 	}
-	for f, v := range map[string]string{"memory.max": strconv.Itoa(96 << 20), "cpu.weight": "39", "cpu.max": "50000 100000"} {
+	for f, v := range want {
 		if got := read(f); got != v {
 			t.Errorf("after update %s = %q, want %q", f, got, v)
 		}
@@ -137,6 +143,30 @@ func TestCgroupV2Resources(t *testing.T) {
 			t.Fatalf("stats: container %v pod %v", s.Stats, ps.Stats.GetLinux())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Stop kills every process of the cgroup (the init ignores SIGTERM as
+	// PID 1 of its namespace; its children would not get it anyway).
+	pids := strings.Fields(read("cgroup.procs"))
+	if len(pids) < 3 {
+		t.Errorf("processes of the container: %v, want sh and two sleeps", pids)
+	}
+	if _, err := e.d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, p := range pids {
+		if b, err := os.ReadFile("/proc/" + p + "/cgroup"); err == nil && strings.Contains(string(b), cg) {
+			t.Errorf("process %s of the container outlived its stop", p)
+		}
+	}
+
+	// A container over its memory limit: OOMKilled, from memory.events
+	// read before its cgroup goes.
+	oomCfg := ctrConfig("oom", "sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done")
+	oomCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
+	oom := e.run(t, podID, podCfg, oomCfg)
+	if st := e.waitState(t, oom, runtimeapi.ContainerState_CONTAINER_EXITED, 120*time.Second); st.Reason != "OOMKilled" || st.ExitCode != 137 {
+		t.Errorf("oom container: exit %d reason %q, want 137 OOMKilled", st.ExitCode, st.Reason)
 	}
 
 	removePod(t, e.d, podID)
