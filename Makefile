@@ -38,9 +38,9 @@ test-vm: build test-images
 # the cgroup packages' tests and the integration tests matching
 # TEST_VM_CI_RUN, in both variants. Add the tests that must pass on cgroup v2
 # and under systemd to it. The v2 ones: limits, cgroup namespace, devices,
-# update, stats and removal (CgroupV2Resources), OOMKilled through the CRI
-# (ContainerExitCodes), the shim and the runtime, stop kills the cgroup.
-TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver|CgroupV2Resources|ContainerExitCodes|ContainerStopKillsEverything|ShimContainerOOM|RuntimeOOMKill|RuntimeCgroupNamespace
+# update, stats, stop, OOMKilled and removal through the CRI with one berthd
+# (CgroupV2Resources), OOM kills in the shim and the runtime.
+TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver|CgroupV2Resources|ShimContainerOOM|RuntimeOOMKill|RuntimeCgroupNamespace
 test-vm-ci: build test-images
 	BERTH_VM_PKGS="./test/vm ./runtime/cgroups ./sandbox ./test/integration:$(TEST_VM_CI_RUN)" bash hack/vm/test.sh
 
