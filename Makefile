@@ -24,8 +24,16 @@ test: deps build lint unit integration critest-guard test-vm-ci
 unit:
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
 
-integration: build test-images
-	BERTH_BIN_DIR=$(BIN) go test $(GO_TEST_FLAGS) ./test/...
+integration: build test-images kubelet
+	BERTH_BIN_DIR=$(BIN) BERTH_KUBELET=$(KUBELET) go test $(GO_TEST_FLAGS) ./test/...
+
+# The upstream kubelet that test/integration/kubelet_test.go runs standalone
+# against berthd: module test/kubelet (k8s.io/kubernetes from the Go module
+# proxy) built into _output/kubelet, again only when that module changes.
+KUBELET := $(CURDIR)/_output/kubelet/kubelet
+.PHONY: kubelet
+kubelet:
+	bash hack/build-kubelet.sh
 
 # The tests again inside cgroup v2 VMs under QEMU (hack/vm): a small
 # initramfs guest and a Debian guest with systemd as PID 1, one boot each.

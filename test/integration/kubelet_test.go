@@ -1,0 +1,591 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/test/framework"
+	"github.com/berth-dev/berth/test/framework/testimages"
+)
+
+// kubeletSysctls are what the kubelet sets on start-up when
+// protectKernelDefaults is false (setupKernelTunables): the test restores
+// them.
+var kubeletSysctls = []string{
+	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+}
+
+// kubeletBinary is the upstream kubelet hack/build-kubelet.sh builds.
+// make sets BERTH_KUBELET (the build is then a make target and a missing
+// binary fails the test); without it the test builds it itself (cached) and
+// skips, loudly, only when that build fails.
+func kubeletBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("BERTH_KUBELET"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("BERTH_KUBELET=%s: %v (make kubelet builds it)", p, err)
+		}
+		return p
+	}
+	cmd := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-kubelet.sh"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("\n!!!!!!!!!!\n!!! SKIPPED: the kubelet could not be built (hack/build-kubelet.sh: %v), so berth was NOT tested with the real kubelet\n!!!!!!!!!!\n%s", err, out)
+	}
+	return filepath.Join(framework.RepoRoot(), "_output", "kubelet", "kubelet")
+}
+
+// testKubelet is a standalone kubelet (no API server) on a berthd, with its
+// root, static pod dir, logs and cgroup root all the test's own.
+type testKubelet struct {
+	dir       string // parent of everything below
+	root      string // --root-dir
+	manifests string // staticPodPath
+	cgroup    string // cgroupRoot, e.g. /berth-test-berth-t-123
+
+	cmd  *exec.Cmd
+	done chan error
+	log  *bytes.Buffer
+	mu   sync.Mutex
+}
+
+func (k *testKubelet) Write(p []byte) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.log.Write(p)
+}
+
+// Logs is the tail of what the kubelet wrote, for failure messages.
+func (k *testKubelet) Logs() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := k.log.String()
+	if len(s) > 20000 {
+		s = "...\n" + s[len(s)-20000:]
+	}
+	return s
+}
+
+// startKubelet starts the kubelet against d. Its cleanup (registered here,
+// so it runs before d stops) stops the kubelet, removes whatever pods it
+// left in berthd, unmounts its root dir, removes its cgroups and the
+// dirs it made outside the temp dir, and restores the sysctls it set.
+func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot string) *testKubelet {
+	t.Helper()
+	k := &testKubelet{
+		dir:       dir,
+		root:      filepath.Join(dir, "root"),
+		manifests: filepath.Join(dir, "manifests"),
+		cgroup:    cgroupRoot,
+		log:       &bytes.Buffer{},
+		done:      make(chan error, 1),
+	}
+	for _, p := range []string{k.root, k.manifests, filepath.Join(dir, "pod-logs"), filepath.Join(dir, "container-logs")} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	sysctls := map[string]string{}
+	for _, s := range kubeletSysctls {
+		b, err := os.ReadFile("/proc/sys/" + s)
+		if err != nil {
+			t.Fatalf("read sysctl %s: %v", s, err)
+		}
+		sysctls[s] = strings.TrimSpace(string(b))
+	}
+	// The device manager's socket dir is a constant of the kubelet, not
+	// under --root-dir: remove what of /var/lib/kubelet this run made.
+	var madeVarLib []string
+	for _, p := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet"} {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			madeVarLib = append(madeVarLib, p)
+		}
+	}
+	cgroupDirs := makeCgroupRoot(t, cgroupRoot)
+
+	t.Cleanup(func() {
+		k.stop(t)
+		removeAllPods(t, d)
+		for _, mp := range reverseSorted(mountsBelow(k.root)) {
+			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", mp, err)
+			}
+		}
+		// The kubelet also makes its kubepods tree in hierarchies the test
+		// did not create the root in (the v1 host's unified one).
+		made, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroupRoot)
+		for _, c := range append(cgroupDirs, made...) {
+			if err := removeCgroupTree(c); err != nil {
+				t.Errorf("remove kubelet cgroups: %v", err)
+			}
+		}
+		for _, s := range kubeletSysctls {
+			if err := os.WriteFile("/proc/sys/"+s, []byte(sysctls[s]), 0o644); err != nil {
+				t.Errorf("restore sysctl %s=%s: %v", s, sysctls[s], err)
+			}
+		}
+		for _, p := range madeVarLib {
+			if err := os.RemoveAll(p); err != nil {
+				t.Errorf("remove %s: %v", p, err)
+			}
+		}
+	})
+
+	healthz := freePort(t)
+	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: %[1]s
+fileCheckFrequency: 1s
+syncFrequency: 5s
+containerRuntimeEndpoint: %[2]s
+imageServiceEndpoint: %[2]s
+cgroupDriver: cgroupfs
+cgroupRoot: %[3]s
+cgroupsPerQOS: true
+failCgroupV1: false
+failSwapOn: false
+protectKernelDefaults: false
+enableServer: false
+address: 127.0.0.1
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %[4]d
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+podLogsDirectory: %[5]s
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%%"
+  nodefs.inodesFree: "1%%"
+  imagefs.available: "1%%"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+`, k.manifests, d.Endpoint, cgroupRoot, healthz, filepath.Join(dir, "pod-logs"))
+	configPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	k.cmd = exec.Command(bin, "--config", configPath, "--root-dir", k.root, "--v", "2")
+	k.cmd.Env = append(os.Environ(), "BERTH_KUBELET_CONTAINER_LOGS_DIR="+filepath.Join(dir, "container-logs"))
+	k.cmd.Stdout, k.cmd.Stderr = k, k
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := k.cmd.Start(); err != nil {
+		t.Fatalf("start kubelet: %v", err)
+	}
+	go func() { k.done <- k.cmd.Wait() }()
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz)
+	kubeletWait(t, k, "kubelet healthz", 2*time.Minute, func() (bool, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	return k
+}
+
+func (k *testKubelet) stop(t *testing.T) {
+	if k.cmd == nil {
+		return
+	}
+	_ = k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.done:
+	case <-time.After(30 * time.Second):
+		t.Errorf("kubelet did not stop on SIGTERM")
+		_ = k.cmd.Process.Kill()
+		<-k.done
+	}
+	k.cmd = nil
+}
+
+// kubeletWait polls cond until it holds or within passes; it fails the
+// test early when the kubelet exits.
+func kubeletWait(t *testing.T, k *testKubelet, what string, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		select {
+		case err := <-k.done:
+			k.done <- err
+			t.Fatalf("kubelet exited (%v) while waiting for %s (last: %s):\n%s", err, what, last, k.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s (last: %s)\nkubelet log:\n%s", what, within, last, k.Logs())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// makeCgroupRoot creates the kubelet's cgroupRoot in every cgroup v1
+// hierarchy (the kubelet insists it exists) and returns the dirs made.
+func makeCgroupRoot(t *testing.T, cgroupRoot string) []string {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		dir := filepath.Join("/sys/fs/cgroup", cgroupRoot)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// The kubelet's kubepods below it needs the controllers delegated.
+		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil {
+			for _, c := range strings.Fields(string(b)) {
+				_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0o644)
+			}
+		}
+		return []string{dir}
+	}
+	entries, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made []string
+	for _, e := range entries {
+		if !e.IsDir() || e.Type()&fs.ModeSymlink != 0 || e.Name() == "unified" {
+			continue
+		}
+		dir := filepath.Join("/sys/fs/cgroup", e.Name(), cgroupRoot)
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			t.Fatalf("create cgroup root: %v", err)
+		}
+		made = append(made, dir)
+		if e.Name() == "cpuset" {
+			// A new cpuset cgroup starts with no CPUs and no memory nodes.
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuset", f))
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, f), v, 0o644)
+				}
+				if err != nil {
+					t.Fatalf("cpuset of cgroup root: %v", err)
+				}
+			}
+		}
+	}
+	return made
+}
+
+// removeCgroupTree removes dir and every cgroup below it, deepest first.
+func removeCgroupTree(dir string) error {
+	var dirs []string
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	var errs []string
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := unix.Rmdir(dirs[i]); err != nil && err != unix.ENOENT {
+			errs = append(errs, fmt.Sprintf("%s: %v", dirs[i], err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("rmdir %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// cgroupsBelow lists the cgroups below the kubelet's cgroupRoot whose name
+// starts with one of prefixes (pod<uid> of the kubelet, berth-* of berth).
+func cgroupsBelow(cgroupRoot string, prefixes ...string) []string {
+	var out []string
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroupRoot)
+	for _, r := range roots {
+		_ = filepath.WalkDir(r, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || !e.IsDir() || p == r {
+				return nil
+			}
+			for _, pre := range prefixes {
+				if strings.HasPrefix(e.Name(), pre) {
+					out = append(out, p)
+				}
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+func reverseSorted(s []string) []string {
+	sort.Sort(sort.Reverse(sort.StringSlice(s)))
+	return s
+}
+
+// removeAllPods stops and removes every pod berthd has, so that a failed
+// test leaves nothing running behind the kubelet.
+func removeAllPods(t *testing.T, d *framework.Daemon) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Errorf("list pods for cleanup: %v", err)
+		return
+	}
+	for _, p := range pods.Items {
+		if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			t.Errorf("cleanup: stop pod %s: %v", p.Id, err)
+		}
+		if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			t.Errorf("cleanup: remove pod %s: %v", p.Id, err)
+		}
+	}
+}
+
+// staticPodManifest is a pod of two busybox containers sharing an emptyDir:
+// the writer leaves a file the reader sees, and an exec liveness probe of
+// the writer records every run in the shared dir.
+func staticPodManifest(name, namespace string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: %s
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: shared
+    emptyDir: {}
+  containers:
+  - name: writer
+    image: %s
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo written-by-writer > /shared/msg && exec sleep 3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /shared
+    livenessProbe:
+      exec:
+        command: ["sh", "-c", "test -f /shared/msg && echo probe >> /shared/probes"]
+      initialDelaySeconds: 1
+      periodSeconds: 1
+      failureThreshold: 2
+  - name: reader
+    image: %s
+    command: ["sh", "-c", "exec sleep 3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /shared
+`, name, namespace, testimages.BusyboxRef, testimages.BusyboxRef)
+}
+
+// TestKubeletStaticPod drives berthd with the real kubelet (standalone, no
+// API server) through a static pod's life: it runs, its containers share an
+// emptyDir, its liveness probe passes, a killed container is restarted, and
+// removing the manifest removes everything.
+func TestKubeletStaticPod(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bin := kubeletBinary(t)
+	begin := time.Now()
+
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	reg := framework.StartRegistry(t)
+	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
+		t.Fatal(err)
+	}
+	d := n.start(t)
+	k := startKubelet(t, bin, d, filepath.Join(dir, "kubelet"), n.cgroupParent)
+	t.Logf("kubelet healthy after %s", time.Since(begin).Round(time.Millisecond))
+
+	namespace := "kt-" + strings.TrimPrefix(filepath.Base(dir), "berth-t-")
+	manifest := filepath.Join(k.manifests, "shared.yaml")
+	if err := os.WriteFile(manifest, []byte(staticPodManifest("shared", namespace)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := framework.Context(t)
+	containers := func() []*runtimeapi.Container {
+		resp, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+		if err != nil {
+			t.Fatalf("ListContainers: %v", err)
+		}
+		return resp.Containers
+	}
+	// running is the running container of that name and every attempt seen.
+	running := func(name string) (*runtimeapi.Container, []uint32) {
+		var run *runtimeapi.Container
+		var attempts []uint32
+		for _, c := range containers() {
+			if c.Metadata.GetName() != name {
+				continue
+			}
+			attempts = append(attempts, c.Metadata.GetAttempt())
+			if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && (run == nil || c.Metadata.GetAttempt() > run.Metadata.GetAttempt()) {
+				run = c
+			}
+		}
+		return run, attempts
+	}
+	summary := func() string {
+		var s []string
+		for _, c := range containers() {
+			s = append(s, fmt.Sprintf("%s#%d %s", c.Metadata.GetName(), c.Metadata.GetAttempt(), c.State))
+		}
+		return strings.Join(s, ", ")
+	}
+
+	// 1. The pod runs: a ready sandbox of the static pod, both containers
+	// running.
+	var podID string
+	kubeletWait(t, k, "static pod running", 3*time.Minute, func() (bool, string) {
+		pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		podID = ""
+		for _, p := range pods.Items {
+			if p.Metadata.GetNamespace() == namespace && p.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+				podID = p.Id
+			}
+		}
+		w, _ := running("writer")
+		r, _ := running("reader")
+		return podID != "" && w != nil && r != nil, fmt.Sprintf("pod %q, containers: %s", podID, summary())
+	})
+	t.Logf("static pod running after %s", time.Since(begin).Round(time.Millisecond))
+	pod, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pod.Status.Metadata.GetName(); !strings.HasPrefix(got, "shared-") {
+		t.Errorf("sandbox name %q: want the static pod's name, shared-<node>", got)
+	}
+	if ip := pod.Status.GetNetwork().GetIp(); ip == "" {
+		t.Errorf("static pod has no IP from CNI: %v", pod.Status)
+	}
+
+	// 2. The reader sees what the writer wrote into the emptyDir.
+	reader, _ := running("reader")
+	kubeletWait(t, k, "reader sees the writer's file", time.Minute, func() (bool, string) {
+		out, err := d.Crictl(t, "exec", reader.Id, "cat", "/shared/msg")
+		return err == nil && strings.TrimSpace(out) == "written-by-writer", fmt.Sprintf("%v: %s", err, out)
+	})
+
+	// 3. The liveness probe runs (through ExecSync) and passes: its runs
+	// pile up in the shared dir and the writer is never restarted.
+	probeRuns := func() int {
+		out, err := d.Crictl(t, "exec", reader.Id, "cat", "/shared/probes")
+		if err != nil {
+			return 0
+		}
+		return strings.Count(out, "probe")
+	}
+	writer, _ := running("writer")
+	kubeletWait(t, k, "five liveness probe runs", time.Minute, func() (bool, string) {
+		n := probeRuns()
+		return n >= 5, fmt.Sprintf("%d runs", n)
+	})
+	if w, attempts := running("writer"); w == nil || w.Id != writer.Id || len(attempts) != 1 {
+		t.Errorf("writer restarted while its liveness probe passed: %s\n%s", summary(), k.Logs())
+	}
+
+	// 4. A killed container is restarted: a new container of the next
+	// attempt runs.
+	st, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: reader.Id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil || info.Pid <= 0 {
+		t.Fatalf("pid of the reader from its verbose status (%v): %v", err, st.Info)
+	}
+	if err := unix.Kill(info.Pid, unix.SIGKILL); err != nil {
+		t.Fatalf("kill reader pid %d: %v", info.Pid, err)
+	}
+	killed := time.Now()
+	kubeletWait(t, k, "killed reader restarted", 2*time.Minute, func() (bool, string) {
+		r, _ := running("reader")
+		return r != nil && r.Id != reader.Id && r.Metadata.GetAttempt() == reader.Metadata.GetAttempt()+1, summary()
+	})
+	t.Logf("reader restarted %s after the kill", time.Since(killed).Round(time.Millisecond))
+	if old, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: reader.Id}); err == nil {
+		if s := old.Status; s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.ExitCode != 137 {
+			t.Errorf("killed reader: state %s exit code %d, want EXITED 137", s.State, s.ExitCode)
+		}
+	} // the kubelet may already have removed the dead container
+	newReader, _ := running("reader")
+	if out, err := d.Crictl(t, "exec", newReader.Id, "cat", "/shared/msg"); err != nil || strings.TrimSpace(out) != "written-by-writer" {
+		t.Errorf("restarted reader does not see the emptyDir's file: %v: %s", err, out)
+	}
+
+	// 5. Removing the manifest removes the pod, and the kubelet's container
+	// GC (every minute) removes its containers and sandbox: nothing is left.
+	if err := os.Remove(manifest); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	kubeletWait(t, k, "pod and containers removed", 3*time.Minute, func() (bool, string) {
+		pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cs := containers()
+		return len(pods.Items) == 0 && len(cs) == 0, fmt.Sprintf("%d pods, containers: %s", len(pods.Items), summary())
+	})
+	t.Logf("pod removed %s after its manifest", time.Since(removed).Round(time.Millisecond))
+	kubeletWait(t, k, "nothing left of the pod", time.Minute, func() (bool, string) {
+		var left []string
+		for _, l := range n.leftovers(true) {
+			if !strings.HasPrefix(l, "mounts ") { // checked below
+				left = append(left, l)
+			}
+		}
+		for _, mp := range mountsBelow(dir) {
+			// berthd's netns pin dir, the kubelet's rshared bind mount of its root
+			if mp != filepath.Join(dir, "state", "ns") && mp != k.root {
+				left = append(left, "mount "+mp)
+			}
+		}
+		if cgs := cgroupsBelow(k.cgroup, "pod", "berth-"); len(cgs) > 0 {
+			left = append(left, fmt.Sprintf("cgroups %v", cgs))
+		}
+		if entries, _ := os.ReadDir(filepath.Join(k.root, "pods")); len(entries) > 0 {
+			left = append(left, fmt.Sprintf("%d pod dirs in the kubelet's root", len(entries)))
+		}
+		return len(left) == 0, strings.Join(left, "; ")
+	})
+	t.Logf("whole kubelet test: %s", time.Since(begin).Round(time.Millisecond))
+}
