@@ -111,9 +111,10 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 		sysctls[s] = strings.TrimSpace(string(b))
 	}
 	// The device manager's socket dir is a constant of the kubelet, not
-	// under --root-dir: remove what of /var/lib/kubelet this run made.
+	// under --root-dir: remove what of it (and, should podLogsDir or
+	// BERTH_KUBELET_CONTAINER_LOGS_DIR not take, of the log dirs) this run made.
 	var madeVarLib []string
-	for _, p := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet"} {
+	for _, p := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/log/pods", "/var/log/containers"} {
 		if _, err := os.Lstat(p); os.IsNotExist(err) {
 			madeVarLib = append(madeVarLib, p)
 		}
@@ -122,6 +123,15 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 
 	t.Cleanup(func() {
 		k.stop(t)
+		if testing.Verbose() {
+			// What the kubelet logged as errors is where berth and the
+			// kubelet disagree, even when the test passes.
+			for _, l := range strings.Split(k.Logs(), "\n") {
+				if strings.HasPrefix(l, "E") {
+					t.Logf("kubelet: %s", l)
+				}
+			}
+		}
 		removeAllPods(t, d)
 		for _, mp := range reverseSorted(mountsBelow(k.root)) {
 			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
@@ -174,7 +184,7 @@ authentication:
     enabled: false
 authorization:
   mode: AlwaysAllow
-podLogsDirectory: %[5]s
+podLogsDir: %[5]s
 evictionHard:
   memory.available: "1Mi"
   nodefs.available: "1%%"
@@ -484,6 +494,9 @@ func TestKubeletStaticPod(t *testing.T) {
 		return podID != "" && w != nil && r != nil, fmt.Sprintf("pod %q, containers: %s", podID, summary())
 	})
 	t.Logf("static pod running after %s", time.Since(begin).Round(time.Millisecond))
+	if logs, _ := filepath.Glob(filepath.Join(k.dir, "pod-logs", namespace+"_shared-*", "writer", "0.log")); len(logs) != 1 {
+		t.Errorf("writer's log is not in the kubelet's podLogsDir: %v", logs)
+	}
 	pod, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 	if err != nil {
 		t.Fatal(err)

@@ -17,8 +17,10 @@ import (
 )
 
 func main() {
-	// The kubelet links every container log into /var/log/containers, a
-	// fixed path no flag moves; a test kubelet keeps them in its temp dir.
+	// The kubelet creates /var/log/containers, a fixed path no flag moves,
+	// for links to every container log; a test kubelet makes it in its
+	// temp dir instead (the links themselves use another constant and then
+	// fail, logged, rather than land on the host).
 	if dir := os.Getenv("BERTH_KUBELET_CONTAINER_LOGS_DIR"); dir != "" {
 		kubelet.ContainerLogsDir = dir
 	}
