@@ -34,8 +34,9 @@ var kubeletSysctls = []string{
 
 // kubeletBinary is the upstream kubelet hack/build-kubelet.sh builds.
 // make sets BERTH_KUBELET (the build is then a make target and a missing
-// binary fails the test); without it the test builds it itself (cached) and
-// skips, loudly, only when that build fails.
+// binary fails the test). Without it the test takes the last one built, or
+// builds it itself (minutes when cold) and skips, loudly, only when that
+// build fails.
 func kubeletBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("BERTH_KUBELET"); p != "" {
@@ -44,11 +45,15 @@ func kubeletBinary(t *testing.T) string {
 		}
 		return p
 	}
+	bin := filepath.Join(framework.RepoRoot(), "_output", "kubelet", "kubelet")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
 	cmd := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-kubelet.sh"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Skipf("\n!!!!!!!!!!\n!!! SKIPPED: the kubelet could not be built (hack/build-kubelet.sh: %v), so berth was NOT tested with the real kubelet\n!!!!!!!!!!\n%s", err, out)
 	}
-	return filepath.Join(framework.RepoRoot(), "_output", "kubelet", "kubelet")
+	return bin
 }
 
 // testKubelet is a standalone kubelet (no API server) on a berthd, with its
