@@ -198,6 +198,11 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 `, k.manifests, d.Endpoint, cgroupRoot, healthz, filepath.Join(dir, "pod-logs"))
+	if os.Getenv("BERTH_KUBELET_EVENTED_PLEG") == "1" {
+		// The evented PLEG (alpha) follows GetContainerEvents in place of
+		// relisting every second.
+		config += "featureGates:\n  EventedPLEG: true\n"
+	}
 	configPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
