@@ -136,7 +136,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestLinuxResources(t *testing.T) {
-	r, err := linuxResources(&runtimeapi.LinuxContainerResources{CpuShares: 512, CpuQuota: 20000, CpuPeriod: 100000, MemoryLimitInBytes: 64 << 20, CpusetCpus: "0"})
+	r, err := spec.Resources(&runtimeapi.LinuxContainerResources{CpuShares: 512, CpuQuota: 20000, CpuPeriod: 100000, MemoryLimitInBytes: 64 << 20, CpusetCpus: "0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestLinuxResources(t *testing.T) {
 	if r.Devices != nil {
 		t.Errorf("an update carries device rules: %+v", r.Devices)
 	}
-	if _, err := linuxResources(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 10 << 20, MemorySwapLimitInBytes: 5 << 20}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := spec.Resources(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 10 << 20, MemorySwapLimitInBytes: 5 << 20}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("swap below memory: err = %v", err)
 	}
 }

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/cri/errdefs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/shim"
+	"github.com/berth-dev/berth/runtime/spec"
 )
 
 // running returns the record of a container that runs now.
@@ -75,7 +75,7 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtimeapi.
 	if r == nil {
 		return invalid("update resources: no linux resources")
 	}
-	lr, err := linuxResources(r)
+	lr, err := spec.Resources(r)
 	if err != nil {
 		return err
 	}
@@ -108,47 +108,6 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtimeapi.
 		return nil
 	})
 	return err
-}
-
-// linuxResources converts CRI resources into the cgroup limits of an
-// update. Device rules are left out: an update must not reset them.
-// (runtime/spec converts them at create; it keeps its converter private.)
-func linuxResources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, error) {
-	out := &specs.LinuxResources{}
-	cpu := &specs.LinuxCPU{Cpus: r.GetCpusetCpus(), Mems: r.GetCpusetMems()}
-	if v := r.GetCpuShares(); v > 0 {
-		u := uint64(v)
-		cpu.Shares = &u
-	}
-	if v := r.GetCpuQuota(); v != 0 {
-		cpu.Quota = &v
-	}
-	if v := r.GetCpuPeriod(); v > 0 {
-		u := uint64(v)
-		cpu.Period = &u
-	}
-	if *cpu != (specs.LinuxCPU{}) {
-		out.CPU = cpu
-	}
-	if v := r.GetMemoryLimitInBytes(); v > 0 {
-		out.Memory = &specs.LinuxMemory{Limit: &v}
-		if sw := r.GetMemorySwapLimitInBytes(); sw > 0 {
-			if sw < v {
-				return nil, invalid("memory+swap limit %d is below the memory limit %d", sw, v)
-			}
-			out.Memory.Swap = &sw
-		}
-	} else if r.GetMemorySwapLimitInBytes() > 0 {
-		return nil, invalid("a swap limit needs a memory limit")
-	}
-	for _, h := range r.GetHugepageLimits() {
-		if h.GetPageSize() == "" {
-			return nil, invalid("hugepage limit without a page size")
-		}
-		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
-	}
-	out.Unified = cloneMap(r.GetUnified())
-	return out, nil
 }
 
 // ReopenLog makes the shim reopen a running container's log file, after

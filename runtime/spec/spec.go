@@ -303,13 +303,30 @@ func namespaces(o *runtimeapi.NamespaceOption, pod Namespaces, cgroupNS bool) ([
 }
 
 func resources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, *int, error) {
-	out := &specs.LinuxResources{Devices: defaultDeviceRules()}
 	// The score is always set: unset, the container would inherit the
 	// shim's.
 	if r == nil {
 		zero := 0
-		return out, &zero, nil
+		return &specs.LinuxResources{Devices: defaultDeviceRules()}, &zero, nil
 	}
+	out, err := Resources(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	out.Devices = defaultDeviceRules()
+	v := r.GetOomScoreAdj()
+	if v < -1000 || v > 1000 {
+		return nil, nil, invalid("oom_score_adj %d is out of [-1000, 1000]", v)
+	}
+	oom := int(v)
+	return out, &oom, nil
+}
+
+// Resources converts CRI resources into cgroup limits: at create (where
+// the device rules are added) and for UpdateContainerResources (where they
+// must be left alone).
+func Resources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, error) {
+	out := &specs.LinuxResources{}
 	cpu := &specs.LinuxCPU{Cpus: r.GetCpusetCpus(), Mems: r.GetCpusetMems()}
 	if v := r.GetCpuShares(); v > 0 {
 		u := uint64(v)
@@ -329,26 +346,21 @@ func resources(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, *i
 		out.Memory = &specs.LinuxMemory{Limit: &v}
 		if sw := r.GetMemorySwapLimitInBytes(); sw > 0 {
 			if sw < v {
-				return nil, nil, invalid("memory+swap limit %d is below the memory limit %d", sw, v)
+				return nil, invalid("memory+swap limit %d is below the memory limit %d", sw, v)
 			}
 			out.Memory.Swap = &sw
 		}
 	} else if r.GetMemorySwapLimitInBytes() > 0 {
-		return nil, nil, invalid("a swap limit needs a memory limit")
+		return nil, invalid("a swap limit needs a memory limit")
 	}
 	for _, h := range r.GetHugepageLimits() {
 		if h.GetPageSize() == "" {
-			return nil, nil, invalid("hugepage limit without a page size")
+			return nil, invalid("hugepage limit without a page size")
 		}
 		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
 	}
 	out.Unified = copyMap(r.GetUnified())
-	v := r.GetOomScoreAdj()
-	if v < -1000 || v > 1000 {
-		return nil, nil, invalid("oom_score_adj %d is out of [-1000, 1000]", v)
-	}
-	oom := int(v)
-	return out, &oom, nil
+	return out, nil
 }
 
 // sortMounts orders mounts so that a parent is mounted before what is
