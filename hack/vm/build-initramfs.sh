@@ -75,7 +75,7 @@ progs=(
 	ip tc bridge ss
 	iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore
 	iptables-legacy iptables-nft ip6tables-legacy ip6tables-nft
-	ps pgrep pkill kill sysctl free top pidof ipcs
+	ps pgrep pkill kill sysctl free top pidof ipcs ipcmk ipcrm
 	grep egrep sed awk mawk find xargs tar gzip gunzip zcat xz which hostname stat
 	sync timeout env
 	busybox dpkg-query ldd
