@@ -137,18 +137,21 @@ func Exec(o ExecOpts) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every namespace of the container is joined, even one that looks like
+	// ours: /proc/self/ns shows the main thread's namespaces, and the
+	// process is forked from whichever thread runs this, so "same as mine"
+	// cannot be decided here (a shim whose main thread once set up a pause
+	// process in the pod's namespaces would leave an exec in the node's).
+	// Only the mount namespace is process-wide and can be compared.
 	nsc := nsenter.Config{Join: map[string]string{}}
 	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Cgroup, nsenter.Mount} {
-		p := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
-		same, err := sameNamespace(p, "/proc/self/ns/"+kind)
-		if err != nil {
-			return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
-		}
-		if !same {
-			nsc.Join[kind] = p
-		}
+		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
 	}
-	if _, ok := nsc.Join[nsenter.Mount]; !ok {
+	same, err := sameNamespace(nsc.Join[nsenter.Mount], "/proc/self/ns/"+nsenter.Mount)
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	}
+	if same {
 		return nil, fmt.Errorf("exec in container %d: it shares the caller's mount namespace", o.Pid)
 	}
 	c := &Container{exec: true}
