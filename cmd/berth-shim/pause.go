@@ -9,7 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func init() { roles["pause"] = pauseMain }
+func init() {
+	roles["pause"] = pauseMain
+	// Without cgo's constructor: hold blocks until it is killed.
+	roles["hold"] = func([]string) int { select {} }
+}
 
 // nobody is the identity the pause process runs as.
 const nobody = 65534

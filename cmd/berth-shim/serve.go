@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,14 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
+
+	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/nsenter"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -68,6 +70,7 @@ func serveMain(args []string) int {
 	netns := fs.String("pause-netns", "", "network namespace of the pause process")
 	ipcns := fs.String("pause-ipcns", "", "IPC namespace of the pause process")
 	utsns := fs.String("pause-utsns", "", "UTS namespace of the pause process")
+	userns := fs.String("pause-userns", "", "user namespace of the pause process")
 	sync := fs.Bool("sync", false, "fd 3: wait for a byte before starting; fd 4: report readiness")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -92,7 +95,11 @@ func serveMain(args []string) int {
 		ready = os.NewFile(4, "ready")
 	}
 	s := &server{podID: *id, stateDir: *stateDir, started: time.Now().UTC(), reaper: newReaper()}
-	err := s.setUp(*pause, *netns, *ipcns, *utsns)
+	var pauseNS *pauseNamespaces
+	if *pause {
+		pauseNS = &pauseNamespaces{user: *userns, net: *netns, ipc: *ipcns, uts: *utsns}
+	}
+	err := s.setUp(pauseNS)
 	if ready != nil {
 		msg := "ok"
 		if err != nil {
@@ -111,13 +118,13 @@ func serveMain(args []string) int {
 	return 0
 }
 
-func (s *server) setUp(pause bool, netns, ipcns, utsns string) error {
+func (s *server) setUp(pause *pauseNamespaces) error {
 	// Orphaned descendants (a container's daemonised children) are ours to reap.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("become subreaper: %w", err)
 	}
-	if pause {
-		pid, err := s.startPause(netns, ipcns, utsns)
+	if pause != nil {
+		pid, err := s.startPause(*pause)
 		if err != nil {
 			return fmt.Errorf("start pause: %w", err)
 		}
@@ -142,74 +149,74 @@ func (s *server) setUp(pause bool, netns, ipcns, utsns string) error {
 }
 
 // startPause runs "berth-shim pause" as PID 1 of a new PID namespace, in the
-// pod's network, IPC and UTS namespaces: they are joined on a locked thread
-// that is never unlocked, so it exits with the goroutine and no other code
-// runs in those namespaces.
-func (s *server) startPause(netns, ipcns, utsns string) (int, error) {
-	type res struct {
-		pid int
-		err error
+// pod's user, network, IPC and UTS namespaces. nsenter's constructor joins
+// them in the new process before anything else runs: no thread of the shim
+// ever changes namespaces (a Go thread that did could be one the runtime
+// later runs other code on, or the main thread itself).
+func (s *server) startPause(o pauseNamespaces) (int, error) {
+	nsc := nsenter.Config{Join: map[string]string{}, New: []string{nsenter.PID}, SyncFD: 4}
+	for kind, p := range map[string]string{nsenter.User: o.user, nsenter.Net: o.net, nsenter.IPC: o.ipc, nsenter.UTS: o.uts} {
+		if p != "" {
+			nsc.Join[kind] = p
+		}
 	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		pid, err := func() (int, error) {
-			for _, ns := range []struct {
-				path string
-				flag int
-			}{{netns, unix.CLONE_NEWNET}, {ipcns, unix.CLONE_NEWIPC}, {utsns, unix.CLONE_NEWUTS}} {
-				if ns.path == "" {
-					continue
-				}
-				f, err := os.Open(ns.path)
-				if err != nil {
-					return 0, err
-				}
-				err = unix.Setns(int(f.Fd()), ns.flag)
-				f.Close()
-				if err != nil {
-					return 0, fmt.Errorf("join %s: %w", ns.path, err)
-				}
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return 0, err
-			}
-			null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-			if err != nil {
-				return 0, err
-			}
-			defer null.Close()
-			// The pause process reports on fd 3 once it dropped its privileges.
-			r, w, err := os.Pipe()
-			if err != nil {
-				return 0, err
-			}
-			defer r.Close()
-			p, err := os.StartProcess(self, []string{"berth-shim", "pause"}, &os.ProcAttr{
-				Dir:   "/",
-				Env:   os.Environ(),
-				Files: []*os.File{null, null, null, w},
-				// In our process group: berthd kills the group when a launch fails.
-				Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID},
-			})
-			w.Close()
-			if err != nil {
-				return 0, err
-			}
-			msg, _ := io.ReadAll(r)
-			if string(msg) != "ok" {
-				_ = p.Kill()
-				return 0, fmt.Errorf("pause: %s", msg)
-			}
-			return p.Pid, nil
-		}()
-		ch <- res{pid, err}
-		// Returning without UnlockOSThread ends this thread.
-	}()
-	r := <-ch
-	return r.pid, r.err
+	nsEnv, err := nsc.Env()
+	if err != nil {
+		return 0, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer null.Close()
+	// fd 3: the pause process reports once it dropped its privileges;
+	// fd 4: nsenter reports the pid of the process it forked into the
+	// PID namespace (or why it failed).
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer readyR.Close()
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		readyW.Close()
+		return 0, err
+	}
+	defer syncR.Close()
+	p, err := os.StartProcess(self, []string{"berth-shim", "pause"}, &os.ProcAttr{
+		Dir:   "/",
+		Env:   append(os.Environ(), nsEnv...),
+		Files: []*os.File{null, null, null, readyW, syncW},
+		// In our process group: berthd kills the group when a launch fails.
+	})
+	readyW.Close()
+	syncW.Close()
+	if err != nil {
+		return 0, err
+	}
+	// nsenter's process leaves once it reported; the pause is our child
+	// (CLONE_PARENT).
+	<-s.reaper.watch(p.Pid)
+	// One line: the pause keeps its copy of the pipe until it closes it.
+	report, _ := bufio.NewReader(syncR).ReadString('\n')
+	var pid int
+	if _, err := fmt.Sscanf(report, "pid %d", &pid); err != nil {
+		return 0, fmt.Errorf("pause: %s", strings.TrimSpace(report))
+	}
+	msg, _ := io.ReadAll(readyR)
+	if string(msg) != "ok" {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		return 0, fmt.Errorf("pause: %s", msg)
+	}
+	return pid, nil
 }
+
+// pauseNamespaces are the pod's namespaces the pause process joins.
+type pauseNamespaces struct{ user, net, ipc, uts string }
 
 func (s *server) status() shim.Status {
 	s.mu.Lock()

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <grp.h>
 #include <unistd.h>
 
 #define MAX_JOIN 8
@@ -181,6 +182,13 @@ void berth_nsenter(void)
 				if (setns(fds[i], k->flag) < 0)
 					fail("join %s namespace", k->name);
 				close(fds[i]);
+				// Joining a user namespace keeps the node's root ids, which
+				// it does not map: files made from here on would fail
+				// (EOVERFLOW). Become its root, which keeps every
+				// capability in it.
+				if (k->flag == CLONE_NEWUSER &&
+				    (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+					fail("become root of the user namespace");
 				if (k->flag == CLONE_NEWPID)
 					pid_ns = 1;
 			}

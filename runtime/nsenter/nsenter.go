@@ -6,6 +6,9 @@ package nsenter
 /*
 #cgo CFLAGS: -Wall -Werror -std=gnu11
 void berth_nsenter(void);
-static void __attribute__((constructor)) berth_nsenter_init(void) { berth_nsenter(); }
+// Priority 101 (the first one not reserved): before every other
+// constructor of the binary, so that the pause role's (cmd/berth-shim) runs
+// in the namespaces.
+static void __attribute__((constructor(101))) berth_nsenter_init(void) { berth_nsenter(); }
 */
 import "C"

@@ -38,7 +38,7 @@ type LaunchOptions struct {
 
 // PauseOptions are the namespaces the pause process joins.
 type PauseOptions struct {
-	NetNS, IPCNS, UTSNS string
+	UserNS, NetNS, IPCNS, UTSNS string
 }
 
 // DefaultEnv keeps the shim's heap small: it is one process per pod.
@@ -60,6 +60,9 @@ func Launch(ctx context.Context, o LaunchOptions) (*Launched, error) {
 	args := []string{"serve", "--sync", "--id", o.PodID, "--state-dir", o.StateDir}
 	if p := o.Pause; p != nil {
 		args = append(args, "--pause", "--pause-netns", p.NetNS, "--pause-ipcns", p.IPCNS, "--pause-utsns", p.UTSNS)
+		if p.UserNS != "" {
+			args = append(args, "--pause-userns", p.UserNS)
+		}
 	}
 	cmd := exec.Command(o.Binary, args...)
 	cmd.Env = append(append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, DefaultEnv...), o.Env...)
