@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/userns"
 )
 
 // nsSpec is what createNamespaces makes.
@@ -17,66 +19,40 @@ type nsSpec struct {
 	net, ipc, uts bool
 	hostname      string
 	sysctls       map[string]string
+	// userns: a user namespace of the pod's own, owning the others, made
+	// by holdBinary's hold role.
+	userns     *userns.Mapping
+	holdBinary string
 }
 
-// createNamespaces makes the pod's new namespaces on a locked OS thread that
-// is never unlocked (Go ends the thread with the goroutine, so no other code
-// ever runs in them), sets the hostname and sysctls inside them, and pins
-// them by bind mounts of /proc/thread-self/ns/* onto files of pinDir.
+func (s nsSpec) kinds() (flags uintptr, kinds []string) {
+	for _, k := range []struct {
+		want bool
+		flag uintptr
+		kind string
+	}{{s.net, unix.CLONE_NEWNET, "net"}, {s.ipc, unix.CLONE_NEWIPC, "ipc"}, {s.uts, unix.CLONE_NEWUTS, "uts"}} {
+		if k.want {
+			flags |= k.flag
+			kinds = append(kinds, k.kind)
+		}
+	}
+	return flags, kinds
+}
+
+// createNamespaces makes the pod's new namespaces, sets the hostname and
+// sysctls inside them, and pins them by bind mounts onto files of pinDir.
 // It returns the pins; on error none remain.
-func createNamespaces(pinDir string, spec nsSpec) (map[string]string, error) {
-	type res struct {
-		pins map[string]string
-		err  error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		pins, err := createOnThread(pinDir, spec)
-		ch <- res{pins, err}
-		// No UnlockOSThread: the thread carries the new namespaces and dies.
-	}()
-	r := <-ch
-	return r.pins, r.err
-}
-
-func createOnThread(pinDir string, spec nsSpec) (pins map[string]string, err error) {
-	var flags int
-	var kinds []string
-	if spec.net {
-		flags |= unix.CLONE_NEWNET
-		kinds = append(kinds, "net")
-	}
-	if spec.ipc {
-		flags |= unix.CLONE_NEWIPC
-		kinds = append(kinds, "ipc")
-	}
-	if spec.uts {
-		flags |= unix.CLONE_NEWUTS
-		kinds = append(kinds, "uts")
-	}
-	if flags == 0 {
+//
+// Without a user namespace they are made on a locked OS thread that is
+// never unlocked (Go ends the thread with the goroutine, so no other code
+// ever runs in them). A user namespace needs a one-thread process (see
+// package userns): a hold process makes them all, owned by the user
+// namespace (its root can then mount /sys and /proc and set the pod's
+// sysctls), and is gone once they are pinned.
+func createNamespaces(pinDir string, spec nsSpec) (pins map[string]string, err error) {
+	flags, kinds := spec.kinds()
+	if flags == 0 && spec.userns == nil {
 		return nil, nil
-	}
-	if err := unix.Unshare(flags); err != nil {
-		return nil, fmt.Errorf("unshare namespaces: %w", err)
-	}
-	if spec.net {
-		if err := loopbackUp(); err != nil {
-			return nil, fmt.Errorf("bring up lo: %w", err)
-		}
-	}
-	if spec.uts && spec.hostname != "" {
-		if err := unix.Sethostname([]byte(spec.hostname)); err != nil {
-			return nil, fmt.Errorf("set hostname %q: %w", spec.hostname, err)
-		}
-	}
-	// /proc/sys shows the namespaces of the opening thread.
-	for name, val := range spec.sysctls {
-		p := filepath.Join("/proc/sys", sysctlPath(name))
-		if err := os.WriteFile(p, []byte(val), 0); err != nil {
-			return nil, fmt.Errorf("sysctl %s=%s: %w", name, val, err)
-		}
 	}
 	if err := os.MkdirAll(pinDir, 0o700); err != nil {
 		return nil, fmt.Errorf("make pin dir: %w", err)
@@ -87,14 +63,94 @@ func createOnThread(pinDir string, spec nsSpec) (pins map[string]string, err err
 			unpin(pins)
 		}
 	}()
-	for _, k := range kinds {
-		target := filepath.Join(pinDir, k)
-		if err := pin("/proc/thread-self/ns/"+k, target); err != nil {
+	if spec.userns != nil {
+		h, err := userns.Hold(spec.holdBinary, *spec.userns, flags)
+		if err != nil {
 			return pins, err
 		}
-		pins[k] = target
+		defer h.Release()
+		for _, k := range append([]string{"user"}, kinds...) {
+			target := filepath.Join(pinDir, k)
+			if err := pin(h.NSPath(k), target); err != nil {
+				return pins, err
+			}
+			pins[k] = target
+		}
 	}
-	return pins, nil
+	err = onNewThread(func() error {
+		if spec.userns != nil {
+			return configure(spec, pins)
+		}
+		if err := unix.Unshare(int(flags)); err != nil {
+			return fmt.Errorf("unshare namespaces: %w", err)
+		}
+		if err := configure(spec, nil); err != nil {
+			return err
+		}
+		for _, k := range kinds {
+			target := filepath.Join(pinDir, k)
+			if err := pin("/proc/thread-self/ns/"+k, target); err != nil {
+				return err
+			}
+			pins[k] = target
+		}
+		return nil
+	})
+	return pins, err
+}
+
+// onNewThread runs fn on a locked OS thread that ends with it, so the
+// namespaces fn moves the thread into are never seen by other code.
+func onNewThread(fn func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ch <- fn()
+		// No UnlockOSThread: the thread dies with the goroutine.
+	}()
+	return <-ch
+}
+
+// configure brings up lo, sets the hostname and the sysctls of the pod's
+// new namespaces: those of the calling thread, or, with pins, the pinned
+// ones, joined first.
+func configure(spec nsSpec, pins map[string]string) error {
+	for _, k := range []struct {
+		kind string
+		flag int
+	}{{"net", unix.CLONE_NEWNET}, {"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS}} {
+		p, ok := pins[k.kind]
+		if !ok {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = unix.Setns(int(f.Fd()), k.flag)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("join the pod's %s namespace: %w", k.kind, err)
+		}
+	}
+	if spec.net {
+		if err := loopbackUp(); err != nil {
+			return fmt.Errorf("bring up lo: %w", err)
+		}
+	}
+	if spec.uts && spec.hostname != "" {
+		if err := unix.Sethostname([]byte(spec.hostname)); err != nil {
+			return fmt.Errorf("set hostname %q: %w", spec.hostname, err)
+		}
+	}
+	// /proc/sys shows the namespaces of the opening thread.
+	for name, val := range spec.sysctls {
+		p := filepath.Join("/proc/sys", sysctlPath(name))
+		if err := os.WriteFile(p, []byte(val), 0); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", name, val, err)
+		}
+	}
+	return nil
 }
 
 // pin bind-mounts a namespace file onto target (created empty).

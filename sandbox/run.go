@@ -123,6 +123,16 @@ func validate(cfg *Config) error {
 	if cfg.SharedPID && cfg.HostPID {
 		return fmt.Errorf("pod PID namespace: %w: both shared and host", errdefs.ErrInvalidArgument)
 	}
+	if cfg.UserNS != nil {
+		if err := cfg.UserNS.Validate(); err != nil {
+			return err
+		}
+		// Namespaces of the node are owned by the node's user namespace:
+		// a pod's root could not use them, and Kubernetes forbids it.
+		if cfg.HostNetwork || cfg.HostIPC || cfg.HostPID {
+			return fmt.Errorf("%w: a pod with its own user namespace cannot use the node's network, IPC or PID namespace", errdefs.ErrInvalidArgument)
+		}
+	}
 	return nil
 }
 
@@ -186,6 +196,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	pins, err := createNamespaces(pinDir, nsSpec{
 		net: !cfg.HostNetwork, ipc: !cfg.HostIPC, uts: !cfg.HostNetwork,
 		hostname: hostname, sysctls: cfg.Sysctls,
+		userns: cfg.UserNS, holdBinary: m.opts.ShimBinary,
 	})
 	if err != nil {
 		_ = os.RemoveAll(pinDir)
@@ -193,7 +204,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	}
 	undo = append(undo, func() { _ = unpin(pins); _ = os.RemoveAll(pinDir) })
 	mark("namespaces")
-	sb.NetNS, sb.IPCNS, sb.UTSNS = pins["net"], pins["ipc"], pins["uts"]
+	sb.UserNS, sb.NetNS, sb.IPCNS, sb.UTSNS = pins["user"], pins["net"], pins["ipc"], pins["uts"]
 
 	sb.ShmPath = "/dev/shm"
 	if !cfg.HostIPC {
@@ -226,7 +237,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 			Place:   r.place,
 		}
 		if cfg.SharedPID {
-			opts.Pause = &shim.PauseOptions{NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}
+			opts.Pause = &shim.PauseOptions{UserNS: sb.UserNS, NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}
 		}
 		r.l, r.err = shim.Launch(ctx, opts)
 	}()

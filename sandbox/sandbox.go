@@ -7,7 +7,7 @@
 // State layout, under berthd's state dir:
 //
 //	ns/                    a private bind mount of itself: pins never propagate
-//	ns/<pod-id>/net|ipc|uts|pid   bind mounts of the pod's namespaces (nsfs)
+//	ns/<pod-id>/user|net|ipc|uts|pid   bind mounts of the pod's namespaces (nsfs)
 //	pods/<pod-id>/
 //	    pod.json           id and cgroup, written first: repairs a crash mid-run
 //	    hostname hosts resolv.conf   for containers to bind
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/cni"
+	"github.com/berth-dev/berth/runtime/userns"
 )
 
 // Metadata names a pod; two live pods never share it.
@@ -66,9 +67,12 @@ type Config struct {
 	HostIPC        bool              `json:"hostIPC,omitempty"`
 	HostPID        bool              `json:"hostPID,omitempty"`
 	// SharedPID gives the pod one PID namespace with a pause process as PID 1.
-	SharedPID bool       `json:"sharedPID,omitempty"`
-	Resources *Resources `json:"resources,omitempty"`
-	Overhead  *Resources `json:"overhead,omitempty"`
+	SharedPID bool `json:"sharedPID,omitempty"`
+	// UserNS gives the pod a user namespace of its own with these maps;
+	// nil: the node's.
+	UserNS    *userns.Mapping `json:"userNS,omitempty"`
+	Resources *Resources      `json:"resources,omitempty"`
+	Overhead  *Resources      `json:"overhead,omitempty"`
 }
 
 // State of a pod as recorded.
@@ -89,10 +93,11 @@ type Sandbox struct {
 	// StateDir holds the pod's files and shim socket.
 	StateDir string `json:"stateDir"`
 	// Namespace paths: pins under <state>/ns/<id>, "" for the node's.
-	NetNS string `json:"netns,omitempty"`
-	IPCNS string `json:"ipcns,omitempty"`
-	UTSNS string `json:"utsns,omitempty"`
-	PIDNS string `json:"pidns,omitempty"`
+	UserNS string `json:"userns,omitempty"`
+	NetNS  string `json:"netns,omitempty"`
+	IPCNS  string `json:"ipcns,omitempty"`
+	UTSNS  string `json:"utsns,omitempty"`
+	PIDNS  string `json:"pidns,omitempty"`
 	// ShmPath is the pod's /dev/shm (a tmpfs, or the node's with hostIPC).
 	ShmPath string `json:"shmPath"`
 	// Network and IPs are the CNI attachment; IPs[0] is the primary.
