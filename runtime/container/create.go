@@ -241,12 +241,12 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := os.MkdirAll(rec.LayerDir, 0o700); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
-	if err := rootfs.Mount(rootPath, layers(rec, img.LayerDirs)); err != nil {
+	if err := rootfs.Mount(rootPath, withIDMap(layers(rec, img.LayerDirs), pod)); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
 	steps.mark("rootfs")
 
-	if cfg, err = m.imageVolumes(ctx, rec, cfg, &u); err != nil {
+	if cfg, err = m.imageVolumes(ctx, rec, pod, cfg, &u); err != nil {
 		return "", err
 	}
 	s, err := m.generate(rec, rootPath, pod, img, cfg, podCfg)
@@ -436,6 +436,15 @@ func layers(rec *Record, lower []string) rootfs.Layers {
 		Upper: filepath.Join(rec.LayerDir, "upper"),
 		Work:  filepath.Join(rec.LayerDir, "work"),
 	}
+}
+
+// withIDMap shows the layers through the pod's user namespace, if it has
+// one.
+func withIDMap(l rootfs.Layers, pod *Pod) rootfs.Layers {
+	if m := pod.Namespaces.UserMapping; m != nil {
+		l.IDMap = &rootfs.IDMap{UserNS: pod.Namespaces.User, UID: m.RootUID(), GID: m.RootGID()}
+	}
+	return l
 }
 
 // removeDirs removes a container's state dir, its rootfs unmounted first:

@@ -29,7 +29,7 @@ func volumeLease(id string, i int) string { return id + "/volume/" + strconv.Ito
 // imageVolumes mounts the images that cfg's mounts name and returns a copy
 // of cfg whose mounts bind them (read-only) instead; rec.Mounts learn the
 // image IDs. Each step is added to u.
-func (m *Manager) imageVolumes(ctx context.Context, rec *Record, cfg *runtimeapi.ContainerConfig, u *undo) (*runtimeapi.ContainerConfig, error) {
+func (m *Manager) imageVolumes(ctx context.Context, rec *Record, pod *Pod, cfg *runtimeapi.ContainerConfig, u *undo) (*runtimeapi.ContainerConfig, error) {
 	has := false
 	for _, mnt := range cfg.GetMounts() {
 		has = has || mnt.GetImage().GetImage() != ""
@@ -65,9 +65,11 @@ func (m *Manager) imageVolumes(ctx context.Context, rec *Record, cfg *runtimeapi
 			return nil, fmt.Errorf("image volume at %s: %w", mnt.GetContainerPath(), err)
 		}
 		// Undone by removeDirs, with the state dir.
-		err = rootfs.Mount(dir, rootfs.Layers{
+		// Id-mapped through its layers, like the rootfs: the bind of
+		// the overlay below cannot be.
+		err = rootfs.Mount(dir, withIDMap(rootfs.Layers{
 			Lower: img.LayerDirs, Upper: filepath.Join(scratch, "upper"), Work: filepath.Join(scratch, "work"),
-		})
+		}, pod))
 		if err != nil {
 			return nil, fmt.Errorf("image volume at %s: %w", mnt.GetContainerPath(), err)
 		}

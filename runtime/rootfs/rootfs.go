@@ -19,6 +19,9 @@ type Layers struct {
 	Lower []string // image layers, lowest (base) first
 	Upper string   // the container's writable layer
 	Work  string   // overlay's scratch dir, same filesystem as Upper
+	// IDMap, when set, shows the layers through a pod's user namespace
+	// (see idmap.go).
+	IDMap *IDMap
 }
 
 func (l Layers) check() error {
@@ -51,14 +54,24 @@ func Mount(target string, l Layers) error {
 			return fmt.Errorf("mount rootfs on %s: %w", target, err)
 		}
 	}
-	err := mountFsconfig(target, l)
-	if err != nil && fallbackOK(err) {
-		err = mountLegacy(target, l)
+	var err error
+	if l.IDMap != nil {
+		err = mountIDMapped(target, l)
+	} else {
+		err = mountOverlay(target, l)
 	}
 	if err != nil {
 		return fmt.Errorf("mount rootfs on %s: %w", target, err)
 	}
 	return nil
+}
+
+func mountOverlay(target string, l Layers) error {
+	err := mountFsconfig(target, l)
+	if err != nil && fallbackOK(err) {
+		err = mountLegacy(target, l)
+	}
+	return err
 }
 
 // fallbackOK says whether the new mount API failed for want of kernel
