@@ -110,6 +110,10 @@ func createDevice(root *root, dirs map[string]int, d specs.LinuxDevice) error {
 	if errors.Is(err, unix.EEXIST) {
 		return nil
 	}
+	if errors.Is(err, unix.EPERM) && kind != unix.S_IFIFO {
+		// In a user namespace no device can be made: bind the node's.
+		return bindDevice(dirfd, name, d, kind)
+	}
 	if err != nil {
 		return err
 	}
@@ -125,4 +129,22 @@ func createDevice(root *root, dirs map[string]int, d specs.LinuxDevice) error {
 		gid = int(*d.GID)
 	}
 	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// bindDevice binds the node's device file at d.Path (still visible: the
+// init has not pivoted yet) onto an empty file, if it is the same device.
+func bindDevice(dirfd int, name string, d specs.LinuxDevice, kind uint32) error {
+	var st unix.Stat_t
+	if err := unix.Stat(d.Path, &st); err != nil {
+		return fmt.Errorf("device %s cannot be made in a user namespace, nor bound: %w", d.Path, err)
+	}
+	if st.Mode&unix.S_IFMT != kind || st.Rdev != unix.Mkdev(uint32(d.Major), uint32(d.Minor)) {
+		return fmt.Errorf("device %s cannot be made in a user namespace, and the node's is another device", d.Path)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Mount(d.Path, fdPath(fd), "", unix.MS_BIND, "")
 }

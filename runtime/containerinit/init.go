@@ -73,8 +73,20 @@ func Main(args []string) int {
 	return 0
 }
 
+// SpecOnSyncEnv, set to 1, has the init of a create read its spec from the
+// sync socket (one line, as for an exec) instead of the bundle's
+// config.json.
+const SpecOnSyncEnv = "_BERTH_SPEC_ON_SYNC"
+
 func runCreate(bundle string, sync *os.File) error {
-	spec, err := loadSpec(bundle)
+	r := bufio.NewReader(sync)
+	var spec *specs.Spec
+	var err error
+	if os.Getenv(SpecOnSyncEnv) == "1" {
+		spec, err = readSpecLine(r)
+	} else {
+		spec, err = loadSpec(bundle)
+	}
 	if err != nil {
 		return err
 	}
@@ -97,7 +109,22 @@ func runCreate(bundle string, sync *os.File) error {
 	if err := protectRootfs(spec); err != nil {
 		return err
 	}
-	return finish(spec, bufio.NewReader(sync), sync)
+	return finish(spec, r, sync)
+}
+
+func readSpecLine(r *bufio.Reader) (*specs.Spec, error) {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	spec, err := parseSpec(line)
+	if err != nil {
+		return nil, fmt.Errorf("parse spec: %w", err)
+	}
+	if spec.Root == nil || spec.Linux == nil {
+		return nil, fmt.Errorf("spec has no root or linux section")
+	}
+	return spec, nil
 }
 
 func runExec(_ string, sync *os.File) error {

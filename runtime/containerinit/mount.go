@@ -122,9 +122,17 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 	}
 	defer root.close()
 
+	sources, err := mountFDs()
+	if err != nil {
+		return err
+	}
 	devMounted := false
-	for _, m := range spec.Mounts {
-		if err := mountEntry(root, m, spec); err != nil {
+	for i, m := range spec.Mounts {
+		fd, ok := sources[i]
+		if !ok {
+			fd = -1
+		}
+		if err := mountEntry(root, m, spec, fd); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)
 		}
 		if filepath.Clean(m.Destination) == "/dev" && m.Type != "bind" && !parseMountOptions(m.Options).bind {
@@ -198,7 +206,9 @@ func openDest(root *root, dest string, fileDest bool) (int, error) {
 	return root.mkdirAll(dest, 0o755)
 }
 
-func mountEntry(root *root, m specs.Mount, spec *specs.Spec) error {
+// mountEntry mounts m in the rootfs; a bind mount with sourceFD >= 0
+// attaches that copy of its source (MountSources) instead.
+func mountEntry(root *root, m specs.Mount, spec *specs.Spec, sourceFD int) error {
 	if !filepath.IsAbs(m.Destination) {
 		return fmt.Errorf("destination is not absolute")
 	}
@@ -212,19 +222,29 @@ func mountEntry(root *root, m specs.Mount, spec *specs.Spec) error {
 	}
 	fileDest := false
 	if o.bind {
-		st, err := os.Stat(m.Source)
+		var st unix.Stat_t
+		var err error
+		if sourceFD >= 0 {
+			err = unix.Fstat(sourceFD, &st)
+		} else {
+			err = unix.Stat(m.Source, &st)
+		}
 		if err != nil {
 			return err
 		}
-		fileDest = !st.IsDir()
+		fileDest = st.Mode&unix.S_IFMT != unix.S_IFDIR
 	}
 	dest, err := openDest(root, m.Destination, fileDest)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}
-	if o.bind {
+	switch {
+	case o.bind && sourceFD >= 0:
+		err = unix.MoveMount(sourceFD, "", dest, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+		unix.Close(sourceFD)
+	case o.bind:
 		err = unix.Mount(m.Source, fdPath(dest), "", o.flags&(unix.MS_BIND|unix.MS_REC), "")
-	} else {
+	default:
 		err = unix.Mount(m.Source, fdPath(dest), m.Type, o.flags, strings.Join(o.data, ","))
 	}
 	unix.Close(dest)

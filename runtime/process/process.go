@@ -88,8 +88,10 @@ func nsConfig(spec *specs.Spec) (nsenter.Config, error) {
 		if !ok {
 			return c, fmt.Errorf("unknown namespace type %q", ns.Type)
 		}
-		if ns.Type == specs.UserNamespace {
-			return c, errors.New("user namespaces are not supported yet")
+		if ns.Type == specs.UserNamespace && ns.Path == "" {
+			// Its maps would have to be written from outside while the
+			// new process waits; pods make theirs (package userns).
+			return c, errors.New("a container joins its pod's user namespace, it does not make one")
 		}
 		if ns.Type == specs.MountNamespace {
 			if ns.Path != "" {
@@ -144,8 +146,26 @@ func Exec(o ExecOpts) (*Container, error) {
 	// process in the pod's namespaces would leave an exec in the node's).
 	// Only the mount namespace is process-wide and can be compared.
 	nsc := nsenter.Config{Join: map[string]string{}}
-	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Cgroup, nsenter.Mount} {
+	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Mount} {
 		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
+	}
+	// The cgroup namespace, like the mount namespace, is never changed by
+	// a thread of ours: a container that shares it (cgroup v1) does not
+	// join it, which from a user namespace it could not (the node's).
+	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.Cgroup)
+	if same, err := sameNamespace(cgroupNS, "/proc/self/ns/"+nsenter.Cgroup); err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	} else if !same {
+		nsc.Join[nsenter.Cgroup] = cgroupNS
+	}
+	// No thread of a Go process can be in another user namespace (the
+	// kernel refuses to move a multi-threaded process), so this compare
+	// is sound; joining our own would fail.
+	userNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.User)
+	if same, err := sameNamespace(userNS, "/proc/self/ns/"+nsenter.User); err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	} else if !same {
+		nsc.Join[nsenter.User] = userNS
 	}
 	same, err := sameNamespace(nsc.Join[nsenter.Mount], "/proc/self/ns/"+nsenter.Mount)
 	if err != nil {
@@ -167,6 +187,22 @@ func Exec(o ExecOpts) (*Container, error) {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	}
 	return c, nil
+}
+
+// specForUserns is the spec sent to the init of a container that joins a
+// user namespace: as the namespace's root it cannot read config.json
+// (0600, the node's root's). Others read the file.
+func specForUserns(spec *specs.Spec) []byte {
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			data, err := json.Marshal(spec)
+			if err != nil {
+				return nil
+			}
+			return append(data, '\n')
+		}
+	}
+	return nil
 }
 
 func sameNamespace(a, b string) (bool, error) {
@@ -230,10 +266,20 @@ func Create(o CreateOpts) (*Container, error) {
 	if c.cg, err = openCgroup(spec); err != nil {
 		return nil, err
 	}
+	sources, index, err := containerinit.MountSources(spec)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	defer func() {
+		for _, f := range sources {
+			f.Close()
+		}
+	}()
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		seccomp: spec.Linux.Seccomp,
+		seccomp: spec.Linux.Seccomp, sources: sources, sourceIndex: index,
+		first: specForUserns(spec),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -247,10 +293,16 @@ type launchOpts struct {
 	ns                    nsenter.Config
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
-	// first is sent to the init before anything else (exec: its spec).
+	// first is sent to the init before anything else (exec: its spec; a
+	// create: its spec when it cannot read config.json, see
+	// containerinit.SpecOnSyncEnv).
 	first []byte
 	// seccomp is compiled here, once per profile, and handed to the init.
 	seccomp *specs.LinuxSeccomp
+	// sources are opened mount sources for the spec's mounts at
+	// sourceIndex (containerinit.MountSources).
+	sources     []*os.File
+	sourceIndex []int
 }
 
 // launch starts berth-shim init, learns its pid, puts it into c.cg and
@@ -273,6 +325,9 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	// The init is short-lived: a small runtime starts faster.
 	env = append(env, "GOMAXPROCS=1", "GOGC=off")
+	if o.first != nil && len(o.args) == 1 && o.args[0] != containerinit.ExecFlag {
+		env = append(env, containerinit.SpecOnSyncEnv+"=1")
+	}
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -303,6 +358,14 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		defer prog.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, prog)
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", containerinit.SeccompFDEnv, 2+len(cmd.ExtraFiles)))
+	}
+	if len(o.sources) > 0 {
+		var list []string
+		for i, f := range o.sources {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+			list = append(list, fmt.Sprintf("%d:%d", o.sourceIndex[i], 2+len(cmd.ExtraFiles)))
+		}
+		cmd.Env = append(cmd.Env, containerinit.MountFDsEnv+"="+strings.Join(list, ","))
 	}
 	// A nil *os.File in an interface is not nil for exec.Cmd.
 	if o.stdin != nil {
