@@ -29,9 +29,6 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
-	if uo := req.GetConfig().GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions(); uo != nil && uo.GetMode() != runtimeapi.NamespaceMode_NODE {
-		return nil, fmt.Errorf("user namespaces: %w", errdefs.ErrUnimplemented)
-	}
 	id, err := m.Create(ctx, req.GetPodSandboxId(), req.GetConfig(), req.GetSandboxConfig())
 	if err != nil {
 		return nil, err

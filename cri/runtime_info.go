@@ -37,10 +37,10 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		// The kubelet (and critest) enable these only when the runtime says
 		// so: rro mounts go through mount_setattr(2) in the container init,
 		// and runtime/spec honours SupplementalGroupsPolicy Strict. User
-		// namespaces are not implemented yet.
+		// namespaces need id-mapped mounts (probed at start).
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
 			Name:     "",
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.opts.UserNamespaces == nil},
 		}},
 		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}

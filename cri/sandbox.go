@@ -30,6 +30,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
+	if cfg.UserNS != nil && s.opts.UserNamespaces != nil {
+		return nil, fmt.Errorf("%w: user namespaces are not available on this node: %w", errdefs.ErrFailedPrecondition, s.opts.UserNamespaces)
+	}
 	id, err := m.Run(ctx, *cfg)
 	if err != nil {
 		return nil, err
@@ -53,8 +56,9 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 	}
 	linux := c.GetLinux()
 	nsOpts := linux.GetSecurityContext().GetNamespaceOptions()
-	if uo := nsOpts.GetUsernsOptions(); uo != nil && uo.GetMode() == runtimeapi.NamespaceMode_POD {
-		return nil, fmt.Errorf("user namespaces for pods: %w", errdefs.ErrUnimplemented)
+	userNS, err := usernsMapping(nsOpts.GetUsernsOptions())
+	if err != nil {
+		return nil, err
 	}
 	cfg := &sandbox.Config{
 		Metadata:       sandbox.Metadata{Name: md.GetName(), UID: md.GetUid(), Namespace: md.GetNamespace(), Attempt: md.GetAttempt()},
@@ -69,6 +73,7 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 		HostIPC:        nsOpts.GetIpc() == runtimeapi.NamespaceMode_NODE,
 		HostPID:        nsOpts.GetPid() == runtimeapi.NamespaceMode_NODE,
 		SharedPID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD,
+		UserNS:         userNS,
 		Resources:      resources(linux.GetResources()),
 		Overhead:       resources(linux.GetOverhead()),
 	}
@@ -174,9 +179,10 @@ func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxS
 		Annotations:    c.Annotations,
 		RuntimeHandler: c.RuntimeHandler,
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
-			Network: nsMode(c.HostNetwork, true),
-			Ipc:     nsMode(c.HostIPC, true),
-			Pid:     nsMode(c.HostPID, c.SharedPID),
+			Network:       nsMode(c.HostNetwork, true),
+			Ipc:           nsMode(c.HostIPC, true),
+			Pid:           nsMode(c.HostPID, c.SharedPID),
+			UsernsOptions: usernsOptions(c.UserNS),
 		}}},
 	}
 	if !c.HostNetwork && len(st.IPs) > 0 {
@@ -189,7 +195,7 @@ func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxS
 	if req.GetVerbose() {
 		info := map[string]any{
 			"pid": st.ShimPid, "pausePid": st.PausePid, "stateDir": st.StateDir, "cgroup": st.Cgroup,
-			"netns": st.NetNS, "ipcns": st.IPCNS, "utsns": st.UTSNS, "pidns": st.PIDNS, "shmPath": st.ShmPath,
+			"userns": st.UserNS, "netns": st.NetNS, "ipcns": st.IPCNS, "utsns": st.UTSNS, "pidns": st.PIDNS, "shmPath": st.ShmPath,
 			"network": st.Network, "networkAttached": st.NetworkAttached, "recordedState": st.State,
 			"notReadyReason": st.Reason, "config": c,
 		}

@@ -28,6 +28,9 @@ type Options struct {
 	// CgroupVersion is the node's cgroup version, "v1" or "v2", shown by
 	// Status(verbose) as cgroupVersion.
 	CgroupVersion string
+	// UserNamespaces is why pods cannot have user namespaces here (no
+	// id-mapped mounts where the containers' files live); nil: they can.
+	UserNamespaces error
 	// Images serves the ImageService (nil: its calls are Unimplemented).
 	Images *imageservice.Service
 	// Sandboxes runs pod sandboxes (cri/sandbox.go).

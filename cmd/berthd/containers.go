@@ -42,10 +42,13 @@ func (p podSource) Pod(id string) (*container.Pod, error) {
 		return nil, err
 	}
 	return &container.Pod{
-		ID:         st.ID,
-		Ready:      st.Ready,
-		StateDir:   st.StateDir,
-		Namespaces: spec.Namespaces{Net: st.NetNS, IPC: st.IPCNS, UTS: st.UTSNS, PID: st.PIDNS},
+		ID:       st.ID,
+		Ready:    st.Ready,
+		StateDir: st.StateDir,
+		Namespaces: spec.Namespaces{
+			Net: st.NetNS, IPC: st.IPCNS, UTS: st.UTSNS, PID: st.PIDNS,
+			User: st.UserNS, UserMapping: st.Config.UserNS,
+		},
 		Files: spec.PodFiles{
 			Hostname: st.HostnamePath(), Hosts: st.HostsPath(), ResolvConf: st.ResolvConfPath(), Shm: st.ShmPath,
 		},

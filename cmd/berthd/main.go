@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/stream"
+	"github.com/berth-dev/berth/runtime/userns"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -139,8 +140,9 @@ func serve(cfg Config) error {
 			_, err := cni.LoadNetwork(cfg.CNIConfDir)
 			return err
 		},
-		ConfigJSON:    cfg.JSON(),
-		CgroupVersion: nodeCgroupVersion(),
+		ConfigJSON:     cfg.JSON(),
+		CgroupVersion:  nodeCgroupVersion(),
+		UserNamespaces: probeUserNamespaces(cfg.Root, cfg.State),
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
@@ -167,6 +169,25 @@ func serve(cfg Config) error {
 		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
 	}
 	return nil
+}
+
+// probeUserNamespaces tells why pods cannot have user namespaces here, if
+// they cannot: the image layers and the containers' files live under root,
+// and the pod's root sees them through id-mapped mounts.
+func probeUserNamespaces(root, state string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	err = userns.Supported(filepath.Join(filepath.Dir(self), "berth-shim"), root)
+	if err == nil {
+		// The namespace's root mounts its container's rootfs by path.
+		err = userns.Searchable(filepath.Join(state, "containers"))
+	}
+	if err != nil {
+		klog.InfoS("Pods cannot have user namespaces", "reason", err)
+	}
+	return err
 }
 
 // newSandboxManager runs pods with the berth-shim next to berthd and the

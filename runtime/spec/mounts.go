@@ -67,6 +67,9 @@ func mounts(c *runtimeapi.ContainerConfig, sc *runtimeapi.LinuxContainerSecurity
 	rootProp := ""
 	for _, m := range c.GetMounts() {
 		sm, prop, err := criMount(m)
+		if err == nil {
+			err = idmapMount(&sm, m, in.Namespaces.UserMapping)
+		}
 		if err != nil {
 			return nil, "", err
 		}
@@ -122,9 +125,6 @@ func criMount(m *runtimeapi.Mount) (specs.Mount, string, error) {
 	dst = path.Clean(dst)
 	if m.GetImage() != nil {
 		return specs.Mount{}, "", fmt.Errorf("%w: image volume mounts", errdefs.ErrUnimplemented)
-	}
-	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-		return specs.Mount{}, "", fmt.Errorf("%w: id-mapped mounts", errdefs.ErrUnimplemented)
 	}
 	if m.GetHostPath() == "" {
 		return specs.Mount{}, "", invalid("mount at %s has no host path", dst)

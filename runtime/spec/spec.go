@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/runtime/userns"
 )
 
 // DefaultPath is the PATH of a container whose image sets none.
@@ -40,6 +41,10 @@ type Namespaces struct {
 	PID string
 	// TargetPID is the PID namespace of the container a TARGET mode names.
 	TargetPID string
+	// User is the pod's own user namespace ("" for the node's), with its
+	// maps in UserMapping.
+	User        string
+	UserMapping *userns.Mapping
 }
 
 // Input is everything a container's spec is made of.
@@ -132,6 +137,12 @@ func Generate(in Input) (*specs.Spec, error) {
 	}
 	if s.Linux.Namespaces, err = namespaces(sc.GetNamespaceOptions(), in.Namespaces, in.CgroupNamespace); err != nil {
 		return nil, err
+	}
+	if m := in.Namespaces.UserMapping; m != nil {
+		if sc.GetPrivileged() {
+			return nil, invalid("a privileged container cannot run in a pod's user namespace")
+		}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = ociIDMaps(m.UIDs), ociIDMaps(m.GIDs)
 	}
 	if sc.GetPrivileged() {
 		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
@@ -293,8 +304,12 @@ func namespaces(o *runtimeapi.NamespaceOption, pod Namespaces, cgroupNS bool) ([
 		}
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pod.TargetPID})
 	}
-	if o.GetUsernsOptions() != nil && o.GetUsernsOptions().GetMode() != runtimeapi.NamespaceMode_NODE {
-		return nil, fmt.Errorf("%w: user namespaces", errdefs.ErrUnimplemented)
+	if err := checkUserns(o.GetUsernsOptions(), pod.UserMapping); err != nil {
+		return nil, err
+	}
+	if pod.User != "" {
+		// First: nsenter joins it before the others (see runtime/nsenter).
+		ns = append([]specs.LinuxNamespace{{Type: specs.UserNamespace, Path: pod.User}}, ns...)
 	}
 	if cgroupNS {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})

@@ -529,8 +529,8 @@ func TestGenerateErrors(t *testing.T) {
 	}
 	in := basicInput()
 	in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "/x", HostPath: dir, UidMappings: []*runtimeapi.IDMapping{{}}}}
-	if _, err := Generate(in); !errors.Is(err, errdefs.ErrUnimplemented) {
-		t.Fatalf("id-mapped mount: %v", err)
+	if _, err := Generate(in); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("id-mapped mount without a pod user namespace: %v", err)
 	}
 }
 
