@@ -81,6 +81,11 @@ func NewDirs(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Searchable, as /run and /var/lib are: the root of a pod's user
+	// namespace must reach its container's rootfs below the state dir.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }

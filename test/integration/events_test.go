@@ -122,6 +122,8 @@ func TestContainerEvents(t *testing.T) {
 	// A container that ends by itself gets its stopped event too, with its
 	// exit code.
 	quitter := e.run(t, podID, podCfg, ctrConfig("quitter", "sh", "-c", "exit 3"))
+	// Ended before the pod stops (which would kill it: exit 137).
+	e.waitState(t, quitter, runtimeapi.ContainerState_CONTAINER_EXITED, 10*time.Second)
 	removePod(t, e.d, podID)
 
 	for name, l := range map[string]*eventLog{"first": a, "second": b} {
