@@ -24,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/cri/errdefs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/events"
+	"github.com/berth-dev/berth/runtime/inflight"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -62,12 +63,11 @@ type Manager struct {
 	mu    sync.Mutex
 	pods  map[string]*Sandbox
 	names map[string]string // Metadata.key → id
-	// inflight are RunPodSandbox calls still working; unclaimed are pods
-	// whose caller gave up before they were ready, kept for its retry.
-	inflight  map[string]*runOp
-	unclaimed map[string]string
-	podLocks  map[string]*sync.Mutex
-	hooks     Hooks
+	// runs are the RunPodSandbox calls still working, and the pods whose
+	// callers gave up before they were ready, kept for their retry.
+	runs     *inflight.Group
+	podLocks map[string]*sync.Mutex
+	hooks    Hooks
 }
 
 // New opens the pod records, makes the pin dir a private mount and repairs
@@ -79,15 +79,14 @@ func New(opts Options) (*Manager, error) {
 		opts.Cgroups = cgroupfsDriver{}
 	}
 	m := &Manager{
-		opts:      opts,
-		store:     store{opts.DB},
-		nsDir:     filepath.Join(opts.StateDir, "ns"),
-		podsDir:   filepath.Join(opts.StateDir, "pods"),
-		pods:      map[string]*Sandbox{},
-		names:     map[string]string{},
-		inflight:  map[string]*runOp{},
-		unclaimed: map[string]string{},
-		podLocks:  map[string]*sync.Mutex{},
+		opts:     opts,
+		store:    store{opts.DB},
+		nsDir:    filepath.Join(opts.StateDir, "ns"),
+		podsDir:  filepath.Join(opts.StateDir, "pods"),
+		pods:     map[string]*Sandbox{},
+		names:    map[string]string{},
+		podLocks: map[string]*sync.Mutex{},
+		runs:     inflight.New("RunPodSandbox", runTimeout),
 	}
 	if err := m.store.init(); err != nil {
 		return nil, fmt.Errorf("pod records: %w", err)

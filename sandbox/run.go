@@ -21,14 +21,6 @@ import (
 // deadline (the kubelet retries and gets the pod).
 const runTimeout = 4 * time.Minute
 
-// runOp is a RunPodSandbox still working.
-type runOp struct {
-	done    chan struct{}
-	id      string
-	err     error
-	waiters int
-}
-
 // Run creates and starts a pod and returns its id. The work is detached from
 // ctx: when ctx ends first the pod is still made, and a retry with the same
 // metadata (the kubelet's, after its deadline) gets it instead of
@@ -38,62 +30,23 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (string, error) {
 		return "", err
 	}
 	key := cfg.Metadata.key()
-	m.mu.Lock()
-	if o, ok := m.inflight[key]; ok {
-		o.waiters++
-		m.mu.Unlock()
-		return m.wait(ctx, key, o)
-	}
-	if id, ok := m.names[key]; ok {
-		if m.unclaimed[key] == id {
-			delete(m.unclaimed, key)
-			m.mu.Unlock()
-			return id, nil
-		}
-		m.mu.Unlock()
-		return "", fmt.Errorf("pod sandbox %s/%s (uid %s, attempt %d) exists as %s: %w",
-			cfg.Metadata.Namespace, cfg.Metadata.Name, cfg.Metadata.UID, cfg.Metadata.Attempt, id, errdefs.ErrAlreadyExists)
-	}
-	o := &runOp{done: make(chan struct{}), waiters: 1}
-	m.inflight[key] = o
-	m.mu.Unlock()
-
-	go func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runTimeout)
-		defer cancel()
-		id, err := m.run(rctx, cfg)
+	claimable := func(id string) bool {
 		m.mu.Lock()
-		o.id, o.err = id, err
-		delete(m.inflight, key)
-		if err == nil && o.waiters == 0 {
-			m.unclaimed[key] = id
-		}
+		defer m.mu.Unlock()
+		return m.names[key] == id
+	}
+	return m.runs.Do(ctx, key, claimable, func(ctx context.Context) (string, error) {
+		// Checked here, one Run of the key at a time, so that two runs of
+		// one pod cannot both pass.
+		m.mu.Lock()
+		id, ok := m.names[key]
 		m.mu.Unlock()
-		close(o.done)
-	}()
-	return m.wait(ctx, key, o)
-}
-
-func (m *Manager) wait(ctx context.Context, key string, o *runOp) (string, error) {
-	select {
-	case <-o.done:
-		return o.id, o.err
-	case <-ctx.Done():
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	o.waiters--
-	select {
-	case <-o.done:
-		// Finished as we gave up: keep it for the retry unless another
-		// waiter got it.
-		if o.err == nil && o.waiters == 0 {
-			m.unclaimed[key] = o.id
+		if ok {
+			return "", fmt.Errorf("pod sandbox %s/%s (uid %s, attempt %d) exists as %s: %w",
+				cfg.Metadata.Namespace, cfg.Metadata.Name, cfg.Metadata.UID, cfg.Metadata.Attempt, id, errdefs.ErrAlreadyExists)
 		}
-	default:
-	}
-	klog.InfoS("RunPodSandbox caller gave up; the pod is still being made for its retry", "key", key)
-	return "", ctx.Err()
+		return m.run(ctx, cfg)
+	})
 }
 
 func validate(cfg *Config) error {

@@ -124,11 +124,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if m.names[key] == sb.ID {
 		delete(m.names, key)
 	}
-	if m.unclaimed[key] == sb.ID {
-		delete(m.unclaimed, key)
-	}
 	delete(m.podLocks, sb.ID)
 	m.mu.Unlock()
+	m.runs.Forget(key, sb.ID)
 	m.publish(sb, events.Deleted)
 	klog.V(2).InfoS("Pod sandbox removed", "pod", sb.ID)
 	return nil

@@ -79,14 +79,6 @@ func (u undo) run() {
 // createTimeout bounds a create that goes on after its caller gave up.
 const createTimeout = 4 * time.Minute
 
-// createOp is a CreateContainer still working.
-type createOp struct {
-	done    chan struct{}
-	id      string
-	err     error
-	waiters int
-}
-
 // Create makes a container in a ready pod, stopped before its command
 // until Start. Any failure undoes every step: no record, mount, dir, lease
 // or process is left behind. The work is detached from ctx: when ctx ends
@@ -98,60 +90,13 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", err
 	}
 	key := nameKey(podID, cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt())
-	m.mu.Lock()
-	if o, ok := m.inflight[key]; ok {
-		o.waiters++
-		m.mu.Unlock()
-		return m.waitCreate(ctx, key, o)
+	stillThere := func(id string) bool {
+		_, err := m.store.Get(id)
+		return err == nil
 	}
-	if id, ok := m.unclaimed[key]; ok {
-		delete(m.unclaimed, key)
-		m.mu.Unlock()
-		if _, err := m.store.Get(id); err == nil {
-			return id, nil
-		}
-		m.mu.Lock()
-	}
-	o := &createOp{done: make(chan struct{}), waiters: 1}
-	m.inflight[key] = o
-	m.mu.Unlock()
-
-	go func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
-		defer cancel()
-		id, err := m.create(cctx, podID, cfg, podCfg)
-		m.mu.Lock()
-		o.id, o.err = id, err
-		delete(m.inflight, key)
-		if err == nil && o.waiters == 0 {
-			m.unclaimed[key] = id
-		}
-		m.mu.Unlock()
-		close(o.done)
-	}()
-	return m.waitCreate(ctx, key, o)
-}
-
-func (m *Manager) waitCreate(ctx context.Context, key string, o *createOp) (string, error) {
-	select {
-	case <-o.done:
-		return o.id, o.err
-	case <-ctx.Done():
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	o.waiters--
-	select {
-	case <-o.done:
-		// Finished as we gave up: keep it for the retry unless another
-		// waiter got it.
-		if o.err == nil && o.waiters == 0 {
-			m.unclaimed[key] = o.id
-		}
-	default:
-	}
-	klog.InfoS("CreateContainer caller gave up; the container is still being made for its retry", "key", key)
-	return "", ctx.Err()
+	return m.creates.Do(ctx, key, stillThere, func(ctx context.Context) (string, error) {
+		return m.create(ctx, podID, cfg, podCfg)
+	})
 }
 
 func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, podCfg *runtimeapi.PodSandboxConfig) (_ string, err error) {

@@ -379,6 +379,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	m.forget(id)
+	m.creates.Forget(nameKey(rec.PodID, rec.Name, rec.Attempt), id)
 	steps.mark("record")
 	klog.V(2).InfoS("Container removed", "container", id, "steps", steps)
 	return nil

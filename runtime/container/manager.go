@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/cri/errdefs"
 	"github.com/berth-dev/berth/runtime/events"
+	"github.com/berth-dev/berth/runtime/inflight"
 	"github.com/berth-dev/berth/runtime/spec"
 )
 
@@ -91,10 +92,9 @@ type Manager struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
-	// inflight are creates still working; unclaimed are containers whose
-	// creator gave up before they were made, kept for the retry.
-	inflight  map[string]*createOp
-	unclaimed map[string]string
+	// creates are the creates still working, and the containers whose
+	// creators gave up before they were made, kept for their retry.
+	creates *inflight.Group
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
 	// done stops the exit watcher (watch.go).
@@ -117,15 +117,14 @@ func New(opts Options) (*Manager, error) {
 	}
 	st.notify = publishTo(opts.Events)
 	m := &Manager{
-		opts:      opts,
-		store:     st,
-		layerDir:  filepath.Join(opts.Root, "containers"),
-		stateDir:  filepath.Join(opts.State, "containers"),
-		locks:     map[string]*sync.Mutex{},
-		inflight:  map[string]*createOp{},
-		unclaimed: map[string]string{},
-		cpu:       map[string]cpuSample{},
-		done:      make(chan struct{}),
+		opts:     opts,
+		store:    st,
+		layerDir: filepath.Join(opts.Root, "containers"),
+		stateDir: filepath.Join(opts.State, "containers"),
+		locks:    map[string]*sync.Mutex{},
+		creates:  inflight.New("CreateContainer", createTimeout),
+		cpu:      map[string]cpuSample{},
+		done:     make(chan struct{}),
 	}
 	for _, d := range []string{m.layerDir, m.stateDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
