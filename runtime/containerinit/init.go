@@ -112,12 +112,17 @@ func runCreate(bundle string, sync *os.File) error {
 	return finish(spec, r, sync)
 }
 
+// readSpecLine reads a spec sent on the sync socket (one line).
 func readSpecLine(r *bufio.Reader) (*specs.Spec, error) {
 	line, err := r.ReadBytes('\n')
 	if err != nil {
 		return nil, fmt.Errorf("read spec: %w", err)
 	}
-	spec, err := parseSpec(line)
+	return decodeSpec(line)
+}
+
+func decodeSpec(data []byte) (*specs.Spec, error) {
+	spec, err := parseSpec(data)
 	if err != nil {
 		return nil, fmt.Errorf("parse spec: %w", err)
 	}
@@ -129,15 +134,11 @@ func readSpecLine(r *bufio.Reader) (*specs.Spec, error) {
 
 func runExec(_ string, sync *os.File) error {
 	r := bufio.NewReader(sync)
-	line, err := r.ReadBytes('\n')
+	spec, err := readSpecLine(r)
 	if err != nil {
-		return fmt.Errorf("read exec spec: %w", err)
+		return fmt.Errorf("exec: %w", err)
 	}
-	spec, err := parseSpec(line)
-	if err != nil {
-		return fmt.Errorf("parse exec spec: %w", err)
-	}
-	if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Linux == nil {
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return fmt.Errorf("exec spec has no process args")
 	}
 	if _, err := unix.Setsid(); err != nil {
@@ -195,14 +196,7 @@ func loadSpec(bundle string) (*specs.Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read spec: %w", err)
 	}
-	spec, err := parseSpec(data)
-	if err != nil {
-		return nil, fmt.Errorf("parse spec: %w", err)
-	}
-	if spec.Root == nil || spec.Linux == nil {
-		return nil, fmt.Errorf("spec has no root or linux section")
-	}
-	return spec, nil
+	return decodeSpec(data)
 }
 
 // newNamespace reports whether the spec asks for a new namespace of kind t.
