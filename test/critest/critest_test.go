@@ -2,6 +2,7 @@ package critest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/berth-dev/berth/test/framework"
 )
 
@@ -26,7 +29,12 @@ import (
 // BERTH_CRITEST_BIN is the critest binary (default: critest on PATH, which
 // hack/install-deps.sh builds); BERTH_CRITEST_OUT (default _output/critest)
 // keeps critest's output, its JSON report, berthd's log and the summary;
-// BERTH_CRITEST_ARGS are more critest flags (space-separated).
+// BERTH_CRITEST_ARGS are more critest flags (space-separated);
+// BERTH_CRITEST_FOCUS a regexp of the specs to run (--ginkgo.focus, may hold
+// spaces). BERTH_CRITEST_CGROUP_DRIVER (cgroupfs or systemd) runs berthd
+// with that cgroup driver and fails unless RuntimeConfig reports it; with
+// systemd also unless critest's pods were systemd scopes and none a
+// cgroupfs dir (a run that silently used cgroupfs cannot pass).
 func TestCritest(t *testing.T) {
 	mode := os.Getenv("BERTH_CRITEST")
 	if mode != "full" && mode != "guard" {
@@ -54,6 +62,10 @@ func TestCritest(t *testing.T) {
 	out := os.Getenv("BERTH_CRITEST_OUT")
 	if out == "" {
 		out = filepath.Join(framework.RepoRoot(), "_output", "critest")
+		// the VMs share the checkout: keep their runs apart from the host's
+		if v := os.Getenv("BERTH_VM_VARIANT"); v != "" {
+			out = filepath.Join(out, "vm-"+v)
+		}
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
@@ -65,9 +77,17 @@ func TestCritest(t *testing.T) {
 	dir := framework.NewDirs(t)
 	reg := framework.StartRegistry(t)
 	nw := newNetwork(t, dir)
-	// BERTH_CRITEST_BERTHD_ARGS are more berthd flags (e.g. --cgroup-driver systemd).
-	d := framework.StartDaemon(t, dir, append([]string{"--registry-config-dir", reg.HostsDir, "--cni-bin-dir", "/usr/lib/cni"},
-		strings.Fields(os.Getenv("BERTH_CRITEST_BERTHD_ARGS"))...)...)
+	berthdArgs := []string{"--registry-config-dir", reg.HostsDir, "--cni-bin-dir", "/usr/lib/cni"}
+	driver := os.Getenv("BERTH_CRITEST_CGROUP_DRIVER")
+	switch driver {
+	case "":
+	case "cgroupfs", "systemd":
+		berthdArgs = append(berthdArgs, "--cgroup-driver", driver)
+	default:
+		t.Fatalf("BERTH_CRITEST_CGROUP_DRIVER=%q: want cgroupfs or systemd", driver)
+	}
+	// BERTH_CRITEST_BERTHD_ARGS are more berthd flags.
+	d := framework.StartDaemon(t, dir, append(berthdArgs, strings.Fields(os.Getenv("BERTH_CRITEST_BERTHD_ARGS"))...)...)
 	t.Cleanup(func() {
 		removeEverything(t, d.Endpoint, nw)
 		if err := os.WriteFile(filepath.Join(out, "berthd-"+mode+".log"), []byte(d.Logs()), 0o644); err != nil {
@@ -83,6 +103,12 @@ func TestCritest(t *testing.T) {
 		"--ginkgo.json-report=" + reportPath,
 	}
 	args = append(args, SkipArgs(skipped)...)
+	if f := os.Getenv("BERTH_CRITEST_FOCUS"); f != "" {
+		if _, err := regexp.Compile(f); err != nil {
+			t.Fatalf("BERTH_CRITEST_FOCUS: %v", err)
+		}
+		args = append(args, "--ginkgo.focus="+f)
+	}
 	// e.g. BERTH_CRITEST_ARGS=--ginkgo.focus=Streaming to iterate on a few specs.
 	args = append(args, strings.Fields(os.Getenv("BERTH_CRITEST_ARGS"))...)
 	logFile, err := os.Create(logPath)
@@ -99,9 +125,20 @@ func TestCritest(t *testing.T) {
 	cmd.Stderr = cmd.Stdout
 	// critest stops on its own at --ginkgo.timeout; this is the backstop.
 	cmd.WaitDelay = time.Minute
+	var watch *PodCgroupWatch
+	if driver != "" {
+		checkCgroupDriver(t, d, driver)
+		if driver == "systemd" {
+			watch = WatchPodCgroups("/sys/fs/cgroup", 500*time.Millisecond, isSystemdScope)
+		}
+	}
 	start := time.Now()
 	runErr := cmd.Run()
 	took := time.Since(start)
+	var driverSummary string
+	if watch != nil {
+		driverSummary = checkSystemdPods(t, watch)
+	}
 
 	report, err := ReadReport(reportPath)
 	if err != nil {
@@ -110,6 +147,7 @@ func TestCritest(t *testing.T) {
 	var sum strings.Builder
 	sum.WriteString(report.Summary())
 	fmt.Fprintf(&sum, "critest wall time %s (berthd %s)\n", took.Round(time.Second), strings.TrimSpace(version(d.Endpoint)))
+	sum.WriteString(driverSummary)
 	if mode == "full" {
 		if stale := report.Stale(pending); len(stale) > 0 {
 			sum.WriteString("pending.txt lines whose specs passed (remove them):\n")
@@ -133,6 +171,54 @@ func TestCritest(t *testing.T) {
 	} else if runErr != nil || !report.Succeeded {
 		t.Errorf("critest failed (%v) with no failed spec in its report; see %s", runErr, logPath)
 	}
+}
+
+// checkCgroupDriver fails the test unless berthd reports the driver critest
+// is to see: critest puts its pods in /test.slice only when RuntimeConfig
+// says systemd.
+func checkCgroupDriver(t *testing.T, d *framework.Daemon, driver string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := d.Runtime.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
+	if err != nil {
+		t.Fatalf("RuntimeConfig: %v", err)
+	}
+	want := map[string]runtimeapi.CgroupDriver{"cgroupfs": runtimeapi.CgroupDriver_CGROUPFS, "systemd": runtimeapi.CgroupDriver_SYSTEMD}[driver]
+	if got := resp.GetLinux().GetCgroupDriver(); got != want || resp.GetLinux() == nil {
+		t.Fatalf("berthd --cgroup-driver %s: RuntimeConfig reports cgroup driver %v", driver, got)
+	}
+}
+
+// isSystemdScope asks systemd whether it runs the pod's scope as a unit
+// whose cgroup is the one seen (a dir merely named .scope is not one).
+func isSystemdScope(pc PodCgroup) bool {
+	out, err := exec.Command("systemctl", "show", "-P", "ControlGroup", filepath.Base(pc.Path)).Output()
+	return err == nil && strings.TrimSpace(string(out)) == pc.Path
+}
+
+// checkSystemdPods fails the test unless the pods of the run were systemd
+// scopes: some seen, systemd confirmed them, no pod had a cgroupfs dir.
+func checkSystemdPods(t *testing.T, w *PodCgroupWatch) string {
+	seen, confirmed := w.Stop()
+	var scopes, dirs []string
+	for _, pc := range seen {
+		if pc.Scope {
+			scopes = append(scopes, pc.Path)
+		} else {
+			dirs = append(dirs, pc.Path)
+		}
+	}
+	if len(dirs) > 0 {
+		t.Errorf("systemd cgroup driver: %d pods had cgroupfs dirs, e.g. %s", len(dirs), dirs[0])
+	}
+	if len(scopes) == 0 || confirmed == 0 {
+		t.Errorf("systemd cgroup driver: %d pod scopes seen, %d confirmed as units by systemd; want some", len(scopes), confirmed)
+	}
+	s := fmt.Sprintf("cgroup driver systemd: %d pod scopes seen (%d confirmed by systemd), %d cgroupfs pod dirs\n", len(scopes), confirmed, len(dirs))
+	if len(scopes) > 0 {
+		s += "  e.g. " + scopes[0] + "\n"
+	}
+	return s
 }
 
 func critestBinary(t *testing.T) string {
@@ -266,6 +352,14 @@ func removeEverything(t *testing.T, endpoint string, n *network) {
 		for _, cg := range cgs {
 			t.Errorf("pod cgroup %s left after its pod was removed", cg)
 			_ = syscall.Rmdir(cg)
+		}
+	}
+	// cgroup v2, either driver: the pods' cgroups or scopes are gone too
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil && strings.TrimSpace(ids) != "" {
+		for _, pc := range ScanPodCgroups("/sys/fs/cgroup") {
+			if strings.Contains(ids, pc.PodID) {
+				t.Errorf("pod cgroup %s left after its pod was removed", pc.Path)
+			}
 		}
 	}
 }
