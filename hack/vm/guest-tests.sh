@@ -6,6 +6,8 @@
 # any failed.
 manifest=$1
 bindir=$(dirname "$manifest")
+# no manifest must not read as nothing failed
+[ -r "$manifest" ] || { echo "=== vm: FAILED: cannot read the manifest $manifest"; exit 1; }
 tab=$(printf '\t')
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 now() { cut -d' ' -f1 /proc/uptime; }

@@ -71,6 +71,9 @@ for s in ${BERTH_VM_SCRIPTS:-}; do
 	printf '%s\t%s\t\n' "script:$(readlink -f "$s")" "$VM_REPO" >>"$tests/manifest"
 done
 [ $build_failed = 0 ] || exit 1
+# The guest reads the binaries and the manifest at this path: share the run
+# dir when it is not inside the repo (BERTH_VM_OUT elsewhere).
+case "$(readlink -f "$tests")/" in "$(readlink -f "$VM_REPO")"/*) ;; *) export BERTH_VM_SHARES="${BERTH_VM_SHARES:-} $tests" ;; esac
 # Shared libraries the binaries link beyond glibc (libseccomp ...) come from
 # the host, bound over the guest's at the same path.
 # So do the libraries of the host tools the test images copy (test/framework/
@@ -96,6 +99,14 @@ for v in $variants; do
 	"$HERE/run.sh" -s "$v" -C "$VM_REPO" -- sh "$HERE/guest-tests.sh" "$tests/manifest" 2>&1 | tee "$log"
 	vrc=${PIPESTATUS[0]}
 	took=$(elapsed "$tv")
+	# every binary and script of the manifest must have run and passed
+	if [ "$vrc" = 0 ]; then
+		while IFS="$(printf '\t')" read -r name _; do
+			grep -qF "=== vm: PASS $name (" "$log" && continue
+			vm_log "$v: $name did not run"
+			vrc=1
+		done <"$tests/manifest"
+	fi
 	# a guest that skipped the VM checks (no BERTH_VM_VARIANT, say) must not pass
 	if [ "$vrc" = 0 ] && grep -q 'test_vm.test' "$tests/manifest" && ! grep -q -- '--- PASS: TestVMCgroupV2' "$log"; then
 		vm_log "$v: the cgroup v2 check of test/vm did not pass"
