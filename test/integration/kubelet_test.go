@@ -401,6 +401,7 @@ metadata:
 spec:
   restartPolicy: Always
   terminationGracePeriodSeconds: 2
+  hostUsers: false
   volumes:
   - name: shared
     emptyDir: {}
@@ -428,7 +429,8 @@ spec:
 }
 
 // TestKubeletStaticPod drives berthd with the real kubelet (standalone, no
-// API server) through a static pod's life: it runs, its containers share an
+// API server) through a static pod's life: it runs in a user namespace of
+// its own (hostUsers: false), its containers share an
 // emptyDir, its liveness probe passes, a killed container is restarted, and
 // removing the manifest removes everything.
 func TestKubeletStaticPod(t *testing.T) {
@@ -518,8 +520,17 @@ func TestKubeletStaticPod(t *testing.T) {
 		t.Errorf("static pod has no IP from CNI: %v", pod.Status)
 	}
 
-	// 2. The reader sees what the writer wrote into the emptyDir.
+	// The pod has its own user namespace (hostUsers: false): its root is
+	// not the node's, and owns the emptyDir (an id-mapped mount).
+	if o := pod.Status.GetLinux().GetNamespaces().GetOptions().GetUsernsOptions(); o.GetMode() != runtimeapi.NamespaceMode_POD || len(o.GetUids()) != 1 || o.GetUids()[0].GetHostId() == 0 {
+		t.Errorf("static pod with hostUsers: false: user namespace options %v", o)
+	}
 	reader, _ := running("reader")
+	if out, err := d.Crictl(t, "exec", reader.Id, "sh", "-c", "cat /proc/self/uid_map; stat -c %u /shared"); err != nil || len(strings.Fields(out)) != 4 || strings.Fields(out)[1] == "0" || strings.Fields(out)[3] != "0" {
+		t.Errorf("reader's uid map and emptyDir owner: %v: %q", err, out)
+	}
+
+	// 2. The reader sees what the writer wrote into the emptyDir.
 	kubeletWait(t, k, "reader sees the writer's file", time.Minute, func() (bool, string) {
 		out, err := d.Crictl(t, "exec", reader.Id, "cat", "/shared/msg")
 		return err == nil && strings.TrimSpace(out) == "written-by-writer", fmt.Sprintf("%v: %s", err, out)
