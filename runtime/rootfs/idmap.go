@@ -32,7 +32,7 @@ func mountIDMapped(target string, l Layers) (err error) {
 		return fmt.Errorf("open user namespace: %w", err)
 	}
 	defer ns.Close()
-	tmp := filepath.Join(filepath.Dir(target), ".idmap-"+filepath.Base(target))
+	tmp := idmapDir(target)
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return err
 	}
@@ -75,4 +75,28 @@ func mountIDMapped(target string, l Layers) (err error) {
 		return fmt.Errorf("give the upper dir to the user namespace's root: %w", err)
 	}
 	return mountOverlay(target, mapped)
+}
+
+// idmapDir is where mountIDMapped attaches the layers' copies for a while.
+func idmapDir(target string) string {
+	return filepath.Join(filepath.Dir(target), ".idmap-"+filepath.Base(target))
+}
+
+// removeIDMapLeftovers detaches the layer copies a crash left attached
+// (between their attach and the overlay's mount), so that nothing removes
+// through them: they are read-only, but the image's layers.
+func removeIDMapLeftovers(target string) error {
+	tmp := idmapDir(target)
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return nil
+	}
+	for _, e := range entries {
+		p := filepath.Join(tmp, e.Name())
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", p, err)
+		}
+		_ = os.Remove(p)
+	}
+	return os.Remove(tmp)
 }

@@ -178,6 +178,9 @@ func mountRelative(target string, lowers []string, l Layers) error {
 // Unmount unmounts target, retrying while it is busy for a short while.
 // A target that is not mounted is no error.
 func Unmount(target string) error {
+	if err := removeIDMapLeftovers(target); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
