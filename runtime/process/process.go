@@ -135,16 +135,15 @@ func Exec(o ExecOpts) (*Container, error) {
 	}
 	s := *o.Spec
 	s.Process = o.Process
-	data, err := json.Marshal(&s)
+	data, err := initSpecJSON(&s)
 	if err != nil {
 		return nil, err
 	}
 	// Every namespace of the container is joined, even one that looks like
 	// ours: /proc/self/ns shows the main thread's namespaces, and the
 	// process is forked from whichever thread runs this, so "same as mine"
-	// cannot be decided here (a shim whose main thread once set up a pause
-	// process in the pod's namespaces would leave an exec in the node's).
-	// Only the mount namespace is process-wide and can be compared.
+	// cannot be decided here in general. The mount namespace is
+	// process-wide and can be compared.
 	nsc := nsenter.Config{Join: map[string]string{}}
 	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Mount} {
 		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
@@ -181,7 +180,7 @@ func Exec(o ExecOpts) (*Container, error) {
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		first: append(data, '\n'), seccomp: s.Linux.Seccomp,
+		first: data, seccomp: s.Linux.Seccomp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
@@ -189,20 +188,26 @@ func Exec(o ExecOpts) (*Container, error) {
 	return c, nil
 }
 
-// specForUserns is the spec sent to the init of a container that joins a
-// user namespace: as the namespace's root it cannot read config.json
-// (0600, the node's root's). Others read the file.
-func specForUserns(spec *specs.Spec) []byte {
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			data, err := json.Marshal(spec)
-			if err != nil {
-				return nil
-			}
-			return append(data, '\n')
+// initSpecJSON is the spec as the init is sent it, one line: without what
+// only the shim uses (the seccomp profile, compiled here and handed down as
+// a program: decoding the runtime/default profile in every new init took
+// half a millisecond; the resources, set by berthd), with an empty seccomp
+// section that tells the init to load the program.
+func initSpecJSON(spec *specs.Spec) ([]byte, error) {
+	s := *spec
+	if spec.Linux != nil {
+		l := *spec.Linux
+		if l.Seccomp != nil {
+			l.Seccomp = &specs.LinuxSeccomp{}
 		}
+		l.Resources = nil
+		s.Linux = &l
 	}
-	return nil
+	data, err := json.Marshal(&s)
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
 }
 
 func sameNamespace(a, b string) (bool, error) {
@@ -266,6 +271,12 @@ func Create(o CreateOpts) (*Container, error) {
 	if c.cg, err = openCgroup(spec); err != nil {
 		return nil, err
 	}
+	// Sent on the sync socket: smaller than config.json, and the root of
+	// a user namespace could not read that file (0600, the node's root's).
+	data, err := initSpecJSON(spec)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
 	sources, index, err := containerinit.MountSources(spec)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -279,7 +290,7 @@ func Create(o CreateOpts) (*Container, error) {
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
 		seccomp: spec.Linux.Seccomp, sources: sources, sourceIndex: index,
-		first: specForUserns(spec),
+		first: data,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -293,9 +304,8 @@ type launchOpts struct {
 	ns                    nsenter.Config
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
-	// first is sent to the init before anything else (exec: its spec; a
-	// create: its spec when it cannot read config.json, see
-	// containerinit.SpecOnSyncEnv).
+	// first is sent to the init before anything else: its spec
+	// (initSpecJSON; see containerinit.SpecOnSyncEnv for a create).
 	first []byte
 	// seccomp is compiled here, once per profile, and handed to the init.
 	seccomp *specs.LinuxSeccomp
@@ -325,7 +335,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	// The init is short-lived: a small runtime starts faster.
 	env = append(env, "GOMAXPROCS=1", "GOGC=off")
-	if o.first != nil && len(o.args) == 1 && o.args[0] != containerinit.ExecFlag {
+	if len(o.args) == 1 && o.args[0] != containerinit.ExecFlag {
 		env = append(env, containerinit.SpecOnSyncEnv+"=1")
 	}
 

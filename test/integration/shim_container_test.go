@@ -611,7 +611,15 @@ echo "layer=$(cat /etc/layer)"`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pids, err := g.Pids(); err != nil || len(pids) != 1 {
+	// Killed, they leave the cgroup as the kernel finishes their exit: a
+	// moment after the exec's own process was reaped.
+	var pids []int
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if pids, err = g.Pids(); err != nil || len(pids) == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || len(pids) != 1 {
 		t.Errorf("cgroup holds %v after the timeout (%v)", pids, err)
 	}
 
