@@ -139,27 +139,24 @@ func Exec(o ExecOpts) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Every namespace of the container is joined, even one that looks like
-	// ours: /proc/self/ns shows the main thread's namespaces, and the
-	// process is forked from whichever thread runs this, so "same as mine"
-	// cannot be decided here in general. The mount namespace is
-	// process-wide and can be compared.
+	// The network, IPC, UTS and PID namespaces are always joined, even
+	// one that looks like ours: /proc/self/ns shows the main thread's, and
+	// the process is forked from whichever thread runs this. The mount,
+	// cgroup and user namespaces are process-wide (no thread of ours ever
+	// changes them) and can be compared.
 	nsc := nsenter.Config{Join: map[string]string{}}
 	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Mount} {
 		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
 	}
-	// The cgroup namespace, like the mount namespace, is never changed by
-	// a thread of ours: a container that shares it (cgroup v1) does not
-	// join it, which from a user namespace it could not (the node's).
+	// A container that shares our cgroup namespace (cgroup v1) does not
+	// join it: from a user namespace it could not (it is the node's).
 	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.Cgroup)
 	if same, err := sameNamespace(cgroupNS, "/proc/self/ns/"+nsenter.Cgroup); err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	} else if !same {
 		nsc.Join[nsenter.Cgroup] = cgroupNS
 	}
-	// No thread of a Go process can be in another user namespace (the
-	// kernel refuses to move a multi-threaded process), so this compare
-	// is sound; joining our own would fail.
+	// Joining our own user namespace would fail (EINVAL).
 	userNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.User)
 	if same, err := sameNamespace(userNS, "/proc/self/ns/"+nsenter.User); err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
@@ -290,7 +287,7 @@ func Create(o CreateOpts) (*Container, error) {
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
 		seccomp: spec.Linux.Seccomp, sources: sources, sourceIndex: index,
-		first: data,
+		first: data, env: []string{containerinit.SpecOnSyncEnv + "=1"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -307,6 +304,8 @@ type launchOpts struct {
 	// first is sent to the init before anything else: its spec
 	// (initSpecJSON; see containerinit.SpecOnSyncEnv for a create).
 	first []byte
+	// env is added to the init's environment.
+	env []string
 	// seccomp is compiled here, once per profile, and handed to the init.
 	seccomp *specs.LinuxSeccomp
 	// sources are opened mount sources for the spec's mounts at
@@ -335,9 +334,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	// The init is short-lived: a small runtime starts faster.
 	env = append(env, "GOMAXPROCS=1", "GOGC=off")
-	if len(o.args) == 1 && o.args[0] != containerinit.ExecFlag {
-		env = append(env, containerinit.SpecOnSyncEnv+"=1")
-	}
+	env = append(env, o.env...)
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
