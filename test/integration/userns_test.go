@@ -127,6 +127,12 @@ func TestUserNamespacePod(t *testing.T) {
 		t.Errorf("volume file owned by %d:%d on the node, want 0:0", sb.Uid, sb.Gid)
 	}
 
+	// A berthd killed and started again finds the pod and its container,
+	// and exec still runs in the pod's user namespace.
+	e.d.Kill()
+	e.restart(t)
+	check("0 200000 65536", "cat", "/proc/self/uid_map")
+
 	removePod(t, e.d, podID)
 	e.nothingLeft(t)
 	for _, mp := range mountsBelow(e.dir) {
