@@ -30,9 +30,6 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
-	if cfg.UserNS != nil && s.opts.UserNamespaces != nil {
-		return nil, fmt.Errorf("%w: user namespaces are not available on this node: %w", errdefs.ErrFailedPrecondition, s.opts.UserNamespaces)
-	}
 	id, err := m.Run(ctx, *cfg)
 	if err != nil {
 		return nil, err

@@ -41,6 +41,9 @@ type Options struct {
 	PodCIDR func() string
 	// Events receives the pods' lifecycle events (nil: none; events.go).
 	Events *events.Bus
+	// UserNamespaces is why pods cannot have user namespaces on this node
+	// (see userns.Supported); nil: they can.
+	UserNamespaces error
 	// Cgroups is the cgroup driver of the pods (nil: cgroupfs).
 	Cgroups cgroups.Manager
 }

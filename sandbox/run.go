@@ -29,6 +29,9 @@ func (m *Manager) Run(ctx context.Context, cfg Config) (string, error) {
 	if err := validate(&cfg); err != nil {
 		return "", err
 	}
+	if err := m.supported(&cfg); err != nil {
+		return "", err
+	}
 	key := cfg.Metadata.key()
 	claimable := func(id string) bool {
 		m.mu.Lock()
@@ -85,6 +88,14 @@ func validate(cfg *Config) error {
 		if cfg.HostNetwork || cfg.HostIPC || cfg.HostPID {
 			return fmt.Errorf("%w: a pod with its own user namespace cannot use the node's network, IPC or PID namespace", errdefs.ErrInvalidArgument)
 		}
+	}
+	return nil
+}
+
+// supported refuses what is valid but this node cannot do.
+func (m *Manager) supported(cfg *Config) error {
+	if cfg.UserNS != nil && m.opts.UserNamespaces != nil {
+		return fmt.Errorf("%w: user namespaces are not available on this node: %w", errdefs.ErrFailedPrecondition, m.opts.UserNamespaces)
 	}
 	return nil
 }

@@ -100,7 +100,8 @@ func serve(cfg Config) error {
 	// bus carries the pods' and containers' lifecycle events to
 	// GetContainerEvents.
 	bus := events.New()
-	pods, err := newSandboxManager(cfg, db, func() string { return srv.PodCIDR() }, bus)
+	usernsErr := probeUserNamespaces(cfg.Root, cfg.State)
+	pods, err := newSandboxManager(cfg, db, func() string { return srv.PodCIDR() }, bus, usernsErr)
 	if err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func serve(cfg Config) error {
 		},
 		ConfigJSON:     cfg.JSON(),
 		CgroupVersion:  nodeCgroupVersion(),
-		UserNamespaces: probeUserNamespaces(cfg.Root, cfg.State),
+		UserNamespaces: usernsErr,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
@@ -192,7 +193,7 @@ func probeUserNamespaces(root, state string) error {
 
 // newSandboxManager runs pods with the berth-shim next to berthd and the
 // CNI network of the config dir (its cache under root).
-func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *events.Bus) (*sandbox.Manager, error) {
+func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *events.Bus, usernsErr error) (*sandbox.Manager, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -202,13 +203,14 @@ func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *even
 		return nil, err
 	}
 	return sandbox.New(sandbox.Options{
-		Cgroups:    cgroupDriver,
-		DB:         db,
-		StateDir:   cfg.State,
-		ShimBinary: filepath.Join(filepath.Dir(self), "berth-shim"),
-		Network:    cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
-		PodCIDR:    podCIDR,
-		Events:     bus,
+		Cgroups:        cgroupDriver,
+		DB:             db,
+		StateDir:       cfg.State,
+		ShimBinary:     filepath.Join(filepath.Dir(self), "berth-shim"),
+		Network:        cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
+		PodCIDR:        podCIDR,
+		Events:         bus,
+		UserNamespaces: usernsErr,
 	})
 }
 

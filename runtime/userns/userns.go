@@ -184,10 +184,14 @@ func Supported(binary, dir string) error {
 }
 
 // Searchable checks that every directory from / to dir lets others search
-// it, as a user namespace's root is "others" to the node's files.
+// it, as a user namespace's root is "others" to the node's files. Dirs not
+// made yet are berth's to make (0711).
 func Searchable(dir string) error {
 	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
 		st, err := os.Stat(d)
+		if os.IsNotExist(err) && d != "/" {
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,8 @@ package userns
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/berth-dev/berth/cri/errdefs"
@@ -29,5 +31,25 @@ func TestValidate(t *testing.T) {
 	}
 	if ok.RootUID() != 100000 || ok.RootGID() != 100000 {
 		t.Error("root ids")
+	}
+}
+
+func TestSearchable(t *testing.T) {
+	dir, err := os.MkdirTemp("", "searchable-") // t.TempDir's parent is 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := Searchable(filepath.Join(dir, "not", "made", "yet")); err != nil {
+		t.Errorf("searchable dir: %v", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := Searchable(filepath.Join(dir, "x")); err == nil {
+		t.Error("a 0700 ancestor passed")
 	}
 }
