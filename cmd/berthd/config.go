@@ -229,6 +229,11 @@ func (c *Config) validate() error {
 
 // JSON renders the effective configuration for Status(verbose).
 func (c Config) JSON() string {
-	b, _ := json.Marshal(c)
+	// stateDir, as containerd names it, too: critest looks there for the
+	// file system the containers' files are on (to probe id-mapped mounts).
+	b, _ := json.Marshal(struct {
+		Config
+		StateDir string `json:"stateDir"`
+	}{c, c.State})
 	return string(b)
 }
