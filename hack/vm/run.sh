@@ -46,21 +46,28 @@ append="console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=4 mitigations=off
 if [ "$variant" = systemd ]; then
 	img=$("$HERE/build-rootfs.sh") || exit 125
 	# snapshot=on: the guest's writes go to a temp file, the image stays clean
-	disk=(-drive "file=${img//,/,,},if=virtio,format=raw,snapshot=on")
+	# -device like the scratch disk's below, first: the root is vda.
+	disk=(-drive "file=${img//,/,,},if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root)
 	append+=" vmroot=/dev/vda systemd.unit=berth-vm.target systemd.show_status=0 systemd.log_level=${BERTH_VM_SYSTEMD_LOG:-warning}"
 fi
 
 CTL=$(mktemp -d "${TMPDIR:-/tmp}/berth-vm.XXXXXX")
+SCRATCH=$(mktemp "${TMPDIR:-/tmp}/berth-vm-tmp.XXXXXX")
 qpid=
 cats=()
 cleanup() {
 	[ -n "$qpid" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
 	for p in "${cats[@]}"; do kill "$p" 2>/dev/null; done
-	rm -rf "$CTL"
+	rm -rf "$CTL" "$SCRATCH"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The guest's /tmp: a sparse ext4 disk of this run (guest/init's mount_tmp),
+# so that berth's test dirs take id-mapped mounts on the guest's kernel.
+truncate -s 32G "$SCRATCH" && mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=1 "$SCRATCH" || exit 125
+disk+=(-drive "file=${SCRATCH//,/,,},if=none,id=scratch,format=raw,cache=unsafe" -device virtio-blk-pci,drive=scratch,serial=berth-tmp)
 
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # sh single quoting
 esc() { printf '%s' "${1//,/,,}"; }         # QEMU doubles commas in option values
