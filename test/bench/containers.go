@@ -53,16 +53,12 @@ func benchContainers(e *env) error {
 	defer os.RemoveAll(logDir)
 	podCfg.LogDirectory = logDir
 	before := runtimePids()
-	pod, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	podID, err := e.runPod(podCfg)
 	if err != nil {
-		return fmt.Errorf("RunPodSandbox: %w", err)
+		return err
 	}
-	podID := pod.PodSandboxId
-	defer func() {
-		// Removing the pod removes its containers.
-		_, _ = e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-		_, _ = e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
-	}()
+	// Removing the pod removes its containers.
+	defer e.removePod(podID)
 
 	var creates, starts, both []time.Duration
 	var ids []string

@@ -29,15 +29,11 @@ func benchExec(e *env) error {
 		}
 	}
 	podCfg := podConfig(strconv.FormatInt(time.Now().UnixNano(), 36)+"x", 0)
-	pod, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	podID, err := e.runPod(podCfg)
 	if err != nil {
-		return fmt.Errorf("RunPodSandbox: %w", err)
+		return err
 	}
-	podID := pod.PodSandboxId
-	defer func() {
-		_, _ = e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-		_, _ = e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
-	}()
+	defer e.removePod(podID)
 	cfg := containerConfig("exec")
 	cfg.LogPath = ""
 	resp, err := e.runtime.CreateContainer(e.ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})

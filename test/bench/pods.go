@@ -245,3 +245,17 @@ func parentPid(pid int) int {
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
 }
+
+// runPod runs a pod for a benchmark of its containers; removePod ends it.
+func (e *env) runPod(cfg *runtimeapi.PodSandboxConfig) (string, error) {
+	pod, err := e.runtime.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		return "", fmt.Errorf("RunPodSandbox: %w", err)
+	}
+	return pod.PodSandboxId, nil
+}
+
+func (e *env) removePod(id string) {
+	_, _ = e.runtime.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+	_, _ = e.runtime.RemovePodSandbox(e.ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+}
