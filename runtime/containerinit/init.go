@@ -73,20 +73,11 @@ func Main(args []string) int {
 	return 0
 }
 
-// SpecOnSyncEnv, set to 1, has the init of a create read its spec from the
-// sync socket (one line, as for an exec) instead of the bundle's
-// config.json.
-const SpecOnSyncEnv = "_BERTH_SPEC_ON_SYNC"
-
 func runCreate(bundle string, sync *os.File) error {
+	// The spec comes on the sync socket, as for an exec: the shim has it
+	// parsed, and the root of a user namespace could not read config.json.
 	r := bufio.NewReader(sync)
-	var spec *specs.Spec
-	var err error
-	if os.Getenv(SpecOnSyncEnv) == "1" {
-		spec, err = readSpecLine(r)
-	} else {
-		spec, err = loadSpec(bundle)
-	}
+	spec, err := readSpecLine(r)
 	if err != nil {
 		return err
 	}
@@ -189,14 +180,6 @@ func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 		return fmt.Errorf("exec %s: %w", spec.Process.Args[0], err)
 	}
 	return nil
-}
-
-func loadSpec(bundle string) (*specs.Spec, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
-	}
-	return decodeSpec(data)
 }
 
 // newNamespace reports whether the spec asks for a new namespace of kind t.

@@ -287,7 +287,7 @@ func Create(o CreateOpts) (*Container, error) {
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
 		seccomp: spec.Linux.Seccomp, sources: sources, sourceIndex: index,
-		first: data, env: []string{containerinit.SpecOnSyncEnv + "=1"},
+		first: data,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -302,10 +302,8 @@ type launchOpts struct {
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
 	// first is sent to the init before anything else: its spec
-	// (initSpecJSON; see containerinit.SpecOnSyncEnv for a create).
+	// (initSpecJSON).
 	first []byte
-	// env is added to the init's environment.
-	env []string
 	// seccomp is compiled here, once per profile, and handed to the init.
 	seccomp *specs.LinuxSeccomp
 	// sources are opened mount sources for the spec's mounts at
@@ -334,7 +332,6 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	// The init is short-lived: a small runtime starts faster.
 	env = append(env, "GOMAXPROCS=1", "GOGC=off")
-	env = append(env, o.env...)
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

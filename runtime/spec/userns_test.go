@@ -57,7 +57,7 @@ func TestGenerateUserNamespaceRefusals(t *testing.T) {
 			in.Config.Linux.SecurityContext.NamespaceOptions.UsernsOptions = nil
 		},
 		"container asks other maps": func(_ *Input, o *runtimeapi.UserNamespace) { o.Uids = other },
-		"mode CONTAINER": func(_ *Input, o *runtimeapi.UserNamespace) { o.Mode = runtimeapi.NamespaceMode_CONTAINER },
+		"mode CONTAINER":            func(_ *Input, o *runtimeapi.UserNamespace) { o.Mode = runtimeapi.NamespaceMode_CONTAINER },
 		"mount with other maps": func(in *Input, _ *runtimeapi.UserNamespace) {
 			in.Config.Mounts[0].UidMappings = other
 		},
