@@ -102,6 +102,7 @@ registry-stop:
 	bash hack/registry.sh stop
 
 lint:
+	bash hack/check-layers.sh
 	go vet ./...
 	staticcheck ./...
 

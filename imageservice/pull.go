@@ -32,7 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/imageservice/reference"
 	"github.com/berth-dev/berth/imageservice/registryconf"
 	"github.com/berth-dev/berth/imageservice/unpack"

@@ -16,7 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"k8s.io/klog/v2"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/imageservice/reference"
 )
 

@@ -13,7 +13,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/container"
 	"github.com/berth-dev/berth/runtime/stream"
 	"github.com/berth-dev/berth/sandbox"

@@ -8,7 +8,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 )
 
 const (

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 )
 
 func TestParse(t *testing.T) {

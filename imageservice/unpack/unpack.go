@@ -23,7 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // ErrUnsafe marks a layer that tries to reach outside its directory or is

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // watchInterval is how often berthd looks for exits nobody asked about, so

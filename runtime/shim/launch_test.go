@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // buildShim builds cmd/berth-shim for the test.

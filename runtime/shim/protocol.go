@@ -40,7 +40,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/berth-dev/berth/cri/errdefs"
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // Ops of the control protocol.
