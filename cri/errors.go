@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,6 +15,11 @@ var codeOf = []struct {
 	err  error
 	code codes.Code
 }{
+	// Out of space first: a full disk under a pull must not read as the
+	// registry's fault (Unavailable) even when a layer wraps both.
+	{errdefs.ErrResourceExhausted, codes.ResourceExhausted},
+	{syscall.ENOSPC, codes.ResourceExhausted},
+	{syscall.EDQUOT, codes.ResourceExhausted},
 	{errdefs.ErrNotFound, codes.NotFound},
 	{errdefs.ErrAlreadyExists, codes.AlreadyExists},
 	{errdefs.ErrInvalidArgument, codes.InvalidArgument},
