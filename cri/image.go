@@ -21,20 +21,22 @@ func (s *Server) imageService() (*imageservice.Service, error) {
 	return s.opts.Images, nil
 }
 
-func imageRef(spec *runtimeapi.ImageSpec) (string, error) {
+// imageRequest is the preamble of the RPCs that name one image: the
+// service, and the reference, which must not be empty.
+func (s *Server) imageRequest(spec *runtimeapi.ImageSpec) (*imageservice.Service, string, error) {
+	svc, err := s.imageService()
+	if err != nil {
+		return nil, "", err
+	}
 	ref := strings.TrimSpace(spec.GetImage())
 	if ref == "" {
-		return "", fmt.Errorf("%w: image reference is empty", errdefs.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("%w: image reference is empty", errdefs.ErrInvalidArgument)
 	}
-	return ref, nil
+	return svc, ref, nil
 }
 
 func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
-	svc, err := s.imageService()
-	if err != nil {
-		return nil, err
-	}
-	ref, err := imageRef(req.GetImage())
+	svc, ref, err := s.imageRequest(req.GetImage())
 	if err != nil {
 		return nil, err
 	}
@@ -55,11 +57,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 }
 
 func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
-	svc, err := s.imageService()
-	if err != nil {
-		return nil, err
-	}
-	ref, err := imageRef(req.GetImage())
+	svc, ref, err := s.imageRequest(req.GetImage())
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +139,7 @@ func (s *Server) listImages(f *runtimeapi.ImageFilter) ([]*runtimeapi.Image, err
 }
 
 func (s *Server) RemoveImage(_ context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
-	svc, err := s.imageService()
-	if err != nil {
-		return nil, err
-	}
-	ref, err := imageRef(req.GetImage())
+	svc, ref, err := s.imageRequest(req.GetImage())
 	if err != nil {
 		return nil, err
 	}

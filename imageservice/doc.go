@@ -26,5 +26,10 @@
 // RemoveImage of an image in use removes its tags and record, but its layer
 // directories stay until the last user is removed. AddUser fails with
 // errdefs.ErrNotFound if the image is gone (a RemoveImage raced the create).
-// Errors wrap cri/errdefs sentinels.
+// Errors wrap errdefs sentinels.
+//
+// A pull (pull.go) resolves the reference to this platform's manifest,
+// trying mirrors in order (resolve.go), fetches each layer once, verifying
+// its digest while it streams (fetch.go, verify.go) and watching that data
+// keeps arriving (progress.go), then records layers and image (commit.go).
 package imageservice
