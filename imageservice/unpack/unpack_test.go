@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,7 +123,6 @@ func TestWhiteouts(t *testing.T) {
 		entry{name: "a/.wh..wh..opq", typ: tar.TypeReg},
 		entry{name: "a/keep", typ: tar.TypeReg, body: "x"},
 		entry{name: "b/.wh.gone", typ: tar.TypeReg},
-		entry{name: "c", typ: tar.TypeReg, body: "replaced"},
 		entry{name: ".wh.c", typ: tar.TypeReg},
 		entry{name: ".wh..wh.plnk", typ: tar.TypeReg},
 	)
@@ -151,6 +151,128 @@ func TestWhiteouts(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dir, p)); !os.IsNotExist(err) {
 			t.Errorf("%s left in the layer", p)
 		}
+	}
+}
+
+// TestWhiteoutsHideOnlyLowerLayers mounts each unpacked layer over a lower
+// one and checks what overlayfs shows: a whiteout hides what the lower layer
+// holds, never what its own layer adds, whichever comes first in the tar.
+func TestWhiteoutsHideOnlyLowerLayers(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for overlay mounts and trusted xattrs")
+	}
+	lower, _, err := unpackInto(t, tarOf(t,
+		entry{name: "d/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "d/old", typ: tar.TypeReg, body: "lower"},
+		entry{name: "f", typ: tar.TypeReg, body: "lower"},
+		entry{name: "g/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "g/old", typ: tar.TypeReg, body: "lower"},
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := entry{name: "d/", typ: tar.TypeDir, mode: 0o755}
+	newFile := entry{name: "d/new", typ: tar.TypeReg, body: "upper"}
+	upperF := entry{name: "f", typ: tar.TypeReg, body: "upper"}
+	wh := func(name string) entry { return entry{name: name, typ: tar.TypeReg} }
+	cases := []struct {
+		name    string
+		entries []entry
+		want    string // what the merged tree shows, path=content
+	}{
+		{"file whiteout", []entry{wh(".wh.f")}, "d/ d/old=lower g/ g/old=lower"},
+		{"file whiteout after the layer's file", []entry{upperF, wh(".wh.f")}, "d/ d/old=lower f=upper g/ g/old=lower"},
+		{"file whiteout before the layer's file", []entry{wh(".wh.f"), upperF}, "d/ d/old=lower f=upper g/ g/old=lower"},
+		{"dir whiteout", []entry{wh(".wh.d")}, "f=lower g/ g/old=lower"},
+		{"dir whiteout after the layer's dir", []entry{dir, newFile, wh(".wh.d")}, "d/ d/new=upper f=lower g/ g/old=lower"},
+		{"dir whiteout before the layer's dir", []entry{wh(".wh.d"), dir, newFile}, "d/ d/new=upper f=lower g/ g/old=lower"},
+		{"dir whiteout after an entry below it", []entry{newFile, wh(".wh.d")}, "d/ d/new=upper f=lower g/ g/old=lower"},
+		{"dir whiteout before an entry below it", []entry{wh(".wh.d"), newFile}, "d/ d/new=upper f=lower g/ g/old=lower"},
+		{"dir whiteout then a file in its place", []entry{wh(".wh.d"), {name: "d", typ: tar.TypeReg, body: "upper"}}, "d=upper f=lower g/ g/old=lower"},
+		{"opaque before the layer's entries", []entry{dir, wh("d/.wh..wh..opq"), newFile}, "d/ d/new=upper f=lower g/ g/old=lower"},
+		{"opaque after the layer's entries", []entry{dir, newFile, wh("d/.wh..wh..opq")}, "d/ d/new=upper f=lower g/ g/old=lower"},
+		{"opaque without a dir entry", []entry{wh("d/.wh..wh..opq")}, "d/ f=lower g/ g/old=lower"},
+		{"whiteout below the layer's symlink", []entry{{name: "g", typ: tar.TypeSymlink, link: "d"}, wh("g/.wh.old")}, "d/ d/old=lower f=lower g->d"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			upper, _, err := unpackInto(t, tarOf(t, tc.entries...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mnt := t.TempDir()
+			if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, "lowerdir="+upper+":"+lower); err != nil {
+				t.Fatalf("mount overlay: %v", err)
+			}
+			defer func() {
+				if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+					t.Errorf("unmount: %v", err)
+				}
+			}()
+			if got := tree(t, mnt); got != tc.want {
+				t.Errorf("merged tree = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// tree lists dir as "path/ path=content path->target", sorted.
+func tree(t *testing.T, dir string) string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case e.IsDir():
+			out = append(out, rel+"/")
+		case e.Type()&os.ModeSymlink != 0:
+			l, _ := os.Readlink(p)
+			out = append(out, rel+"->"+l)
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out = append(out, rel+"="+string(b))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, " ")
+}
+
+// TestWhiteoutsInTheLayerDir checks the overlayfs form of each whiteout in
+// the unpacked layer itself (what the mount test above relies on).
+func TestWhiteoutsInTheLayerDir(t *testing.T) {
+	data := tarOf(t,
+		entry{name: "d/x", typ: tar.TypeReg, body: "mine"},
+		entry{name: ".wh.d", typ: tar.TypeReg},
+		entry{name: ".wh.f", typ: tar.TypeReg},
+		entry{name: "f/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "p", typ: tar.TypeReg, body: "file"},
+		entry{name: "p/.wh.x", typ: tar.TypeReg},
+		entry{name: ".wh..wh..opq", typ: tar.TypeReg},
+	)
+	dir, _, err := unpackInto(t, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	for _, p := range []string{".", "d", "f"} {
+		if n, err := unix.Getxattr(filepath.Join(dir, p), opaqueXattr, b); err != nil || string(b[:n]) != "y" {
+			t.Errorf("%s: opaque xattr = %q, %v; want y", p, b[:n], err)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "d/x")); err != nil || string(got) != "mine" {
+		t.Errorf("d/x = %q, %v: the layer's own entry was hidden", got, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "p")); err != nil || string(got) != "file" {
+		t.Errorf("p = %q, %v", got, err)
 	}
 }
 
