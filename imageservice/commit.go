@@ -37,12 +37,12 @@ func (s *Service) addLayer(j layerJob, tmp string, st unpack.Stats) error {
 		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("move layer into place: %w", err)
+		return s.noSpace(fmt.Errorf("move layer into place: %w", err))
 	}
 	rec := &layerRecord{ChainID: j.chainID, DiffID: j.diffID, Dir: dir, Size: st.Size, Inodes: st.Inodes}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketLayers, rec.ChainID, rec) }); err != nil {
 		os.RemoveAll(dst)
-		return fmt.Errorf("record layer %s: %w", j.chainID, err)
+		return s.dbNoSpace(fmt.Errorf("record layer %s: %w", j.chainID, err))
 	}
 	s.layers[rec.ChainID] = rec
 	return nil
@@ -96,7 +96,7 @@ func (p *pull) commit(id, manifestDigest string, cfg []byte, jobs []layerJob) er
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("record image %s: %w", id, err)
+		return s.dbNoSpace(fmt.Errorf("record image %s: %w", id, err))
 	}
 	for k, r := range changed {
 		s.images[k] = r

@@ -135,7 +135,16 @@ func (p *pull) fetchLayer(ctx context.Context, eps []*endpoint, j layerJob) erro
 	for _, ep := range eps {
 		tmp, st, err := p.unpackFrom(ctx, ep, j)
 		if err == nil {
-			return p.s.addLayer(j, tmp, st)
+			if err := p.s.addLayer(j, tmp, st); err != nil {
+				os.RemoveAll(tmp)
+				return err
+			}
+			return nil
+		}
+		if errdefs.IsNoSpace(err) {
+			// Our disk is full, whichever host sends the layer: trying
+			// the next one would only fill it again.
+			return p.s.noSpace(err)
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 		if ctx.Err() != nil {
@@ -150,7 +159,7 @@ func (p *pull) fetchLayer(ctx context.Context, eps []*endpoint, j layerJob) erro
 func (p *pull) unpackFrom(ctx context.Context, ep *endpoint, j layerJob) (_ string, _ unpack.Stats, err error) {
 	tmp, err := os.MkdirTemp(p.s.tmpDir, "l")
 	if err != nil {
-		return "", unpack.Stats{}, err
+		return "", unpack.Stats{}, p.s.noSpace(err)
 	}
 	defer func() {
 		if err != nil {
@@ -185,6 +194,10 @@ func (p *pull) unpackFrom(ctx context.Context, ep *endpoint, j layerJob) (_ stri
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", st, context.Cause(ctx)
+		}
+		if errdefs.IsNoSpace(err) {
+			// Not the blob's fault: do not download the rest to check it.
+			return "", st, p.s.noSpace(err)
 		}
 		return "", st, p.blobErr(v, err)
 	}

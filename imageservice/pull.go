@@ -61,7 +61,7 @@ func (s *Service) Pull(ctx context.Context, refStr string, auth *Auth) (string, 
 		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
 			err = fmt.Errorf("%w (%v)", cause, err)
 		}
-		return "", fmt.Errorf("pull %s: %w", ref, classify(err))
+		return "", fmt.Errorf("pull %s: %w", ref, s.noSpace(classify(err)))
 	}
 	klog.V(2).InfoS("Pulled image", "ref", ref.String(), "id", id, "bytes", p.prog.bytes.Load(), "duration", time.Since(start))
 	return id, nil
@@ -135,7 +135,7 @@ func (p *pull) run(ctx context.Context) (string, error) {
 	}()
 
 	if err := s.ensureDirs(); err != nil {
-		return "", err
+		return "", s.noSpace(err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.opts.MaxParallelLayers)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -219,8 +220,12 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
+	if errdefs.IsNoSpace(err) {
+		return err // our disk, not the registry
+	}
 	for _, s := range []error{errdefs.ErrNotFound, errdefs.ErrUnauthenticated, errdefs.ErrPermissionDenied, errdefs.ErrDataLoss,
-		errdefs.ErrInvalidArgument, errdefs.ErrUnavailable, errdefs.ErrFailedPrecondition, context.Canceled, context.DeadlineExceeded} {
+		errdefs.ErrInvalidArgument, errdefs.ErrUnavailable, errdefs.ErrFailedPrecondition, errdefs.ErrResourceExhausted,
+		context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, s) {
 			return err
 		}
@@ -249,10 +254,18 @@ func classify(err error) error {
 		}
 		return err
 	}
+	// A bare errno is a net.Error too (it has Timeout and Temporary), but
+	// one that is not inside a network error is a local failure (writing a
+	// layer), not the registry's.
 	var nerr net.Error
 	var uerr *url.Error
-	if errors.As(err, &nerr) || errors.As(err, &uerr) {
+	if errors.As(err, &uerr) {
 		return fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err)
+	}
+	if errors.As(err, &nerr) {
+		if _, local := nerr.(syscall.Errno); !local {
+			return fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err)
+		}
 	}
 	return err
 }

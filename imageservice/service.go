@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/imageservice/reference"
 )
 
@@ -167,4 +168,16 @@ func (s *Service) ensureDirs() error {
 		}
 	}
 	return nil
+}
+
+// noSpace names the image store's file system when err is a lack of space
+// or quota there (errdefs.ErrResourceExhausted), so that a full disk does
+// not read as the registry's failure.
+func (s *Service) noSpace(err error) error {
+	return errdefs.NoSpace(err, filepath.Join(s.opts.Root, "images"))
+}
+
+// dbNoSpace is noSpace for a write to the database, wherever it lives.
+func (s *Service) dbNoSpace(err error) error {
+	return errdefs.NoSpace(err, filepath.Dir(s.db.Path()))
 }
