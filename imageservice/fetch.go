@@ -52,7 +52,7 @@ func (p *pull) fetchSmallBlob(ctx context.Context, eps []*endpoint, d v1.Descrip
 	if d.Size > maxConfigSize {
 		return nil, fmt.Errorf("%w: blob %s of %d bytes is too large", errdefs.ErrInvalidArgument, d.Digest, d.Size)
 	}
-	var errs []error
+	var errs hostFailures
 	for _, ep := range eps {
 		v, body, err := p.openBlob(ctx, ep, d)
 		if err == nil {
@@ -63,12 +63,12 @@ func (p *pull) fetchSmallBlob(ctx context.Context, eps []*endpoint, d v1.Descrip
 				return b, nil
 			}
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		errs.add(ep, err)
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
 	}
-	return nil, lastClassified(errs)
+	return nil, errs.err()
 }
 
 // ensureLayer makes sure layer j is unpacked, fetching it once however many
@@ -131,7 +131,7 @@ func (p *pull) ensureLayer(ctx context.Context, eps []*endpoint, j layerJob) err
 }
 
 func (p *pull) fetchLayer(ctx context.Context, eps []*endpoint, j layerJob) error {
-	var errs []error
+	var errs hostFailures
 	for _, ep := range eps {
 		tmp, st, err := p.unpackFrom(ctx, ep, j)
 		if err == nil {
@@ -146,12 +146,12 @@ func (p *pull) fetchLayer(ctx context.Context, eps []*endpoint, j layerJob) erro
 			// the next one would only fill it again.
 			return p.s.noSpace(err)
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		errs.add(ep, err)
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 	}
-	return lastClassified(errs)
+	return errs.err()
 }
 
 // unpackFrom streams layer j from ep through verification and

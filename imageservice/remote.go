@@ -234,22 +234,22 @@ func classify(err error) error {
 	if errors.As(err, &terr) {
 		switch {
 		case terr.StatusCode == http.StatusUnauthorized:
-			return fmt.Errorf("%w: %v", errdefs.ErrUnauthenticated, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrUnauthenticated, err)
 		case terr.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("%w: %v", errdefs.ErrPermissionDenied, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrPermissionDenied, err)
 		case terr.StatusCode == http.StatusNotFound:
-			return fmt.Errorf("%w: %v", errdefs.ErrNotFound, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
 		case terr.StatusCode == http.StatusTooManyRequests || terr.StatusCode >= 500:
-			return fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
 		}
 		for _, d := range terr.Errors {
 			switch d.Code {
 			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
-				return fmt.Errorf("%w: %v", errdefs.ErrNotFound, err)
+				return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
 			case transport.UnauthorizedErrorCode:
-				return fmt.Errorf("%w: %v", errdefs.ErrUnauthenticated, err)
+				return fmt.Errorf("%w: %w", errdefs.ErrUnauthenticated, err)
 			case transport.DeniedErrorCode:
-				return fmt.Errorf("%w: %v", errdefs.ErrPermissionDenied, err)
+				return fmt.Errorf("%w: %w", errdefs.ErrPermissionDenied, err)
 			}
 		}
 		return err
@@ -260,11 +260,11 @@ func classify(err error) error {
 	var nerr net.Error
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
-		return fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
 	}
 	if errors.As(err, &nerr) {
 		if _, local := nerr.(syscall.Errno); !local {
-			return fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
 		}
 	}
 	return err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -40,7 +39,7 @@ func (p *pull) order(first *endpoint, c string) []*endpoint {
 // endpoints in order: it returns the digest the image is known by (that of
 // the index when there is one), the manifest and the endpoint that served it.
 func (p *pull) resolve(ctx context.Context) (string, []byte, *endpoint, error) {
-	var errs []error
+	var errs hostFailures
 	for _, ep := range p.eps {
 		if !ep.host.Has(registryconf.CapResolve) && !(p.ref.Digest != "" && ep.host.Has(registryconf.CapPull)) {
 			continue
@@ -56,7 +55,7 @@ func (p *pull) resolve(ctx context.Context) (string, []byte, *endpoint, error) {
 				return desc.Digest.String(), raw, ep, nil
 			}
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
+		errs.add(ep, err)
 		p.failed[ep] = true
 		if ctx.Err() != nil {
 			return "", nil, nil, context.Cause(ctx)
@@ -65,23 +64,7 @@ func (p *pull) resolve(ctx context.Context) (string, []byte, *endpoint, error) {
 			klog.V(2).InfoS("Mirror failed, trying the next host", "ref", p.ref.String(), "mirror", ep.String(), "err", err)
 		}
 	}
-	return "", nil, nil, lastClassified(errs)
-}
-
-// lastClassified joins the endpoints' errors; the code is that of the
-// last one tried, the registry itself.
-func lastClassified(errs []error) error {
-	if len(errs) == 0 {
-		return fmt.Errorf("%w: no registry host can resolve this reference", errdefs.ErrFailedPrecondition)
-	}
-	if len(errs) == 1 {
-		return errs[0]
-	}
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = e.Error()
-	}
-	return fmt.Errorf("%w (tried: %s)", errs[len(errs)-1], strings.Join(msgs[:len(msgs)-1], "; "))
+	return "", nil, nil, errs.err()
 }
 
 func (p *pull) platformManifest(ctx context.Context, ep *endpoint, mt types.MediaType, raw []byte) ([]byte, error) {
@@ -112,7 +95,7 @@ func (p *pull) platformManifest(ctx context.Context, ep *endpoint, mt types.Medi
 	if pick == nil {
 		return nil, fmt.Errorf("%w: no manifest for linux/%s in the index", errdefs.ErrNotFound, runtime.GOARCH)
 	}
-	var errs []error
+	var errs hostFailures
 	for _, e := range p.order(ep, registryconf.CapPull) {
 		desc, err := e.puller.Get(ctx, e.repo.Digest(pick.Digest.String()))
 		if err == nil {
@@ -121,10 +104,10 @@ func (p *pull) platformManifest(ctx context.Context, ep *endpoint, mt types.Medi
 			}
 			return desc.Manifest, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", e, classify(err)))
+		errs.add(e, err)
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
 	}
-	return nil, lastClassified(errs)
+	return nil, errs.err()
 }
