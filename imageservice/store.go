@@ -237,7 +237,7 @@ func (s *Service) Remove(ref string) error {
 		nr := *r
 		nr.RepoTags = slices.DeleteFunc(slices.Clone(r.RepoTags), func(t string) bool { return t == untagOnly })
 		if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketImages, nr.ID, &nr) }); err != nil {
-			return fmt.Errorf("untag %s: %w", untagOnly, err)
+			return s.dbNoSpace(fmt.Errorf("untag %s: %w", untagOnly, err))
 		}
 		s.images[nr.ID] = &nr
 		return nil
@@ -257,7 +257,7 @@ func (s *Service) Remove(ref string) error {
 		return nil
 	}); err != nil {
 		s.images[r.ID] = r
-		return fmt.Errorf("remove image %s: %w", r.ID, err)
+		return s.dbNoSpace(fmt.Errorf("remove image %s: %w", r.ID, err))
 	}
 	s.removeLayerDirs(drop)
 	klog.V(2).InfoS("Removed image", "id", r.ID, "tags", r.RepoTags, "layersRemoved", len(drop))
@@ -342,7 +342,7 @@ func (s *Service) gc() error {
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("remove unused layers: %w", err)
+		return s.dbNoSpace(fmt.Errorf("remove unused layers: %w", err))
 	}
 	s.removeLayerDirs(drop)
 	return nil
@@ -373,7 +373,7 @@ func (s *Service) AddUserWith(imageID, user string, with func(tx *bolt.Tx) error
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("record image user %s: %w", user, err)
+		return s.dbNoSpace(fmt.Errorf("record image user %s: %w", user, err))
 	}
 	s.users[user] = u
 	return nil
@@ -389,7 +389,7 @@ func (s *Service) RemoveUser(user string) error {
 		return nil
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUsers).Delete([]byte(user)) }); err != nil {
-		return fmt.Errorf("remove image user %s: %w", user, err)
+		return s.dbNoSpace(fmt.Errorf("remove image user %s: %w", user, err))
 	}
 	delete(s.users, user)
 	if err := s.gc(); err != nil {
