@@ -29,7 +29,8 @@
 // Errors wrap errdefs sentinels.
 //
 // A pull (pull.go) resolves the reference to this platform's manifest,
-// trying mirrors in order (resolve.go), fetches each layer once, verifying
+// trying mirrors in order (resolve.go; a failure says what each host
+// answered, hostfailures.go), fetches each layer once, verifying
 // its digest while it streams (fetch.go, verify.go) and watching that data
 // keeps arriving (progress.go), then records layers and image (commit.go).
 package imageservice
