@@ -46,7 +46,7 @@ func (f hostFailures) err() error {
 			b.WriteString(", then ")
 		}
 		if s, how := said(h.err); s == lastSaid {
-			fmt.Fprintf(&b, "%s %s %s", h.role(), h.ep, map[saying]string{answered: "answered the same", failed: "failed the same way", sent: "sent the same"}[how])
+			fmt.Fprintf(&b, "%s %s %s", h.role(), h.ep, map[saying]string{answered: "answered the same", failed: "failed the same way", sent: "sent the same", indexed: "sent the same"}[how])
 		} else {
 			b.WriteString(h.String())
 		}
@@ -77,6 +77,8 @@ func (h hostFailure) String() string {
 		return fmt.Sprintf("%s %s answered %s", h.role(), h.ep, s)
 	case failed:
 		return fmt.Sprintf("%s %s failed: %s", h.role(), h.ep, s)
+	case indexed:
+		return fmt.Sprintf("%s %s sent the image index, then %s", h.role(), h.ep, s)
 	default:
 		return fmt.Sprintf("%s (from %s %s)", s, h.role(), h.ep)
 	}
@@ -89,6 +91,7 @@ const (
 	answered saying = iota // with an HTTP error
 	failed                 // to answer: the network, TLS, a timeout
 	sent                   // content that is not what it should be
+	indexed                // an index, whose manifest no host could send
 )
 
 // said is what a host answered in a few words: its HTTP status and the
@@ -98,7 +101,7 @@ const (
 func said(err error) (string, saying) {
 	var he *hostsError
 	if errors.As(err, &he) {
-		return he.msg, sent
+		return he.msg, indexed
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {

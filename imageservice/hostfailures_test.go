@@ -69,6 +69,32 @@ func TestPullErrorNamesHostsInOrder(t *testing.T) {
 	}
 }
 
+// TestPullErrorOfAnIndex: the index resolves but its manifest for this
+// platform is missing.
+func TestPullErrorOfAnIndex(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	_, base := baseLayers(t)
+	img := imagetest.Image(t, true, "", imagetest.Layer(t, imagetest.Gzip, base...))
+	other := imagetest.Image(t, true, "", imagetest.Layer(t, imagetest.Gzip, imagetest.Entry{Name: "other"}))
+	ref := reg.PushIndex(t, "test/idx:v1", imagetest.Index(t, img, other))
+	missing := "/manifests/" + imagetest.Digest(t, img)
+	reg.Wrap = func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if strings.HasSuffix(r.URL.Path, missing) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	}
+	s := newService(t, nil)
+	_, err := s.Pull(ctx(t), ref, nil)
+	want := fmt.Sprintf("pull %[1]s: registry http://%[2]s/v2 sent the image index, then registry http://%[2]s/v2 answered 404 manifest unknown", ref, reg.Host)
+	if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != want {
+		t.Errorf("message:\n got %v\nwant %s", err, want)
+	}
+}
+
 func TestPrintable(t *testing.T) {
 	if got := printable("a\nb\x00c"); got != "a b c" {
 		t.Errorf("printable = %q", got)
