@@ -30,16 +30,12 @@ const execDrainGrace = time.Second
 const execSetupTimeout = 10 * time.Second
 
 func handleExecSync(s *server, raw json.RawMessage) (any, error) {
-	var a shim.ExecSyncArgs
-	if err := decodeArgs(raw, &a); err != nil {
+	a, c, err := containerOf[shim.ExecSyncArgs](raw)
+	if err != nil {
 		return nil, err
 	}
 	if len(a.Cmd) == 0 || a.Timeout < 0 {
 		return nil, fmt.Errorf("exec in %s: a command is needed and the timeout must not be negative: %w", a.ID, errdefs.ErrInvalidArgument)
-	}
-	c, err := lookup(a.ID)
-	if err != nil {
-		return nil, err
 	}
 	st := c.snapshot()
 	if st.Status != shim.StatusRunning {

@@ -126,3 +126,12 @@ type ExecSyncResult struct {
 	ExitCode int    `json:"exitCode"`
 	TimedOut bool   `json:"timedOut,omitempty"`
 }
+
+// ContainerID names the container an op is on.
+func (a IDArgs) ContainerID() string { return a.ID }
+
+// ContainerID names the container an op is on.
+func (a KillArgs) ContainerID() string { return a.ID }
+
+// ContainerID names the container an op is on.
+func (a ExecSyncArgs) ContainerID() string { return a.ID }
