@@ -34,7 +34,7 @@ func handleExecSync(s *server, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(a.Cmd) == 0 || a.Timeout < 0 {
+	if len(a.Cmd) == 0 || a.Cmd[0] == "" || a.Timeout < 0 {
 		return nil, fmt.Errorf("exec in %s: a command is needed and the timeout must not be negative: %w", a.ID, errdefs.ErrInvalidArgument)
 	}
 	st := c.snapshot()

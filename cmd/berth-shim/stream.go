@@ -60,7 +60,7 @@ func startExec(s *server, raw json.RawMessage) (_ *process.Container, _ *execSes
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(a.Cmd) == 0 {
+	if len(a.Cmd) == 0 || a.Cmd[0] == "" {
 		return nil, nil, fmt.Errorf("exec in %s: a command is needed: %w", a.ID, errdefs.ErrInvalidArgument)
 	}
 	if a.Tty && a.Stderr {

@@ -46,7 +46,7 @@ const execGrace = 5 * time.Second
 // timeout the command is killed then, and the error wraps
 // context.DeadlineExceeded.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
-	if len(cmd) == 0 {
+	if len(cmd) == 0 || cmd[0] == "" {
 		return nil, invalid("exec: no command")
 	}
 	rec, err := m.running(ctx, id, "exec")
