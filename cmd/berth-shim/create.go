@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/crilog"
 	"github.com/berth-dev/berth/runtime/process"
+	"github.com/berth-dev/berth/runtime/safefile"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -27,8 +29,8 @@ func handleCreate(s *server, raw json.RawMessage) (any, error) {
 	if !validID(a.ID) {
 		return nil, fmt.Errorf("bad container id %q: %w", a.ID, errdefs.ErrInvalidArgument)
 	}
-	if !filepath.IsAbs(a.BundleDir) || !filepath.IsAbs(a.StateDir) || (a.LogPath != "" && !filepath.IsAbs(a.LogPath)) {
-		return nil, fmt.Errorf("container %s: bundle, state dir and log path must be absolute: %w", a.ID, errdefs.ErrInvalidArgument)
+	if !filepath.IsAbs(a.BundleDir) || !filepath.IsAbs(a.StateDir) || (a.LogPath != "" && !filepath.IsAbs(a.LogPath)) || (a.LogDir != "" && !filepath.IsAbs(a.LogDir)) {
+		return nil, fmt.Errorf("container %s: bundle, state dir, log dir and log path must be absolute: %w", a.ID, errdefs.ErrInvalidArgument)
 	}
 	containers.mu.Lock()
 	if containers.closed {
@@ -82,17 +84,19 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", a.ID, err)
 	}
-	if st, err := os.Stat(a.StateDir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("container %s: state dir %s is not a directory: %w", a.ID, a.StateDir, errdefs.ErrInvalidArgument)
+	stateDir, err := safefile.OpenDir(a.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: state dir: %v: %w", a.ID, err, errdefs.ErrInvalidArgument)
 	}
 	// A record left from an earlier life of the dir would read as this
 	// container's end.
-	if err := os.Remove(filepath.Join(a.StateDir, shim.ExitFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	err = stateDir.Remove(shim.ExitFile)
+	stateDir.Close()
+	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", a.ID, err)
 	}
 	c := &container{id: a.ID, stateDir: a.StateDir, spec: spec, done: make(chan struct{})}
 	var closeOnErr, childEnds []*os.File
-	newLog := false // a failed create removes the log file it made
 	defer func() {
 		for _, f := range childEnds {
 			f.Close()
@@ -102,9 +106,9 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 				f.Close()
 			}
 			if c.log != nil {
-				c.log.Close()
-				if newLog {
-					_ = os.Remove(a.LogPath)
+				// Removes the log file if this create made it.
+				if err := c.log.Discard(); err != nil {
+					log.Printf("container %s: undo create: %v", a.ID, err)
 				}
 			}
 		}
@@ -117,13 +121,12 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	}
 
 	if a.LogPath != "" {
-		_, err := os.Stat(a.LogPath)
-		newLog = errors.Is(err, os.ErrNotExist)
-		if err := os.MkdirAll(filepath.Dir(a.LogPath), 0o755); err != nil {
-			return nil, fmt.Errorf("container %s: log dir: %w", a.ID, err)
+		dir, name, err := logLocation(a)
+		if err != nil {
+			return nil, err
 		}
-		if c.log, err = crilog.Open(a.LogPath); err != nil {
-			return nil, fmt.Errorf("container %s: %w", a.ID, err)
+		if c.log, err = crilog.Open(dir, name); err != nil {
+			return nil, fmt.Errorf("container %s: %w", a.ID, withCode(err, errdefs.ErrInvalidArgument))
 		}
 	}
 	opts := process.CreateOpts{InitPath: initPath, BundleDir: a.BundleDir, Spec: spec}
@@ -179,6 +182,30 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	c.state = shim.ContainerState{ID: a.ID, Pid: proc.Pid(), Status: shim.StatusCreated}
 	go c.reap(exited)
 	return c, nil
+}
+
+// logLocation splits the log path into the directory it must stay below
+// (the pod's log directory) and the path below it.
+func logLocation(a shim.CreateArgs) (dir, name string, err error) {
+	dir = a.LogDir
+	if dir == "" {
+		dir = filepath.Dir(a.LogPath)
+	}
+	name, err = filepath.Rel(dir, a.LogPath)
+	if err != nil || !filepath.IsLocal(name) {
+		return "", "", fmt.Errorf("container %s: log path %s is not below the log directory %s: %w", a.ID, a.LogPath, dir, errdefs.ErrInvalidArgument)
+	}
+	return dir, name, nil
+}
+
+// withCode gives a path safefile refused the code of the caller's view:
+// a bad argument when a request named it, a failed precondition when the
+// node changed under a container.
+func withCode(err, code error) error {
+	if errors.Is(err, safefile.ErrUnsafe) {
+		return fmt.Errorf("%w: %w", err, code)
+	}
+	return err
 }
 
 // pollable gives the pty master (received blocking from the init) a

@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
-	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/runtime/safefile"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -60,33 +59,19 @@ func exitCode(ws unix.WaitStatus) int {
 }
 
 // writeExitRecord writes ExitFile so that it survives a crash whole or not
-// at all.
+// at all; a symlink at its name is replaced, never followed.
 func writeExitRecord(dir string, rec shim.ExitRecord) error {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".exit-*.tmp")
+	d, err := safefile.OpenDir(dir)
 	if err != nil {
 		return fmt.Errorf("write exit record: %w", err)
 	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, shim.ExitFile))
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
+	defer d.Close()
+	if err := d.WriteFileAtomic(shim.ExitFile, data, 0o644); err != nil {
 		return fmt.Errorf("write exit record: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -76,8 +76,10 @@ func handleReopenLog(_ *server, raw json.RawMessage) (any, error) {
 	if c.snapshot().Status != shim.StatusRunning {
 		return nil, fmt.Errorf("container %s is not running: %w", a.ID, errdefs.ErrFailedPrecondition)
 	}
+	// A symlink put at the log path since is not followed: the current
+	// file is kept, and the kubelet learns why.
 	if err := c.log.Reopen(); err != nil {
-		return nil, fmt.Errorf("container %s: %w", a.ID, err)
+		return nil, fmt.Errorf("container %s: %w", a.ID, withCode(err, errdefs.ErrFailedPrecondition))
 	}
 	return struct{}{}, nil
 }

@@ -52,8 +52,13 @@ type CreateArgs struct {
 	// StateDir is the container's volatile state dir, where the shim writes
 	// ExitFile.
 	StateDir string `json:"stateDir"`
-	// LogPath is the CRI log file; empty: output is discarded.
+	// LogPath is the CRI log file; empty: output is discarded. It must be
+	// below LogDir, the pod's log directory (an existing directory, not a
+	// symlink; empty: LogPath's own directory): from there down no symlink
+	// is followed, and a file that is not a regular one of its own is
+	// refused (package safefile).
 	LogPath string `json:"logPath,omitempty"`
+	LogDir  string `json:"logDir,omitempty"`
 	// Stdin keeps a pipe to the process's stdin open for attach;
 	// StdinOnce closes it after the first attach ends.
 	Stdin     bool `json:"stdin,omitempty"`

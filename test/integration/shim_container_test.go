@@ -37,6 +37,8 @@ func newShimEnv(t *testing.T) *shimEnv {
 	e := &shimEnv{runtimeEnv: newRuntimeEnv(t)}
 	e.shimDir = filepath.Join(e.dir, "pod")
 	mkdirs(t, e.shimDir)
+	// The pod's log directory, as the kubelet makes it.
+	mkdirs(t, filepath.Join(e.dir, "logs"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := shim.Launch(ctx, shim.LaunchOptions{
@@ -474,8 +476,8 @@ func TestShimContainerReopenLog(t *testing.T) {
 		t.Errorf("rotated log %q", got)
 	}
 
-	// A reopen that fails loses the lines written meanwhile, not the log:
-	// the next reopen resumes it.
+	// A reopen that fails keeps the current file (here gone with its dir):
+	// the next reopen resumes the log at its path.
 	logDir := filepath.Dir(c.logPath)
 	if err := os.Rename(logDir, logDir+".gone"); err != nil {
 		t.Fatal(err)
@@ -697,6 +699,8 @@ func TestShimContainerSharedPID(t *testing.T) {
 	e := &shimEnv{runtimeEnv: newRuntimeEnv(t)}
 	e.shimDir = filepath.Join(e.dir, "pod")
 	mkdirs(t, e.shimDir)
+	// The pod's log directory, as the kubelet makes it.
+	mkdirs(t, filepath.Join(e.dir, "logs"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := shim.Launch(ctx, shim.LaunchOptions{
