@@ -34,7 +34,8 @@ const (
 	// OpReopenLog: IDArgs → {}. Reopens the log file after rotation.
 	OpReopenLog = "reopen-log"
 	// OpExecSync: ExecSyncArgs → ExecSyncResult. Runs a command inside the
-	// container and waits for it (killed at the timeout).
+	// container and waits for it (killed at the timeout). Served by shims
+	// before OpExecSyncStream (see Client.ExecSync), which replaces it.
 	OpExecSync = "exec-sync"
 )
 
@@ -121,6 +122,9 @@ type ExecSyncArgs struct {
 	ID      string        `json:"id"`
 	Cmd     []string      `json:"cmd"`
 	Timeout time.Duration `json:"timeout,omitempty"` // 0: no limit
+	// MaxOutput bounds what OpExecSyncStream sends of each stream; 0: the
+	// shim's own bound.
+	MaxOutput int `json:"maxOutput,omitempty"`
 }
 
 // ExecSyncResult is the outcome of OpExecSync; a timeout kills the command
@@ -130,6 +134,10 @@ type ExecSyncResult struct {
 	Stderr   []byte `json:"stderr"`
 	ExitCode int    `json:"exitCode"`
 	TimedOut bool   `json:"timedOut,omitempty"`
+	// StdoutBytes and StderrBytes are what the command wrote in all
+	// (Client.ExecSync): more than Stdout and Stderr when they were cut.
+	StdoutBytes int64 `json:"-"`
+	StderrBytes int64 `json:"-"`
 }
 
 // ContainerID names the container an op is on.
