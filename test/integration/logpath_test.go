@@ -67,15 +67,19 @@ func TestContainerLogPathHostile(t *testing.T) {
 		t.Errorf("the hard link at the log path: %v", err)
 	}
 
-	id := e.run(t, pod, podCfg, ctrConfig("talker", "sh", "-c", "while :; do echo tick; sleep 0.05; done"))
-	logPath := filepath.Join(logDir, "talker.log")
+	// The kubelet's layout: <container>/<restart count>.log, the
+	// container's dir made below the pod's log directory by berth.
+	talker := ctrConfig("talker", "sh", "-c", "while :; do echo tick; sleep 0.05; done")
+	talker.LogPath = "talker/0.log"
+	id := e.run(t, pod, podCfg, talker)
+	logPath := filepath.Join(logDir, "talker", "0.log")
 	waitGrows(t, logPath)
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
-	symlink(host, "talker.log")
+	symlink(host, "talker/0.log")
 	_, err := e.d.Runtime.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id})
-	if grpcCode(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "talker.log") {
+	if grpcCode(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "talker/0.log") {
 		t.Errorf("reopen onto a symlink: %v, want FailedPrecondition naming the path", err)
 	}
 	// The current file goes on (the kubelet renames it back).
