@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/shim"
 	"github.com/berth-dev/berth/test/framework"
 )
 
@@ -115,5 +118,43 @@ func waitGrows(t *testing.T, path string) {
 		if first < 0 {
 			first = size()
 		}
+	}
+}
+
+// TestShimContainerLogSymlink: the shim itself, whatever berthd checked
+// before, refuses a symlink at the log path or in a dir on the way, and a
+// log path out of its log directory; nothing is written through them and
+// no process is left.
+func TestShimContainerLogSymlink(t *testing.T) {
+	e := newShimEnv(t)
+	logDir := filepath.Join(e.dir, "logs")
+	host := filepath.Join(e.dir, "host-file")
+	writeFile(t, host, "host\n")
+	if err := os.Symlink(host, filepath.Join(logDir, "evil.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(e.dir, filepath.Join(logDir, "up")); err != nil {
+		t.Fatal(err)
+	}
+	for name, mod := range map[string]func(*shim.CreateArgs){
+		"evil":   nil,
+		"subdir": func(a *shim.CreateArgs) { a.LogDir, a.LogPath = logDir, filepath.Join(logDir, "up", "x.log") },
+		"out":    func(a *shim.CreateArgs) { a.LogDir, a.LogPath = logDir, filepath.Join(e.dir, "x.log") },
+	} {
+		s := e.baseSpec(name, "echo", "written")
+		_, _, err := e.create(t, name, s, mod)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+		cgroupEmpty(t, s.Linux.CgroupsPath)
+	}
+	if b, err := os.ReadFile(host); err != nil || string(b) != "host\n" {
+		t.Errorf("host file now %q (%v)", b, err)
+	}
+	if target, err := os.Readlink(filepath.Join(logDir, "evil.log")); err != nil || target != host {
+		t.Errorf("the symlink at the log path: %q, %v", target, err)
+	}
+	if _, err := os.Lstat(filepath.Join(e.dir, "x.log")); !os.IsNotExist(err) {
+		t.Errorf("a log was made out of the log directory: %v", err)
 	}
 }
