@@ -273,11 +273,29 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	if req.GetTimeout() < 0 {
 		return nil, fmt.Errorf("exec timeout %d: %w: negative", req.GetTimeout(), errdefs.ErrInvalidArgument)
 	}
+	if err := checkExecCmd(req.GetCmd()); err != nil {
+		return nil, err
+	}
 	res, err := m.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: int32(res.ExitCode)}, nil
+}
+
+// checkExecCmd refuses a command no exec could start, before any work: none,
+// an empty program name, or an argument with a NUL byte (execve would cut
+// it there).
+func checkExecCmd(cmd []string) error {
+	if len(cmd) == 0 || cmd[0] == "" {
+		return fmt.Errorf("exec cmd %q: %w: a command is needed, its first element the program", cmd, errdefs.ErrInvalidArgument)
+	}
+	for i, arg := range cmd {
+		if strings.IndexByte(arg, 0) >= 0 {
+			return fmt.Errorf("exec cmd: %w: argument %d holds a NUL byte", errdefs.ErrInvalidArgument, i)
+		}
+	}
+	return nil
 }
 
 func containerStats(st *container.Stats) *runtimeapi.ContainerStats {

@@ -38,8 +38,8 @@ func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtim
 	if err := s.streaming(); err != nil {
 		return nil, err
 	}
-	if len(req.GetCmd()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "exec: no command")
+	if err := checkExecCmd(req.GetCmd()); err != nil {
+		return nil, toStatus(err)
 	}
 	t, err := s.opts.StreamTargets.Target(ctx, req.GetContainerId())
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -25,16 +26,17 @@ func TestExitCode(t *testing.T) {
 	}
 }
 
-func TestCappedBuffer(t *testing.T) {
-	var b cappedBuffer
+func TestCapWriter(t *testing.T) {
+	var got bytes.Buffer
+	w := &capWriter{w: &got, left: 7 << 20}
 	chunk := make([]byte, 5<<20)
 	for i := 0; i < 4; i++ {
-		if n, err := b.Write(chunk); n != len(chunk) || err != nil {
+		if n, err := w.Write(chunk); n != len(chunk) || err != nil {
 			t.Fatalf("write: %d %v", n, err)
 		}
 	}
-	if len(b.Bytes()) != execOutputCap {
-		t.Fatalf("kept %d bytes, want %d", len(b.Bytes()), execOutputCap)
+	if got.Len() != 7<<20 || w.total != 20<<20 {
+		t.Fatalf("passed %d bytes of %d, want %d of %d", got.Len(), w.total, 7<<20, 20<<20)
 	}
 }
 

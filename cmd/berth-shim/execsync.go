@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -15,10 +16,11 @@ import (
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
-func init() { handlers[shim.OpExecSync] = handleExecSync }
+func init() { streamHandlers[shim.OpExecSyncStream] = handleExecSync }
 
-// execOutputCap bounds each stream an exec-sync returns; the rest is read
-// and dropped so the command never blocks on a full pipe.
+// execOutputCap bounds what is sent of each stream of an exec-sync when
+// berthd names no bound; the rest is read and dropped so the command
+// never blocks on a full pipe.
 const execOutputCap = 16 << 20
 
 // execDrainGrace is how long output is still read after the command
@@ -29,46 +31,100 @@ const execDrainGrace = time.Second
 // whatever the command's own timeout.
 const execSetupTimeout = 10 * time.Second
 
-func handleExecSync(s *server, raw json.RawMessage) (any, error) {
-	var a shim.ExecSyncArgs
-	if err := decodeArgs(raw, &a); err != nil {
-		return nil, err
-	}
-	if len(a.Cmd) == 0 || a.Timeout < 0 {
-		return nil, fmt.Errorf("exec in %s: a command is needed and the timeout must not be negative: %w", a.ID, errdefs.ErrInvalidArgument)
-	}
-	c, err := lookup(a.ID)
+// handleExecSync runs a command as the container's process runs (its
+// namespaces, cgroup, user, capabilities, no_new_privs, env and cwd) and
+// streams its output as it comes: nothing of it is held here.
+func handleExecSync(s *server, conn net.Conn, raw json.RawMessage) error {
+	a, c, err := containerOf[shim.ExecSyncArgs](raw)
 	if err != nil {
-		return nil, err
+		return s.answer(conn, nil, err)
+	}
+	if len(a.Cmd) == 0 || a.Cmd[0] == "" || a.Timeout < 0 || a.MaxOutput < 0 {
+		return s.answer(conn, nil, fmt.Errorf("exec in %s: a command is needed, and the timeout and output bound must not be negative: %w", a.ID, errdefs.ErrInvalidArgument))
 	}
 	st := c.snapshot()
 	if st.Status != shim.StatusRunning {
-		return nil, fmt.Errorf("exec in %s: container is %s: %w", a.ID, st.Status, errdefs.ErrFailedPrecondition)
+		return s.answer(conn, nil, fmt.Errorf("exec in %s: container is %s: %w", a.ID, st.Status, errdefs.ErrFailedPrecondition))
 	}
-	res, err := c.execSync(s, st.Pid, a.Cmd, a.Timeout)
+	limit := int64(a.MaxOutput)
+	if limit == 0 {
+		limit = execOutputCap
+	}
+	started := time.Now()
+	x, outputs, exited, err := c.startExecSync(s, st.Pid, a.Cmd)
 	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", a.ID, err)
+		return s.answer(conn, nil, fmt.Errorf("exec in %s: %w", a.ID, err))
 	}
-	return res, nil
+	defer func() {
+		for _, r := range outputs {
+			r.Close()
+		}
+	}()
+	if err := s.answer(conn, struct{}{}, nil); err != nil {
+		killExec(x, exited)
+		return err
+	}
+	fw := shim.NewFrameWriter(conn)
+	var copiers sync.WaitGroup
+	written := make([]*capWriter, len(outputs))
+	for i, typ := range []byte{shim.FrameStdout, shim.FrameStderr} {
+		written[i] = &capWriter{w: fw.Stream(typ), left: limit}
+		copiers.Add(1)
+		go func() {
+			defer copiers.Done()
+			_, _ = io.Copy(written[i], outputs[i])
+		}()
+	}
+	// berthd sends nothing more; its closing the connection (its caller
+	// gave up) ends the command.
+	gone := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, conn); close(gone) }()
+
+	var expired <-chan time.Time
+	if a.Timeout > 0 {
+		// A setup slower than the timeout (a loaded node) leaves the
+		// command no time: it is a timeout, not an error.
+		t := time.NewTimer(a.Timeout - time.Since(started))
+		defer t.Stop()
+		expired = t.C
+	}
+	var end shim.ExecSyncEnd
+	var ws unix.WaitStatus
+	select {
+	case ws = <-exited:
+	case <-expired:
+		ws = killExec(x, exited)
+		end.TimedOut = true
+	case <-gone:
+		killExec(x, exited)
+		drainFiles(&copiers, outputs, execDrainGrace)
+		return nil
+	}
+	drainFiles(&copiers, outputs, execDrainGrace)
+	end.ExitCode = exitCode(ws)
+	end.StdoutBytes, end.StderrBytes = written[0].total, written[1].total
+	b, err := json.Marshal(end)
+	if err != nil {
+		return err
+	}
+	return fw.Frame(shim.FrameResult, b)
 }
 
-// execSync runs cmd as the container's process runs (its namespaces,
-// cgroup, user, capabilities, no_new_privs, env and cwd) and collects its
-// output.
-func (c *container) execSync(s *server, pid int, cmd []string, timeout time.Duration) (*shim.ExecSyncResult, error) {
+// startExecSync sets up and releases cmd with its stdout and stderr on
+// pipes; on failure nothing of it is left.
+func (c *container) startExecSync(s *server, pid int, cmd []string) (*process.Container, []*os.File, <-chan unix.WaitStatus, error) {
 	p := *c.spec.Process
 	p.Args, p.Terminal, p.ConsoleSize = cmd, false, nil
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, err
+		return nil, nil, nil, err
 	}
-	started := time.Now()
 	x, err := process.Exec(process.ExecOpts{
 		InitPath: initPath, Pid: pid, Spec: c.spec, Process: &p,
 		Stdout: outW, Stderr: errW, Timeout: execSetupTimeout,
@@ -78,74 +134,44 @@ func (c *container) execSync(s *server, pid int, cmd []string, timeout time.Dura
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return nil, err
+		return nil, nil, nil, err
 	}
 	exited := s.reaper.watchLive(x.Pid())
-	var stdout, stderr cappedBuffer
-	var copiers sync.WaitGroup
-	for _, o := range []struct {
-		r *os.File
-		b *cappedBuffer
-	}{{outR, &stdout}, {errR, &stderr}} {
-		copiers.Add(1)
-		go func() {
-			defer copiers.Done()
-			_, _ = io.Copy(o.b, o.r)
-		}()
-	}
-	defer func() {
-		outR.Close()
-		errR.Close()
-	}()
 	if err := x.Start(); err != nil {
 		_ = x.Destroy()
 		<-exited
-		return nil, err
+		outR.Close()
+		errR.Close()
+		return nil, nil, nil, err
 	}
-	res := &shim.ExecSyncResult{}
-	var ws unix.WaitStatus
-	var expired <-chan time.Time
-	if timeout > 0 {
-		// A setup slower than the timeout (a loaded node) leaves the
-		// command no time: it is a timeout, not an error.
-		t := time.NewTimer(timeout - time.Since(started))
-		defer t.Stop()
-		expired = t.C
-	}
-	select {
-	case ws = <-exited:
-	case <-expired:
-		// The command runs in a session of its own (the init's setsid):
-		// its process group goes, children included.
-		_ = unix.Kill(-x.Pid(), unix.SIGKILL)
-		_ = x.Destroy()
-		ws = <-exited
-		res.TimedOut = true
-	}
-	drained := make(chan struct{})
-	go func() { copiers.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(execDrainGrace):
-		_ = outR.SetReadDeadline(time.Unix(1, 0))
-		_ = errR.SetReadDeadline(time.Unix(1, 0))
-		<-drained
-	}
-	res.ExitCode = exitCode(ws)
-	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
-	return res, nil
+	return x, []*os.File{outR, errR}, exited, nil
 }
 
-// cappedBuffer keeps the first execOutputCap bytes written to it.
-type cappedBuffer struct {
-	buf []byte
+// killExec ends the command (its session, children included: the init
+// made it a session leader) and reaps it.
+func killExec(x *process.Container, exited <-chan unix.WaitStatus) unix.WaitStatus {
+	_ = unix.Kill(-x.Pid(), unix.SIGKILL)
+	_ = x.Destroy()
+	return <-exited
 }
 
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if room := execOutputCap - len(b.buf); room > 0 {
-		b.buf = append(b.buf, p[:min(room, len(p))]...)
+// capWriter passes on the first left bytes written to it and drops the
+// rest, counting all; a failed write (berthd went away) drops the rest
+// too, so the command's pipe is always drained.
+type capWriter struct {
+	w     io.Writer
+	left  int64
+	total int64
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	c.total += int64(len(p))
+	if n := min(int64(len(p)), c.left); n > 0 {
+		if _, err := c.w.Write(p[:n]); err != nil {
+			c.left = 0
+		} else {
+			c.left -= n
+		}
 	}
 	return len(p), nil
 }
-
-func (b *cappedBuffer) Bytes() []byte { return b.buf }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-
 	"strings"
 	"sync"
 	"time"
@@ -365,59 +363,4 @@ func (s *server) handleSignals() {
 	<-ch
 	s.shutdown()
 	os.Exit(0)
-}
-
-// reaper waits for every child (we are a subreaper) and hands exit statuses
-// to whoever watches the pid; statuses nobody watched yet are kept.
-type reaper struct {
-	mu       sync.Mutex
-	watchers map[int]chan unix.WaitStatus
-	exited   map[int]unix.WaitStatus
-}
-
-func newReaper() *reaper {
-	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]unix.WaitStatus{}}
-	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, unix.SIGCHLD)
-	go func() {
-		for range ch {
-			r.reap()
-		}
-	}()
-	return r
-}
-
-func (r *reaper) reap() {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if pid <= 0 || err != nil {
-			return
-		}
-		r.mu.Lock()
-		if w, ok := r.watchers[pid]; ok {
-			delete(r.watchers, pid)
-			w <- ws
-		} else if len(r.exited) < 1024 {
-			r.exited[pid] = ws
-		}
-		r.mu.Unlock()
-	}
-}
-
-// watch returns a channel that receives pid's exit status once.
-func (r *reaper) watch(pid int) <-chan unix.WaitStatus {
-	ch := make(chan unix.WaitStatus, 1)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ws, ok := r.exited[pid]; ok {
-		delete(r.exited, pid)
-		ch <- ws
-		return ch
-	}
-	r.watchers[pid] = ch
-	return ch
 }

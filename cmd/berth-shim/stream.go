@@ -56,19 +56,15 @@ type execSession struct {
 // startExec sets up and releases the command; on failure nothing of it is
 // left.
 func startExec(s *server, raw json.RawMessage) (_ *process.Container, _ *execSession, retErr error) {
-	var a shim.ExecArgs
-	if err := decodeArgs(raw, &a); err != nil {
+	a, c, err := containerOf[shim.ExecArgs](raw)
+	if err != nil {
 		return nil, nil, err
 	}
-	if len(a.Cmd) == 0 {
+	if len(a.Cmd) == 0 || a.Cmd[0] == "" {
 		return nil, nil, fmt.Errorf("exec in %s: a command is needed: %w", a.ID, errdefs.ErrInvalidArgument)
 	}
 	if a.Tty && a.Stderr {
 		return nil, nil, fmt.Errorf("exec in %s: a terminal has no separate stderr: %w", a.ID, errdefs.ErrInvalidArgument)
-	}
-	c, err := lookup(a.ID)
-	if err != nil {
-		return nil, nil, err
 	}
 	st := c.snapshot()
 	if st.Status != shim.StatusRunning {
@@ -321,11 +317,7 @@ func broadcast(c *container, typ byte, p []byte) {
 }
 
 func handleAttach(s *server, conn net.Conn, raw json.RawMessage) error {
-	var a shim.AttachArgs
-	if err := decodeArgs(raw, &a); err != nil {
-		return s.answer(conn, nil, err)
-	}
-	c, err := lookup(a.ID)
+	a, c, err := containerOf[shim.AttachArgs](raw)
 	if err != nil {
 		return s.answer(conn, nil, err)
 	}

@@ -153,6 +153,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		logDir = podCfg.GetLogDirectory()
 	}
 	if logDir != "" && cfg.GetLogPath() != "" {
+		if err := checkLogPath(logDir, cfg.GetLogPath()); err != nil {
+			return "", err
+		}
 		rec.LogPath = filepath.Join(logDir, cfg.GetLogPath())
 	}
 
@@ -215,7 +218,10 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("write spec of %s: %w", id, err)
 	}
 	if rec.LogPath != "" {
-		if err := os.MkdirAll(filepath.Dir(rec.LogPath), 0o755); err != nil {
+		// The kubelet makes the pod's log directory; a client that did
+		// not gets it made (as containerd does). The shim makes what is
+		// below it, without following a symlink.
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
 			return "", fmt.Errorf("create log dir of %s: %w", id, err)
 		}
 	}
@@ -275,7 +281,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		}
 	})
 	err = client.Call(ctx, shim.OpCreate, shim.CreateArgs{
-		ID: id, BundleDir: rec.StateDir, StateDir: rec.StateDir, LogPath: rec.LogPath,
+		ID: id, BundleDir: rec.StateDir, StateDir: rec.StateDir, LogPath: rec.LogPath, LogDir: logDir,
 		Stdin: rec.Stdin, StdinOnce: rec.StdinOnce, Tty: rec.Tty,
 	}, &st)
 	if err != nil {

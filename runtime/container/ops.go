@@ -6,6 +6,7 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/cgroups"
@@ -42,11 +43,20 @@ type ExecResult struct {
 // the shim to report it killed.
 const execGrace = 5 * time.Second
 
+// ExecOutputLimit bounds what ExecSync returns of a command's stdout and
+// stderr together, so that the reply fits the 16 MiB message a CRI client
+// (the kubelet, crictl) accepts by default: each stream keeps its
+// beginning, and when both do not fit each gets at least half (see
+// shim.OutputBudget). The 4 KiB left are far more than the rest of the
+// message (field tags, lengths, the exit code) takes.
+const ExecOutputLimit = 16<<20 - 4<<10
+
 // ExecSync runs cmd in a running container and waits for it; with a
 // timeout the command is killed then, and the error wraps
-// context.DeadlineExceeded.
+// context.DeadlineExceeded. The output is streamed from the shim and cut
+// to ExecOutputLimit as it comes: berthd never holds more of it.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
-	if len(cmd) == 0 {
+	if len(cmd) == 0 || cmd[0] == "" {
 		return nil, invalid("exec: no command")
 	}
 	rec, err := m.running(ctx, id, "exec")
@@ -59,12 +69,18 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		callCtx, cancel = context.WithTimeout(ctx, timeout+execGrace)
 		defer cancel()
 	}
-	var res shim.ExecSyncResult
-	if err := shim.Connect(rec.ShimDir).Call(callCtx, shim.OpExecSync, shim.ExecSyncArgs{ID: rec.ID, Cmd: cmd, Timeout: timeout}, &res); err != nil {
+	res, err := shim.Connect(rec.ShimDir).ExecSync(callCtx, shim.ExecSyncArgs{ID: rec.ID, Cmd: cmd, Timeout: timeout}, ExecOutputLimit)
+	if err != nil {
 		return nil, fmt.Errorf("exec in container %s: %w", rec.ID, err)
 	}
 	if res.TimedOut {
 		return nil, fmt.Errorf("exec in container %s: command %q timed out after %s: %w", rec.ID, cmd, timeout, context.DeadlineExceeded)
+	}
+	if kept := int64(len(res.Stdout) + len(res.Stderr)); kept < res.StdoutBytes+res.StderrBytes {
+		// As CRI-O does, say what was cut where the operator looks: the
+		// reply itself has no place for it.
+		klog.InfoS("ExecSync output cut to fit the CRI message limit", "container", rec.ID, "cmd", cmd,
+			"stdoutBytes", res.StdoutBytes, "stdoutKept", len(res.Stdout), "stderrBytes", res.StderrBytes, "stderrKept", len(res.Stderr))
 	}
 	return &ExecResult{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.ExitCode}, nil
 }

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/berth-dev/berth/runtime/safefile"
 )
 
 // DefaultMaxLine is the longest record written before a line is split, as
@@ -18,43 +21,92 @@ const DefaultMaxLine = 16 * 1024
 
 // File is a CRI log file shared by a container's stdout and stderr copiers.
 // Reopen swaps the file after the kubelet rotated it.
+//
+// The file is a path below the pod's log directory, a place others can
+// write to (a log collector, a container with a hostPath of it): it is
+// opened without following a symlink and without leaving the directory,
+// and only a regular file of its own is appended to (package safefile).
 type File struct {
-	path string
-	now  func() time.Time
+	dir, name string
+	now       func() time.Time
 
-	mu sync.Mutex
-	f  *os.File
-	w  *bufio.Writer
+	mu      sync.Mutex
+	f       *os.File
+	w       *bufio.Writer
+	created bool // Open made the file
 }
 
-// Open opens (creating, appending) the log file at path.
-func Open(path string) (*File, error) {
-	l := &File{path: path, now: time.Now}
-	if err := l.open(); err != nil {
+// Open opens the log file name, a relative path below the directory dir,
+// for appending; the file and the directories above it below dir are made
+// when missing.
+func Open(dir, name string) (*File, error) {
+	l := &File{dir: dir, name: name, now: time.Now}
+	f, created, err := l.open()
+	if err != nil {
 		return nil, err
 	}
+	l.f, l.w, l.created = f, bufio.NewWriterSize(f, 32*1024), created
 	return l, nil
 }
 
-func (l *File) open() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+// Path is the log file's path.
+func (l *File) Path() string { return filepath.Join(l.dir, l.name) }
+
+func (l *File) open() (*os.File, bool, error) {
+	d, err := safefile.OpenDir(l.dir)
 	if err != nil {
-		return fmt.Errorf("open container log %s: %w", l.path, err)
+		return nil, false, fmt.Errorf("open container log %s: log directory: %w", l.Path(), err)
 	}
-	l.f, l.w = f, bufio.NewWriterSize(f, 32*1024)
-	return nil
+	defer d.Close()
+	if err := d.MkdirAll(filepath.Dir(l.name), 0o755); err != nil {
+		return nil, false, fmt.Errorf("open container log %s: %w", l.Path(), err)
+	}
+	f, created, err := d.CreateAppend(l.name, 0o640)
+	if err != nil {
+		return nil, false, fmt.Errorf("open container log %s: %w", l.Path(), err)
+	}
+	return f, created, nil
 }
 
-// Reopen closes the current file and opens the path anew.
+// Reopen opens the path anew and swaps the file for the new one. When
+// that fails the current file is kept: the kubelet, whose rotation renamed
+// it, renames it back then, and no line is lost.
 func (l *File) Reopen() error {
+	f, _, err := l.open()
+	if err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f != nil {
 		_ = l.w.Flush()
 		_ = l.f.Close()
-		l.f = nil
 	}
-	return l.open()
+	// A reopened file is never removed by Discard: the container was
+	// created long since.
+	l.f, l.w, l.created = f, bufio.NewWriterSize(f, 32*1024), false
+	return nil
+}
+
+// Discard closes the file and removes it if Open made it and it is still
+// at its path: the undo of a create that failed later on.
+func (l *File) Discard() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	var err error
+	if l.created {
+		var d *safefile.Dir
+		if d, err = safefile.OpenDir(l.dir); err == nil {
+			err = d.RemoveIfSame(l.name, l.f)
+			d.Close()
+		}
+	}
+	_ = l.f.Close()
+	l.f = nil
+	return err
 }
 
 // Close flushes and closes the file.
@@ -82,7 +134,7 @@ func (l *File) record(stream string, partial bool, text []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
-		return fmt.Errorf("container log %s is closed", l.path)
+		return fmt.Errorf("container log %s is closed", l.Path())
 	}
 	ts := l.now().UTC().AppendFormat(nil, time.RFC3339Nano)
 	l.w.Write(ts)

@@ -1,17 +1,21 @@
 package crilog
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/runtime/safefile"
 )
 
 func newFile(t *testing.T) (*File, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "0.log")
-	f, err := Open(path)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "0.log")
+	f, err := Open(dir, "0.log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,5 +105,83 @@ func TestReopenAfterRotation(t *testing.T) {
 	}
 	if s := read(t, path+".1"); !strings.Contains(s, "one") {
 		t.Errorf("rotated file = %q", s)
+	}
+}
+
+// TestUnsafePaths: a symlink at the log path is refused and nothing is
+// written through it; a failed reopen keeps the current file; Discard
+// removes only a file Open made.
+func TestUnsafePaths(t *testing.T) {
+	dir := t.TempDir()
+	host := filepath.Join(t.TempDir(), "host")
+	if err := os.WriteFile(host, []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(dir, "0.log")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, "0.log"); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Errorf("Open through a symlink: %v", err)
+	}
+	if _, err := Open(dir, "../x.log"); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Errorf("Open of ../x.log: %v", err)
+	}
+
+	f, err := Open(dir, "web/1.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Copy("stdout", strings.NewReader("one\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "web/1.log")
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Reopen(); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Errorf("Reopen through a symlink: %v", err)
+	}
+	if err := f.Copy("stdout", strings.NewReader("two\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, path+".1"); strings.Count(got, "\n") != 2 {
+		t.Errorf("kept file after a failed reopen: %q", got)
+	}
+	if got := read(t, host); got != "host\n" {
+		t.Errorf("host file written through a symlink: %q", got)
+	}
+	// Made by Open, then renamed away: Discard leaves what is at the path.
+	if err := f.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("the symlink at the path was removed: %v", err)
+	}
+
+	g, err := Open(dir, "web/2.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "web/2.log")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Discard left the file it made: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "3.log"), []byte("old\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	h, err := Open(dir, "3.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "3.log")); got != "old\n" {
+		t.Errorf("Discard touched a file it did not make: %q", got)
 	}
 }

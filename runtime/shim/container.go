@@ -34,7 +34,8 @@ const (
 	// OpReopenLog: IDArgs → {}. Reopens the log file after rotation.
 	OpReopenLog = "reopen-log"
 	// OpExecSync: ExecSyncArgs → ExecSyncResult. Runs a command inside the
-	// container and waits for it (killed at the timeout).
+	// container and waits for it (killed at the timeout). Served by shims
+	// before OpExecSyncStream (see Client.ExecSync), which replaces it.
 	OpExecSync = "exec-sync"
 )
 
@@ -52,8 +53,13 @@ type CreateArgs struct {
 	// StateDir is the container's volatile state dir, where the shim writes
 	// ExitFile.
 	StateDir string `json:"stateDir"`
-	// LogPath is the CRI log file; empty: output is discarded.
+	// LogPath is the CRI log file; empty: output is discarded. It must be
+	// below LogDir, the pod's log directory (an existing directory, not a
+	// symlink; empty: LogPath's own directory): from there down no symlink
+	// is followed, and a file that is not a regular one of its own is
+	// refused (package safefile).
 	LogPath string `json:"logPath,omitempty"`
+	LogDir  string `json:"logDir,omitempty"`
 	// Stdin keeps a pipe to the process's stdin open for attach;
 	// StdinOnce closes it after the first attach ends.
 	Stdin     bool `json:"stdin,omitempty"`
@@ -116,6 +122,9 @@ type ExecSyncArgs struct {
 	ID      string        `json:"id"`
 	Cmd     []string      `json:"cmd"`
 	Timeout time.Duration `json:"timeout,omitempty"` // 0: no limit
+	// MaxOutput bounds what OpExecSyncStream sends of each stream; 0: the
+	// shim's own bound.
+	MaxOutput int `json:"maxOutput,omitempty"`
 }
 
 // ExecSyncResult is the outcome of OpExecSync; a timeout kills the command
@@ -125,4 +134,17 @@ type ExecSyncResult struct {
 	Stderr   []byte `json:"stderr"`
 	ExitCode int    `json:"exitCode"`
 	TimedOut bool   `json:"timedOut,omitempty"`
+	// StdoutBytes and StderrBytes are what the command wrote in all
+	// (Client.ExecSync): more than Stdout and Stderr when they were cut.
+	StdoutBytes int64 `json:"-"`
+	StderrBytes int64 `json:"-"`
 }
+
+// ContainerID names the container an op is on.
+func (a IDArgs) ContainerID() string { return a.ID }
+
+// ContainerID names the container an op is on.
+func (a KillArgs) ContainerID() string { return a.ID }
+
+// ContainerID names the container an op is on.
+func (a ExecSyncArgs) ContainerID() string { return a.ID }

@@ -43,6 +43,9 @@ type ExecArgs struct {
 	Height uint16   `json:"height,omitempty"`
 }
 
+// ContainerID names the container an op is on.
+func (a ExecArgs) ContainerID() string { return a.ID }
+
 // AttachArgs attaches to a container's main process. Stdin needs a
 // container created with stdin; StdinOnce (the container's setting, known
 // to berthd) closes the process's stdin when this attach's stdin ends.
@@ -53,6 +56,9 @@ type AttachArgs struct {
 	Stderr    bool   `json:"stderr,omitempty"`
 	StdinOnce bool   `json:"stdinOnce,omitempty"`
 }
+
+// ContainerID names the container an op is on.
+func (a AttachArgs) ContainerID() string { return a.ID }
 
 // Frame types of a streaming op.
 const (

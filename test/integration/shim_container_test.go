@@ -37,6 +37,8 @@ func newShimEnv(t *testing.T) *shimEnv {
 	e := &shimEnv{runtimeEnv: newRuntimeEnv(t)}
 	e.shimDir = filepath.Join(e.dir, "pod")
 	mkdirs(t, e.shimDir)
+	// The pod's log directory, as the kubelet makes it.
+	mkdirs(t, filepath.Join(e.dir, "logs"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := shim.Launch(ctx, shim.LaunchOptions{
@@ -474,8 +476,8 @@ func TestShimContainerReopenLog(t *testing.T) {
 		t.Errorf("rotated log %q", got)
 	}
 
-	// A reopen that fails loses the lines written meanwhile, not the log:
-	// the next reopen resumes it.
+	// A reopen that fails keeps the current file (here gone with its dir):
+	// the next reopen resumes the log at its path.
 	logDir := filepath.Dir(c.logPath)
 	if err := os.Rename(logDir, logDir+".gone"); err != nil {
 		t.Fatal(err)
@@ -545,13 +547,22 @@ func rssKiB(pid int) (int, error) {
 	return strconv.Atoi(string(m[1]))
 }
 
-func (e *shimEnv) execSync(t *testing.T, id string, timeout time.Duration, cmd ...string) shim.ExecSyncResult {
+// execLimit bounds the output of the shim tests' exec-syncs.
+const execLimit = 16 << 20
+
+func (e *shimEnv) execSync(t *testing.T, id string, timeout time.Duration, cmd ...string) *shim.ExecSyncResult {
 	t.Helper()
-	var res shim.ExecSyncResult
-	if err := e.call(t, shim.OpExecSync, shim.ExecSyncArgs{ID: id, Cmd: cmd, Timeout: timeout}, &res); err != nil {
+	res, err := e.execSyncErr(shim.ExecSyncArgs{ID: id, Cmd: cmd, Timeout: timeout})
+	if err != nil {
 		t.Fatalf("exec-sync %v: %v", cmd, err)
 	}
 	return res
+}
+
+func (e *shimEnv) execSyncErr(args shim.ExecSyncArgs) (*shim.ExecSyncResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return e.client.ExecSync(ctx, args, execLimit)
 }
 
 func TestShimContainerExecSync(t *testing.T) {
@@ -562,7 +573,7 @@ func TestShimContainerExecSync(t *testing.T) {
 	s.Process.Env = append(s.Process.Env, "FOO=bar")
 	s.Process.NoNewPrivileges = true
 	c, _ := e.mustCreate(t, "exec", s)
-	if err := e.call(t, shim.OpExecSync, shim.ExecSyncArgs{ID: c.id, Cmd: []string{"true"}}, nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := e.execSyncErr(shim.ExecSyncArgs{ID: c.id, Cmd: []string{"true"}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("exec-sync in a created container: %v", err)
 	}
 	e.start(t, c)
@@ -624,13 +635,14 @@ echo "layer=$(cat /etc/layer)"`)
 	}
 
 	// As with runc, a command that cannot be executed is an error, not an exit code.
-	if err := e.call(t, shim.OpExecSync, shim.ExecSyncArgs{ID: c.id, Cmd: []string{"no-such-command"}}, nil); err == nil || !strings.Contains(err.Error(), "no-such-command") {
+	if _, err := e.execSyncErr(shim.ExecSyncArgs{ID: c.id, Cmd: []string{"no-such-command"}}); err == nil || !strings.Contains(err.Error(), "no-such-command") {
 		t.Errorf("exec-sync of a missing command: %v", err)
 	}
 
 	big := e.execSync(t, c.id, 0, "dd", "if=/dev/zero", "bs=1M", "count=20")
-	if len(big.Stdout) != 16<<20 || big.ExitCode != 0 {
-		t.Errorf("exec-sync of 20 MiB: %d bytes kept, exit %d", len(big.Stdout), big.ExitCode)
+	// dd's summary on stderr is kept whole; stdout fills the rest.
+	if len(big.Stdout)+len(big.Stderr) != execLimit || !strings.Contains(string(big.Stderr), "records out") || big.StdoutBytes != 20<<20 || big.ExitCode != 0 {
+		t.Errorf("exec-sync of 20 MiB: %d of %d bytes kept, stderr %q, exit %d", len(big.Stdout), big.StdoutBytes, big.Stderr, big.ExitCode)
 	}
 
 	const n = 30
@@ -697,6 +709,8 @@ func TestShimContainerSharedPID(t *testing.T) {
 	e := &shimEnv{runtimeEnv: newRuntimeEnv(t)}
 	e.shimDir = filepath.Join(e.dir, "pod")
 	mkdirs(t, e.shimDir)
+	// The pod's log directory, as the kubelet makes it.
+	mkdirs(t, filepath.Join(e.dir, "logs"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := shim.Launch(ctx, shim.LaunchOptions{
@@ -813,8 +827,8 @@ func TestShimContainerConcurrent(t *testing.T) {
 					return err
 				}
 				for i := 0; i < 3; i++ {
-					var res shim.ExecSyncResult
-					if err := e.client.Call(ctx, shim.OpExecSync, shim.ExecSyncArgs{ID: p.c.id, Cmd: []string{"hostname"}, Timeout: 10 * time.Second}, &res); err != nil {
+					res, err := e.client.ExecSync(ctx, shim.ExecSyncArgs{ID: p.c.id, Cmd: []string{"hostname"}, Timeout: 10 * time.Second}, execLimit)
+					if err != nil {
 						return err
 					}
 					if string(res.Stdout) != "ctr-"+p.c.id+"\n" {

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// reaper waits for every child (we are a subreaper) and hands exit statuses
+// to whoever watches the pid; statuses nobody watched yet are kept.
+type reaper struct {
+	mu       sync.Mutex
+	watchers map[int]chan unix.WaitStatus
+	exited   map[int]unix.WaitStatus
+}
+
+func newReaper() *reaper {
+	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]unix.WaitStatus{}}
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, unix.SIGCHLD)
+	go func() {
+		for range ch {
+			r.reap()
+		}
+	}()
+	return r
+}
+
+func (r *reaper) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return
+		}
+		r.mu.Lock()
+		if w, ok := r.watchers[pid]; ok {
+			delete(r.watchers, pid)
+			w <- ws
+		} else if len(r.exited) < 1024 {
+			r.exited[pid] = ws
+		}
+		r.mu.Unlock()
+	}
+}
+
+// watch returns a channel that receives pid's exit status once.
+func (r *reaper) watch(pid int) <-chan unix.WaitStatus {
+	ch := make(chan unix.WaitStatus, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ws, ok := r.exited[pid]; ok {
+		delete(r.exited, pid)
+		ch <- ws
+		return ch
+	}
+	r.watchers[pid] = ch
+	return ch
+}
+
+// The reaper keeps statuses nobody watched (e.g. the short-lived process
+// that forks a container's init into its PID namespace); one kept for an
+// earlier process that had this pid must not be taken for this one's.
+func (r *reaper) watchLive(pid int) <-chan unix.WaitStatus {
+	r.mu.Lock()
+	if _, ok := r.exited[pid]; ok {
+		// While /proc/<pid> exists the process was not reaped, so the
+		// status kept is an earlier one's.
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			delete(r.exited, pid)
+		}
+	}
+	r.mu.Unlock()
+	return r.watch(pid)
+}

@@ -1,0 +1,99 @@
+package process
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/containerinit"
+	"github.com/berth-dev/berth/runtime/nsenter"
+)
+
+// ExecOpts describes a process run inside a running container.
+type ExecOpts struct {
+	InitPath string
+	// Pid is the container's init (Container.Pid): the process joins all
+	// its namespaces.
+	Pid int
+	// Spec is the container's spec; Process replaces its process (args,
+	// env, cwd, user, capabilities, terminal). The process joins the
+	// spec's cgroup.
+	Spec                  *specs.Spec
+	Process               *specs.Process
+	Stdin, Stdout, Stderr *os.File
+	Timeout               time.Duration
+}
+
+// Exec starts a process in a running container, held before execve like a
+// created container: Start releases it, Wait reaps it, Destroy kills it
+// (and only it).
+func Exec(o ExecOpts) (*Container, error) {
+	if o.Spec == nil || o.Process == nil || len(o.Process.Args) == 0 {
+		return nil, errors.New("exec needs the container's spec and a process with args")
+	}
+	s := *o.Spec
+	s.Process = o.Process
+	data, err := initSpecJSON(&s)
+	if err != nil {
+		return nil, err
+	}
+	// The network, IPC, UTS and PID namespaces are always joined, even
+	// one that looks like ours: /proc/self/ns shows the main thread's, and
+	// the process is forked from whichever thread runs this. The mount,
+	// cgroup and user namespaces are process-wide (no thread of ours ever
+	// changes them) and can be compared.
+	nsc := nsenter.Config{Join: map[string]string{}}
+	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Mount} {
+		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
+	}
+	// A container that shares our cgroup namespace (cgroup v1) does not
+	// join it: from a user namespace it could not (it is the node's).
+	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.Cgroup)
+	if same, err := sameNamespace(cgroupNS, "/proc/self/ns/"+nsenter.Cgroup); err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	} else if !same {
+		nsc.Join[nsenter.Cgroup] = cgroupNS
+	}
+	// Joining our own user namespace would fail (EINVAL).
+	userNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.User)
+	if same, err := sameNamespace(userNS, "/proc/self/ns/"+nsenter.User); err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	} else if !same {
+		nsc.Join[nsenter.User] = userNS
+	}
+	same, err := sameNamespace(nsc.Join[nsenter.Mount], "/proc/self/ns/"+nsenter.Mount)
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	}
+	if same {
+		return nil, fmt.Errorf("exec in container %d: it shares the caller's mount namespace", o.Pid)
+	}
+	c := &Container{exec: true}
+	if c.cg, err = openCgroup(&s); err != nil {
+		return nil, err
+	}
+	err = c.launch(launchOpts{
+		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
+		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
+		first: data, seccomp: s.Linux.Seccomp,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	}
+	return c, nil
+}
+
+func sameNamespace(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}

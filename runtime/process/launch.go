@@ -1,0 +1,238 @@
+package process
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/containerinit"
+	"github.com/berth-dev/berth/runtime/nsenter"
+)
+
+type launchOpts struct {
+	initPath              string
+	args                  []string // after "init"
+	ns                    nsenter.Config
+	stdin, stdout, stderr *os.File
+	timeout               time.Duration
+	// first is sent to the init before anything else: its spec
+	// (initSpecJSON).
+	first []byte
+	// seccomp is compiled here, once per profile, and handed to the init.
+	seccomp *specs.LinuxSeccomp
+	// sources are opened mount sources for the spec's mounts at
+	// sourceIndex (containerinit.MountSources).
+	sources     []*os.File
+	sourceIndex []int
+}
+
+// launch starts berth-shim init, learns its pid, puts it into c.cg and
+// waits for "ready". On failure it kills what it started.
+func (c *Container) launch(o launchOpts) (retErr error) {
+	defer func() {
+		if retErr != nil {
+			c.abort()
+		}
+	}()
+	o.ns.SyncFD = 3
+	if c.cg != nil {
+		// On cgroup v1 the init moves itself, before Go starts: far
+		// cheaper than AddProc (see cgroupfs.Group.TaskFiles).
+		o.ns.CgroupTasks = c.cg.TaskFiles()
+	}
+	env, err := o.ns.Env()
+	if err != nil {
+		return err
+	}
+	// The init is short-lived: a small runtime starts faster.
+	env = append(env, "GOMAXPROCS=1", "GOGC=off")
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sync socket: %w", err)
+	}
+	parentFile := os.NewFile(uintptr(fds[0]), "sync")
+	childFile := os.NewFile(uintptr(fds[1]), "sync-child")
+	conn, err := net.FileConn(parentFile)
+	parentFile.Close()
+	if err != nil {
+		childFile.Close()
+		return fmt.Errorf("sync socket: %w", err)
+	}
+	c.sync = conn.(*net.UnixConn)
+
+	cmd := &exec.Cmd{
+		Path:       o.initPath,
+		Args:       append([]string{"berth-shim", "init"}, o.args...),
+		Env:        env,
+		ExtraFiles: []*os.File{childFile},
+	}
+	if o.seccomp != nil {
+		prog, err := containerinit.SeccompFile(o.seccomp)
+		if err != nil {
+			childFile.Close()
+			return err
+		}
+		defer prog.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, prog)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", containerinit.SeccompFDEnv, 2+len(cmd.ExtraFiles)))
+	}
+	if len(o.sources) > 0 {
+		var list []string
+		for i, f := range o.sources {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+			list = append(list, fmt.Sprintf("%d:%d", o.sourceIndex[i], 2+len(cmd.ExtraFiles)))
+		}
+		cmd.Env = append(cmd.Env, containerinit.MountFDsEnv+"="+strings.Join(list, ","))
+	}
+	// A nil *os.File in an interface is not nil for exec.Cmd.
+	if o.stdin != nil {
+		cmd.Stdin = o.stdin
+	}
+	if o.stdout != nil {
+		cmd.Stdout = o.stdout
+	}
+	if o.stderr != nil {
+		cmd.Stderr = o.stderr
+	}
+	if c.cg != nil {
+		// On cgroup v2 the init is born in the container's cgroup, so
+		// that a cgroup namespace it creates is rooted there.
+		dir, err := c.cg.UnifiedDir()
+		if err != nil {
+			childFile.Close()
+			return err
+		}
+		if dir != nil {
+			defer dir.Close()
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
+		}
+	}
+	err = cmd.Start()
+	childFile.Close()
+	if err != nil {
+		return fmt.Errorf("start init: %w", err)
+	}
+	timeout := o.timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	_ = c.sync.SetDeadline(time.Now().Add(timeout))
+	if o.first != nil {
+		if _, err := c.sync.Write(o.first); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			// An init that failed before reading (nsenter) said why.
+			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
+				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			}
+			return fmt.Errorf("send to init: %w", err)
+		}
+	}
+
+	if o.ns.Forks() {
+		// The started process only enters the PID namespace and reports
+		// its child (ours, by CLONE_PARENT), the real init.
+		line, rerr := c.readMsg()
+		werr := cmd.Wait()
+		if rerr != nil {
+			return fmt.Errorf("init did not report its pid: %v (%v)", rerr, werr)
+		}
+		pidStr, ok := strings.CutPrefix(line, "pid ")
+		if !ok {
+			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+		}
+		if c.pid, err = strconv.Atoi(pidStr); err != nil {
+			return fmt.Errorf("init reported a bad pid %q", pidStr)
+		}
+		if c.proc, err = os.FindProcess(c.pid); err != nil {
+			return err
+		}
+	} else {
+		c.pid, c.proc = cmd.Process.Pid, cmd.Process
+	}
+	if c.cg != nil && len(o.ns.CgroupTasks) == 0 {
+		if err := c.cg.AddProc(c.pid); err != nil {
+			// An init that failed early (no such command, bad mount) may be
+			// gone before it was placed: its report says why.
+			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
+				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			}
+			return err
+		}
+	}
+
+	for {
+		line, err := c.readMsg()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("init exited before it was ready")
+			}
+			return err
+		}
+		switch {
+		case line == containerinit.MsgReady:
+			_ = c.sync.SetDeadline(time.Time{})
+			return nil
+		case line == containerinit.MsgConsole:
+			// readMsg took the pty master.
+		case strings.HasPrefix(line, containerinit.MsgError+" "):
+			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+		default:
+			return fmt.Errorf("unexpected message %q from init", line)
+		}
+	}
+}
+
+// readMsg reads one line. Every read is a recvmsg so that the pty master
+// sent with the console message is never dropped.
+func (c *Container) readMsg() (string, error) {
+	for {
+		if i := bytes.IndexByte(c.pending, '\n'); i >= 0 {
+			line := string(c.pending[:i])
+			c.pending = c.pending[i+1:]
+			return strings.TrimSpace(line), nil
+		}
+		buf := make([]byte, 4096)
+		oob := make([]byte, unix.CmsgSpace(4))
+		n, oobn, _, _, err := c.sync.ReadMsgUnix(buf, oob)
+		if oobn > 0 {
+			if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+				for _, m := range msgs {
+					fds, _ := unix.ParseUnixRights(&m)
+					for _, fd := range fds {
+						unix.CloseOnExec(fd)
+						if c.Console == nil {
+							c.Console = os.NewFile(uintptr(fd), "console")
+						} else {
+							unix.Close(fd)
+						}
+					}
+				}
+			}
+		}
+		if n == 0 && err == nil {
+			err = io.EOF
+		}
+		if err != nil {
+			if len(c.pending) > 0 {
+				line := string(c.pending)
+				c.pending = nil
+				return strings.TrimSpace(line), nil
+			}
+			return "", err
+		}
+		c.pending = append(c.pending, buf[:n]...)
+	}
+}
