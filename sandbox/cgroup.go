@@ -252,6 +252,9 @@ type cgroupfsDriver struct{}
 func (cgroupfsDriver) Driver() string { return "cgroupfs" }
 
 func (cgroupfsDriver) PodCgroup(parent, id string) (string, error) {
+	if err := berthcg.CheckParent(parent); err != nil {
+		return "", err
+	}
 	return podCgroupPath(parent, id), nil
 }
 

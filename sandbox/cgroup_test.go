@@ -82,3 +82,14 @@ func TestCgroupV2OnHybrid(t *testing.T) {
 	defer func() { v2Mount, unified = oldMount, oldUnified }()
 	testCgroup(t, mnt)
 }
+
+func TestCgroupfsDriverRefusesDotDot(t *testing.T) {
+	for _, p := range []string{"/kubepods/../../x", "../..", "/berth/.."} {
+		if got, err := (cgroupfsDriver{}).PodCgroup(p, "abc"); err == nil {
+			t.Errorf("parent %q gave %q", p, got)
+		}
+	}
+	if got, err := (cgroupfsDriver{}).PodCgroup("/kubepods/pod1", "abc"); err != nil || got != "/kubepods/pod1/berth-abc" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}

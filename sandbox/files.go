@@ -8,23 +8,23 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/safefile"
 )
 
 // ShmSize is the size of a pod's /dev/shm.
 const ShmSize = 64 << 20
 
 // writeFileAtomic writes data to path through a temp file and rename, so a
-// reader (or a crash) never sees half a file.
+// reader (or a crash) never sees half a file. Neither the temp file nor
+// path is followed if a symlink is there (safefile).
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	d, err := safefile.OpenDir(filepath.Dir(path))
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	defer d.Close()
+	return d.WriteFileAtomic(filepath.Base(path), data, mode)
 }
 
 func hostsFile(hostname string, ips []string) []byte {
@@ -77,13 +77,26 @@ func writePodFiles(dir, hostname string, ips []string, dns *DNSConfig) error {
 	return nil
 }
 
-// mountShm mounts the pod's /dev/shm, a size-limited tmpfs.
+// mountShm mounts the pod's /dev/shm, a size-limited tmpfs, on the dir
+// path (made if missing), opened without following a symlink.
 func mountShm(path string) error {
-	if err := os.MkdirAll(path, 0o755); err != nil {
+	d, err := safefile.OpenDir(filepath.Dir(path))
+	if err != nil {
 		return err
 	}
+	defer d.Close()
+	name := filepath.Base(path)
+	if err := d.MkdirAll(name, 0o755); err != nil {
+		return err
+	}
+	dir, err := d.OpenFile(name, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
 	opts := fmt.Sprintf("mode=1777,size=%d", ShmSize)
-	if err := unix.Mount("shm", path, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
+	target := fmt.Sprintf("/proc/self/fd/%d", dir.Fd())
+	if err := unix.Mount("shm", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", path, err)
 	}
 	return nil

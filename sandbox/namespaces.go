@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/runtime/sysctl"
 	"github.com/berth-dev/berth/runtime/userns"
 )
 
@@ -145,9 +146,8 @@ func configure(spec nsSpec, pins map[string]string) error {
 	}
 	// /proc/sys shows the namespaces of the opening thread.
 	for name, val := range spec.sysctls {
-		p := filepath.Join("/proc/sys", sysctlPath(name))
-		if err := os.WriteFile(p, []byte(val), 0); err != nil {
-			return fmt.Errorf("sysctl %s=%s: %w", name, val, err)
+		if err := sysctl.Write("/proc/sys", name, val); err != nil {
+			return err
 		}
 	}
 	return nil

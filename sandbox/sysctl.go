@@ -2,10 +2,10 @@ package sandbox
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/sysctl"
 )
 
 // ipcSysctls are the namespaced kernel.* sysctls (IPC namespace).
@@ -14,22 +14,13 @@ var ipcSysctls = map[string]bool{
 	"kernel/msgmax": true, "kernel/msgmnb": true, "kernel/msgmni": true, "kernel/sem": true,
 }
 
-// sysctlPath turns a sysctl name (dots or slashes) into its path under
-// /proc/sys.
-func sysctlPath(name string) string {
-	if strings.Contains(name, "/") {
-		return strings.Trim(name, "/")
-	}
-	return strings.ReplaceAll(name, ".", "/")
-}
-
 // validateSysctls accepts only sysctls that live in a namespace the pod has
 // of its own: net.* with a pod network namespace, the IPC ones with a pod
 // IPC namespace. Anything else would change the node.
 func validateSysctls(c *Config) error {
 	for name, val := range c.Sysctls {
-		p := sysctlPath(name)
-		if p == "" || filepath.Clean(p) != p || strings.HasPrefix(p, "..") || strings.ContainsAny(val, "\n") {
+		p, err := sysctl.Path(name)
+		if err != nil || strings.ContainsAny(val, "\n") {
 			return fmt.Errorf("sysctl %q: %w: malformed", name, errdefs.ErrInvalidArgument)
 		}
 		switch {

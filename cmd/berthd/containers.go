@@ -54,6 +54,7 @@ func (p podSource) Pod(id string) (*container.Pod, error) {
 		},
 		Cgroup:       st.Cgroup,
 		LogDirectory: st.Config.LogDirectory,
+		Sysctls:      st.Config.Sysctls,
 	}, nil
 }
 

@@ -70,6 +70,9 @@ func (s *Systemd) PodCgroup(parent, podID string) (string, error) {
 }
 
 func systemdPodCgroup(parent, podID string) (string, error) {
+	if err := CheckParent(parent); err != nil {
+		return "", err
+	}
 	if parent == "" {
 		parent = DefaultSlice
 	}

@@ -190,3 +190,21 @@ func TestNewSystemdWithoutSystemd(t *testing.T) {
 		t.Errorf("error does not say why: %v", err)
 	}
 }
+
+// A parent that climbs with ".." (or holds a NUL or newline) is refused by
+// both drivers' path makers, not cleaned into another cgroup.
+func TestCheckParent(t *testing.T) {
+	for _, p := range []string{"", "/kubepods/burstable/pod1", "kubepods", "kubepods-burstable-pod1.slice", "/a..b/c..slice"} {
+		if err := CheckParent(p); err != nil {
+			t.Errorf("%q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"/kubepods/../../x", "..", "/kubepods/..", "a/./b", "/x\n/y", "/x\x00"} {
+		if err := CheckParent(p); err == nil {
+			t.Errorf("%q accepted", p)
+		}
+		if got, err := systemdPodCgroup(p+"/k.slice", "abc"); err == nil {
+			t.Errorf("systemd driver: %q gave %q", p+"/k.slice", got)
+		}
+	}
+}

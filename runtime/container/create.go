@@ -311,7 +311,7 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 	}
 	return spec.Generate(spec.Input{
 		Config:          cfg,
-		Sandbox:         podCfg,
+		Sandbox:         withPodSysctls(podCfg, pod),
 		Image:           &img.Config.Config,
 		RootFS:          root.FS(),
 		RootPath:        rootPath,

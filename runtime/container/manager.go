@@ -34,6 +34,10 @@ type Pod struct {
 	// Cgroup is the pod's cgroupfs path; containers go below it.
 	Cgroup       string
 	LogDirectory string
+	// Sysctls are the pod's, as RunPodSandbox checked and set them; a
+	// CreateContainer request's sandbox_config may name others, never
+	// checked, and is not used for them.
+	Sysctls map[string]string
 }
 
 // Pods finds pod sandboxes by id (or unique id prefix). An unknown pod is

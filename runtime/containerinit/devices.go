@@ -133,18 +133,26 @@ func createDevice(root *root, dirs map[string]int, d specs.LinuxDevice) error {
 
 // bindDevice binds the node's device file at d.Path (still visible: the
 // init has not pivoted yet) onto an empty file, if it is the same device.
+// The node's file is opened once and that handle is both checked and
+// bound: a path swapped for another file between the two (a symlink to a
+// host secret) cannot be what gets bound.
 func bindDevice(dirfd int, name string, d specs.LinuxDevice, kind uint32) error {
-	var st unix.Stat_t
-	if err := unix.Stat(d.Path, &st); err != nil {
+	src, err := unix.Open(d.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return fmt.Errorf("device %s cannot be made in a user namespace, nor bound: %w", d.Path, err)
+	}
+	defer unix.Close(src)
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return fmt.Errorf("device %s: %w", d.Path, err)
 	}
 	if st.Mode&unix.S_IFMT != kind || st.Rdev != unix.Mkdev(uint32(d.Major), uint32(d.Minor)) {
 		return fmt.Errorf("device %s cannot be made in a user namespace, and the node's is another device", d.Path)
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	return unix.Mount(d.Path, fdPath(fd), "", unix.MS_BIND, "")
+	return unix.Mount(fdPath(src), fdPath(fd), "", unix.MS_BIND, "")
 }

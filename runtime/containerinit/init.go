@@ -26,6 +26,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/sysctl"
 )
 
 // Messages of the sync protocol.
@@ -207,13 +209,11 @@ func setupNamespaced(spec *specs.Spec) error {
 			}
 		}
 	}
+	// /proc is the container's procfs by now; a mount the request put
+	// over part of /proc/sys is not crossed (sysctl.Write).
 	for key, value := range spec.Linux.Sysctl {
-		p := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
-		if strings.Contains(key, "..") || !strings.HasPrefix(p, "/proc/sys/") {
-			return fmt.Errorf("bad sysctl %q", key)
-		}
-		if err := os.WriteFile(p, []byte(value), 0); err != nil {
-			return fmt.Errorf("sysctl %s: %w", key, err)
+		if err := sysctl.Write("/proc/sys", key, value); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -12,11 +12,13 @@ package seccomp
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // ErrInvalidProfile marks a profile that cannot be read, parsed or loaded.
@@ -52,8 +54,11 @@ func Parse(data []byte, caps *specs.LinuxCapabilities) (*specs.LinuxSeccomp, err
 }
 
 // LoadFile reads and parses the profile file at path (a Localhost profile).
+// It must be a regular file of at most MaxProfileSize bytes: the path is a
+// request's, and /dev/zero would fill berthd's memory, a FIFO hang the
+// create.
 func LoadFile(path string, caps *specs.LinuxCapabilities) (*specs.LinuxSeccomp, error) {
-	data, err := os.ReadFile(path)
+	data, err := readProfile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidProfile, err)
 	}
@@ -62,6 +67,37 @@ func LoadFile(path string, caps *specs.LinuxCapabilities) (*specs.LinuxSeccomp, 
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, nil
+}
+
+// MaxProfileSize bounds a Localhost profile file (moby's default profile,
+// the largest in common use, is under 30 KiB).
+const MaxProfileSize = 4 << 20
+
+func readProfile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO without a writer returns at once.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxProfileSize {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d a profile may have", path, fi.Size(), MaxProfileSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxProfileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxProfileSize {
+		return nil, fmt.Errorf("%s grew past the %d bytes a profile may have", path, MaxProfileSize)
+	}
+	return data, nil
 }
 
 // capsSpec is the part of a spec moby's profile code reads: the bounding set.

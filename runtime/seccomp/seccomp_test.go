@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -250,6 +251,36 @@ func TestArchName(t *testing.T) {
 	for in, want := range map[specs.Arch]string{specs.ArchX86_64: "x86_64", specs.ArchX86: "x86", specs.ArchAARCH64: "aarch64", specs.ArchMIPSEL64N32: "mipsel64n32"} {
 		if got, err := ArchName(in); err != nil || got != want {
 			t.Errorf("ArchName(%s) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// A Localhost profile path is a request's: a device that never ends, a
+// FIFO no one writes, a directory or a file too large is refused at once,
+// never read into memory or waited on.
+func TestLoadFileRefusesWhatIsNoProfile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.json")
+	if err := os.WriteFile(big, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, MaxProfileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/dev/zero", fifo, dir, big} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadFile(p, capSet()); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrInvalidProfile) {
+				t.Errorf("%s: %v, want ErrInvalidProfile", p, err)
+			}
+		case <-time.After(time.Minute): // a bound on a hang
+			t.Fatalf("%s: LoadFile hangs", p)
 		}
 	}
 }

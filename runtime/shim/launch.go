@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth-dev/berth/runtime/safefile"
 )
 
 // LaunchOptions describe one pod's shim.
@@ -143,7 +145,13 @@ func openLog(path string) (*os.File, error) {
 	if path == "" {
 		return os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// In the pod dir; a symlink there is not followed (safefile).
+	d, err := safefile.OpenDir(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("open shim log: %w", err)
+	}
+	defer d.Close()
+	f, _, err := d.CreateAppend(filepath.Base(path), 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open shim log: %w", err)
 	}

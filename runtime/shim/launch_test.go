@@ -123,3 +123,28 @@ func syscallKill(pid int) error {
 	}
 	return p.Kill()
 }
+
+// The shim's log is opened in the pod dir without following a symlink
+// planted at its name.
+func TestOpenLogRefusesASymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "shim.log")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := openLog(filepath.Join(dir, "shim.log")); err == nil {
+		f.Close()
+		t.Fatal("opened through a symlink")
+	}
+	f, err := openLog(filepath.Join(dir, "other.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, err := os.Lstat(filepath.Join(dir, "other.log")); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("log: %v %v", fi, err)
+	}
+}

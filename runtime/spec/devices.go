@@ -73,6 +73,9 @@ func devices(s *specs.Spec, reqs []*runtimeapi.Device, privileged bool) error {
 		if !filepath.IsAbs(d.GetContainerPath()) {
 			return invalid("device path %q in the container is not absolute", d.GetContainerPath())
 		}
+		if !filepath.IsAbs(d.GetHostPath()) {
+			return invalid("device host path %q is not absolute", d.GetHostPath())
+		}
 		dev, err := deviceOf(d.GetHostPath())
 		if err != nil {
 			return invalid("device %q: %v", d.GetHostPath(), err)

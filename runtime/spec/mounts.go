@@ -129,6 +129,11 @@ func criMount(m *runtimeapi.Mount) (specs.Mount, string, error) {
 	if m.GetHostPath() == "" {
 		return specs.Mount{}, "", invalid("mount at %s has no host path", dst)
 	}
+	// A relative one would be resolved against berthd's working dir, a
+	// place the client knows nothing of.
+	if !filepath.IsAbs(m.GetHostPath()) {
+		return specs.Mount{}, "", invalid("mount host path %q is not absolute", m.GetHostPath())
+	}
 	src, err := filepath.EvalSymlinks(m.GetHostPath())
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -504,6 +504,14 @@ func TestGenerateErrors(t *testing.T) {
 			in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "/x", HostPath: filepath.Join(dir, "nope")}}
 		},
 		"relative container path": func(in *Input) { in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "x", HostPath: dir}} },
+		// Both exist relative to the test's working dir, as they would
+		// relative to berthd's.
+		"relative host path": func(in *Input) { in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "/x", HostPath: "."}} },
+		"relative device host path": func(in *Input) {
+			wd, _ := os.Getwd()
+			rel, _ := filepath.Rel(wd, "/dev/null")
+			in.Config.Devices = []*runtimeapi.Device{{ContainerPath: "/dev/x", HostPath: rel}}
+		},
 		"duplicate destination": func(in *Input) {
 			in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "/x", HostPath: dir}, {ContainerPath: "/x/", HostPath: dir}}
 		},

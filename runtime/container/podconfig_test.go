@@ -1,0 +1,29 @@
+package container
+
+import (
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The sysctls a container's init writes are the pod's, never those of the
+// CreateContainer request's sandbox_config.
+func TestWithPodSysctls(t *testing.T) {
+	req := &runtimeapi.PodSandboxConfig{
+		Hostname: "h",
+		Linux:    &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.core_pattern": "|/tmp/x"}},
+	}
+	got := withPodSysctls(req, &Pod{Sysctls: map[string]string{"kernel.shm_rmid_forced": "1"}})
+	if len(got.Linux.Sysctls) != 1 || got.Linux.Sysctls["kernel.shm_rmid_forced"] != "1" || got.Hostname != "h" {
+		t.Errorf("got %v", got)
+	}
+	if req.Linux.Sysctls["kernel.core_pattern"] != "|/tmp/x" {
+		t.Error("the request was changed")
+	}
+	if got := withPodSysctls(req, &Pod{}); len(got.Linux.Sysctls) != 0 {
+		t.Errorf("a pod without sysctls: %v", got.Linux.Sysctls)
+	}
+	if got := withPodSysctls(nil, &Pod{Sysctls: map[string]string{"net.ipv4.ip_forward": "1"}}); got.Linux.Sysctls["net.ipv4.ip_forward"] != "1" {
+		t.Errorf("no request config: %v", got)
+	}
+}
