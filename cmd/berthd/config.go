@@ -21,9 +21,12 @@ const defaultConfigPath = "/etc/berth/config.toml"
 
 // Config is berthd's effective configuration: file values overridden by flags.
 type Config struct {
-	Listen        string   `toml:"listen" json:"listen"`
-	Root          string   `toml:"root" json:"root"`
-	State         string   `toml:"state" json:"state"`
+	Listen string `toml:"listen" json:"listen"`
+	Root   string `toml:"root" json:"root"`
+	// State is stateDir in Status(verbose), as containerd names it: critest
+	// looks there for the file system of the containers' files (to probe
+	// id-mapped mounts).
+	State         string   `toml:"state" json:"stateDir"`
 	CgroupDriver  string   `toml:"cgroup_driver" json:"cgroupDriver"`
 	CNIConfDir    string   `toml:"cni_conf_dir" json:"cniConfDir"`
 	CNIBinDirs    []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
@@ -229,11 +232,6 @@ func (c *Config) validate() error {
 
 // JSON renders the effective configuration for Status(verbose).
 func (c Config) JSON() string {
-	// stateDir, as containerd names it, too: critest looks there for the
-	// file system the containers' files are on (to probe id-mapped mounts).
-	b, _ := json.Marshal(struct {
-		Config
-		StateDir string `json:"stateDir"`
-	}{c, c.State})
+	b, _ := json.Marshal(c)
 	return string(b)
 }
