@@ -131,3 +131,10 @@ bench: build
 
 clean:
 	rm -rf $(BIN)
+
+# Resets the node after make run: removes berthd's state and root dirs, the
+# berth0 bridge and its iptables rules, and the CNI config setup-default.sh
+# wrote; refuses while any pod exists (README, "Reset a node").
+.PHONY: clean-node
+clean-node:
+	bash hack/clean-node.sh
