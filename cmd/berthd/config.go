@@ -47,6 +47,10 @@ type Config struct {
 	// MetricsAddress serves Prometheus metrics at http://<address>/metrics
 	// ("127.0.0.1:9090"); empty (the default) serves none.
 	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
+
+	// warnings are what validate fixed (the mode of a dir others could
+	// write), for berthd to log.
+	warnings []string
 }
 
 func defaultConfig() Config {
@@ -218,8 +222,11 @@ func (c *Config) validate() error {
 			return configErrorf("cni_bin_dirs %q: need an absolute path", p)
 		}
 	}
-	// Directories berthd writes to must exist or be creatable.
-	for name, p := range map[string]string{"root": c.Root, "state": c.State, "listen": filepath.Dir(c.SocketPath())} {
+	// Directories berthd writes to must exist or be creatable, and be
+	// berthd's alone.
+	dirs := [][2]string{{"root", c.Root}, {"state", c.State}, {"listen", filepath.Dir(c.SocketPath())}}
+	for _, d := range dirs {
+		name, p := d[0], d[1]
 		if err := os.MkdirAll(p, 0o711); err != nil {
 			return configErrorf("%s %q: %v", name, p, err)
 		}
@@ -227,7 +234,9 @@ func (c *Config) validate() error {
 			return configErrorf("%s %q: not a directory", name, p)
 		}
 	}
-	return nil
+	warnings, err := secureDirs(dirs)
+	c.warnings = warnings
+	return err
 }
 
 // JSON renders the effective configuration for Status(verbose).

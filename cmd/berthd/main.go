@@ -61,6 +61,9 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "berthd: %v\n", err)
 		return 2
 	}
+	for _, w := range cfg.warnings {
+		klog.InfoS("Warning: fixed the mode of a directory others could write", "detail", w)
+	}
 	shim, err := findShim()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "berthd: %v\n", err)
