@@ -74,21 +74,25 @@ fi
 
 have_version() { [ -x "$1" ] && "$1" --version 2>/dev/null | grep -q "${2#v}"; }
 
-# go install leaves crictl's version string empty: a marker file records it.
+# cri-tools puts its version into the binaries at link time (its Makefile:
+# -X .../pkg/version.Version without the v); without it they say "unknown".
+CRI_TOOLS_LDFLAGS="-X sigs.k8s.io/cri-tools/pkg/version.Version=${CRI_TOOLS_VERSION#v}"
+
+# A marker file records the version built.
 if [ ! -x "$BIN/crictl" ] || [ "$(cat "$BIN/.crictl-version" 2>/dev/null)" != "$CRI_TOOLS_VERSION" ]; then
 	log "building crictl $CRI_TOOLS_VERSION from the Go module proxy (a minute or two cold)"
-	GOBIN=$BIN go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+	GOBIN=$BIN go install -ldflags "$CRI_TOOLS_LDFLAGS" "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
 	echo "$CRI_TOOLS_VERSION" >"$BIN/.crictl-version"
 fi
 
 if [ "$profile" = test ]; then
 	# critest is a Ginkgo test binary: built with go test -c from the module
-	# source.
-	want="$CRI_TOOLS_VERSION"
+	# source. The marker records the version and that it carries it.
+	want="$CRI_TOOLS_VERSION ldflags"
 	if [ ! -x "$BIN/critest" ] || [ "$(cat "$BIN/.critest-version" 2>/dev/null)" != "$want" ]; then
 		log "building critest $CRI_TOOLS_VERSION (go test -c of sigs.k8s.io/cri-tools; a few minutes cold)"
 		src=$(go mod download -json "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-		(cd "$src" && go test -c -o "$BIN/critest" ./cmd/critest)
+		(cd "$src" && go test -c -ldflags "$CRI_TOOLS_LDFLAGS" -o "$BIN/critest" ./cmd/critest)
 		echo "$want" >"$BIN/.critest-version"
 	fi
 
