@@ -38,8 +38,10 @@ integration: build test-images kubelet
 
 # The upstream kubelet that test/integration/kubelet_test.go runs standalone
 # against berthd: module test/kubelet (k8s.io/kubernetes from the Go module
-# proxy) built into _output/kubelet, again only when that module changes.
-KUBELET := $(CURDIR)/_output/kubelet/kubelet
+# proxy) built into /var/cache/berth/kubelet/<hash of its inputs>/ (outside
+# the checkout, so that CI's fresh clones reuse it; BERTH_CACHE_DIR moves
+# it), again only when that module changes.
+KUBELET = $(shell bash hack/build-kubelet.sh --print-path)
 .PHONY: kubelet
 kubelet:
 	bash hack/build-kubelet.sh
