@@ -21,9 +21,12 @@ const defaultConfigPath = "/etc/berth/config.toml"
 
 // Config is berthd's effective configuration: file values overridden by flags.
 type Config struct {
-	Listen        string   `toml:"listen" json:"listen"`
-	Root          string   `toml:"root" json:"root"`
-	State         string   `toml:"state" json:"state"`
+	Listen string `toml:"listen" json:"listen"`
+	Root   string `toml:"root" json:"root"`
+	// State is stateDir in Status(verbose), as containerd names it: critest
+	// looks there for the file system of the containers' files (to probe
+	// id-mapped mounts).
+	State         string   `toml:"state" json:"stateDir"`
 	CgroupDriver  string   `toml:"cgroup_driver" json:"cgroupDriver"`
 	CNIConfDir    string   `toml:"cni_conf_dir" json:"cniConfDir"`
 	CNIBinDirs    []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
@@ -44,6 +47,10 @@ type Config struct {
 	// MetricsAddress serves Prometheus metrics at http://<address>/metrics
 	// ("127.0.0.1:9090"); empty (the default) serves none.
 	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
+
+	// warnings are what validate fixed (the mode of a dir others could
+	// write), for berthd to log.
+	warnings []string
 }
 
 func defaultConfig() Config {
@@ -215,8 +222,11 @@ func (c *Config) validate() error {
 			return configErrorf("cni_bin_dirs %q: need an absolute path", p)
 		}
 	}
-	// Directories berthd writes to must exist or be creatable.
-	for name, p := range map[string]string{"root": c.Root, "state": c.State, "listen": filepath.Dir(c.SocketPath())} {
+	// Directories berthd writes to must exist or be creatable, and be
+	// berthd's alone.
+	dirs := [][2]string{{"root", c.Root}, {"state", c.State}, {"listen", filepath.Dir(c.SocketPath())}}
+	for _, d := range dirs {
+		name, p := d[0], d[1]
 		if err := os.MkdirAll(p, 0o711); err != nil {
 			return configErrorf("%s %q: %v", name, p, err)
 		}
@@ -224,16 +234,13 @@ func (c *Config) validate() error {
 			return configErrorf("%s %q: not a directory", name, p)
 		}
 	}
-	return nil
+	warnings, err := secureDirs(dirs)
+	c.warnings = warnings
+	return err
 }
 
 // JSON renders the effective configuration for Status(verbose).
 func (c Config) JSON() string {
-	// stateDir, as containerd names it, too: critest looks there for the
-	// file system the containers' files are on (to probe id-mapped mounts).
-	b, _ := json.Marshal(struct {
-		Config
-		StateDir string `json:"stateDir"`
-	}{c, c.State})
+	b, _ := json.Marshal(c)
 	return string(b)
 }

@@ -61,7 +61,15 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "berthd: %v\n", err)
 		return 2
 	}
-	if err := serve(cfg); err != nil {
+	for _, w := range cfg.warnings {
+		klog.InfoS("Warning: fixed the mode of a directory others could write", "detail", w)
+	}
+	shim, err := findShim()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "berthd: %v\n", err)
+		return 1
+	}
+	if err := serve(cfg, shim); err != nil {
 		klog.ErrorS(err, "berthd stopped")
 		return 1
 	}
@@ -74,7 +82,7 @@ func initLogging(v int) {
 	_ = kfs.Set("v", strconv.Itoa(v))
 }
 
-func serve(cfg Config) error {
+func serve(cfg Config, shim string) error {
 	unlock, err := lockStateDir(cfg.State)
 	if err != nil {
 		return err
@@ -100,8 +108,8 @@ func serve(cfg Config) error {
 	// bus carries the pods' and containers' lifecycle events to
 	// GetContainerEvents.
 	bus := events.New()
-	usernsErr := probeUserNamespaces(cfg.Root, cfg.State)
-	pods, err := newSandboxManager(cfg, db, func() string { return srv.PodCIDR() }, bus, usernsErr)
+	usernsErr := probeUserNamespaces(shim, cfg.Root, cfg.State)
+	pods, err := newSandboxManager(cfg, db, shim, func() string { return srv.PodCIDR() }, bus, usernsErr)
 	if err != nil {
 		return err
 	}
@@ -127,6 +135,8 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer streams.Stop()
+	// Status(verbose) shows the address bound (port 0 was a free port).
+	cfg.StreamAddress = streams.addr
 
 	srv = cri.NewServer(cri.Options{
 		Images:        images,
@@ -175,12 +185,8 @@ func serve(cfg Config) error {
 // probeUserNamespaces tells why pods cannot have user namespaces here, if
 // they cannot: the image layers and the containers' files live under root,
 // and the pod's root sees them through id-mapped mounts.
-func probeUserNamespaces(root, state string) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	err = userns.Supported(filepath.Join(filepath.Dir(self), "berth-shim"), root)
+func probeUserNamespaces(shim, root, state string) error {
+	err := userns.Supported(shim, root)
 	if err == nil {
 		// The namespace's root mounts its container's rootfs by path.
 		err = userns.Searchable(filepath.Join(state, "containers"))
@@ -191,13 +197,28 @@ func probeUserNamespaces(root, state string) error {
 	return err
 }
 
-// newSandboxManager runs pods with the berth-shim next to berthd and the
-// CNI network of the config dir (its cache under root).
-func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *events.Bus, usernsErr error) (*sandbox.Manager, error) {
+// findShim is the berth-shim beside berthd. Every pod needs it, so a
+// berthd without it would answer every RunPodSandbox with an error: it
+// refuses to start instead.
+func findShim() (string, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return "", fmt.Errorf("find berth-shim: locate berthd: %w", err)
 	}
+	path := filepath.Join(filepath.Dir(self), "berth-shim")
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("berth-shim must be beside berthd: %w", err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("berth-shim %s is not an executable file (mode %v)", path, st.Mode())
+	}
+	return path, nil
+}
+
+// newSandboxManager runs pods with the berth-shim next to berthd and the
+// CNI network of the config dir (its cache under root).
+func newSandboxManager(cfg Config, db *bolt.DB, shim string, podCIDR func() string, bus *events.Bus, usernsErr error) (*sandbox.Manager, error) {
 	cgroupDriver, err := newCgroupDriver(cfg)
 	if err != nil {
 		return nil, err
@@ -206,7 +227,7 @@ func newSandboxManager(cfg Config, db *bolt.DB, podCIDR func() string, bus *even
 		Cgroups:        cgroupDriver,
 		DB:             db,
 		StateDir:       cfg.State,
-		ShimBinary:     filepath.Join(filepath.Dir(self), "berth-shim"),
+		ShimBinary:     shim,
 		Network:        cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
 		PodCIDR:        podCIDR,
 		Events:         bus,

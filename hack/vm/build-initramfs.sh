@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds the guest of the cgroup v2 test VM from the host's own Debian files:
-#   $VM_OUT/kernel             the kernel, uncompressed (QEMU boots an ELF kernel
-#                             through its PVH entry: no BIOS, no in-guest
-#                             decompression, about 2 s less under TCG)
-#   $VM_OUT/initramfs.cpio    real dash, coreutils, util-linux, kmod, iproute2,
-#                             iptables ... with their libraries at their host
-#                             paths (no busybox: its applets would shadow them)
-# Rebuilds only when this script, guest/ or the kernel changed (a stamp holds
-# their hash). Usage: build-initramfs.sh [--print-stamp]
+# Builds the guest of the cgroup v2 test VM from the host's own Debian files,
+# into $VM_CACHE/initramfs-<stamp>/ (common.sh; the stamp is the hash of this
+# script, guest/ and the kernel version, so only a change of those rebuilds):
+#   kernel             the kernel, uncompressed (QEMU boots an ELF kernel
+#                      through its PVH entry: no BIOS, no in-guest
+#                      decompression, about 2 s less under TCG)
+#   initramfs.cpio     real dash, coreutils, util-linux, kmod, iproute2,
+#                      iptables ... with their libraries at their host
+#                      paths (no busybox: its applets would shadow them)
+# Usage: build-initramfs.sh [--print-dir]   (--print-dir: that dir, no build)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
@@ -16,17 +17,23 @@ KIMG=$(vm_kernel_image)
 KVER=${KIMG#/boot/vmlinuz-}
 MODDIR=/lib/modules/$KVER
 stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/common.sh" "$HERE"/guest/*; } | sha256sum | cut -c1-16)
-if [ "${1:-}" = --print-stamp ]; then echo "$stamp"; exit 0; fi
+OUT=$VM_CACHE/initramfs-$stamp
+if [ "${1:-}" = --print-dir ]; then echo "$OUT"; exit 0; fi
 
-mkdir -p "$VM_OUT"
-exec 9>"$VM_OUT/.initramfs.lock"
+mkdir -p "$VM_CACHE"
+exec 9>"$VM_CACHE/.initramfs.lock"
 flock 9
-if [ "$(cat "$VM_OUT/initramfs.stamp" 2>/dev/null)" = "$stamp" ] && [ -s "$VM_OUT/initramfs.cpio" ] && [ -s "$VM_OUT/kernel" ]; then
+if [ -s "$OUT/stamp" ] && [ -s "$OUT/initramfs.cpio" ] && [ -s "$OUT/kernel" ]; then
+	touch "$OUT"
 	exit 0
 fi
-vm_log "building the initramfs for kernel $KVER"
+# Builds of other inputs unused for a month go.
+find "$VM_CACHE" -maxdepth 1 -name 'initramfs-*' -mtime +30 -exec rm -rf {} + 2>/dev/null || true
+vm_log "building the initramfs for kernel $KVER into $OUT"
+rm -rf "$OUT"
+mkdir -p "$OUT"
 
-STAGE=$(mktemp -d "$VM_OUT/stage.XXXXXX")
+STAGE=$(mktemp -d "$VM_CACHE/stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 # Debian 12 is usr-merged; the guest too, so every host path resolves.
 mkdir -p "$STAGE"/usr/{bin,sbin,lib,lib64} "$STAGE"/{etc,proc,sys,dev,run,tmp,root,mnt,newroot,ctl,var/tmp}
@@ -125,11 +132,11 @@ echo "$KVER" >"$STAGE/etc/kernel-version"
 
 # Uncompressed: the host copies it into guest memory for free, while
 # inflating it in the guest under TCG costs a second.
-(cd "$STAGE" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) >"$VM_OUT/initramfs.cpio.tmp"
-mv "$VM_OUT/initramfs.cpio.tmp" "$VM_OUT/initramfs.cpio"
+(cd "$STAGE" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) >"$OUT/initramfs.cpio.tmp"
+mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
 
-vm_extract_vmlinux "$KIMG" "$VM_OUT/kernel.tmp"
-mv "$VM_OUT/kernel.tmp" "$VM_OUT/kernel"
-echo "$KVER" >"$VM_OUT/kernel-version"
-echo "$stamp" >"$VM_OUT/initramfs.stamp"
-vm_log "initramfs $(du -h "$VM_OUT/initramfs.cpio" | cut -f1), kernel $KVER"
+vm_extract_vmlinux "$KIMG" "$OUT/kernel.tmp"
+mv "$OUT/kernel.tmp" "$OUT/kernel"
+echo "$KVER" >"$OUT/kernel-version"
+echo "$stamp" >"$OUT/stamp"
+vm_log "initramfs $(du -h "$OUT/initramfs.cpio" | cut -f1), kernel $KVER"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the root disk of the systemd test VM: a minimal Debian (debootstrap
 # from the host's apt mirror) with systemd as PID 1 and D-Bus, as an ext4
-# image. Built once: the image name holds the hash of this script, so only a
-# change here rebuilds it (minutes). The job, its units and the kernel modules
+# image in $VM_CACHE (common.sh; outside the checkout). Built once: the image
+# name holds the hash of this script, so only a change here rebuilds it
+# (minutes). The job, its units and the kernel modules
 # come from the initramfs and the host at boot. Prints the image path.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -14,11 +15,12 @@ PACKAGES=systemd,systemd-sysv,dbus,kmod,iproute2,iptables,procps,util-linux,moun
 FREE_MB=4096
 
 key=$( { cat "$HERE/build-rootfs.sh"; echo "$SUITE"; } | sha256sum | cut -c1-12)
-img=$VM_OUT/debian-$SUITE-$key.img
-mkdir -p "$VM_OUT"
-exec 9>"$VM_OUT/.rootfs.lock"
+img=$VM_CACHE/debian-$SUITE-$key.img
+mkdir -p "$VM_CACHE"
+exec 9>"$VM_CACHE/.rootfs.lock"
 flock 9
 if [ -s "$img" ]; then
+	touch "$img"
 	echo "$img"
 	exit 0
 fi
@@ -34,12 +36,12 @@ if [ -z "$mirror" ]; then
 fi
 [ -n "$mirror" ] || { vm_log "no Debian mirror in the apt sources: set BERTH_VM_MIRROR"; exit 1; }
 
-root=$(mktemp -d "$VM_OUT/rootfs.XXXXXX")
+root=$(mktemp -d "$VM_CACHE/rootfs.XXXXXX")
 trap 'rm -rf "$root" "$img.tmp"' EXIT
-vm_log "debootstrap $SUITE from $mirror (once; a few minutes)"
+vm_log "debootstrap $SUITE from $mirror for $img (once; a few minutes)"
 t0=$(date +%s)
-if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >"$VM_OUT/debootstrap.log" 2>&1; then
-	tail -n 30 "$VM_OUT/debootstrap.log" >&2
+if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >"$VM_CACHE/debootstrap.log" 2>&1; then
+	tail -n 30 "$VM_CACHE/debootstrap.log" >&2
 	exit 1
 fi
 
@@ -80,6 +82,7 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 size=$(du -sm "$root" | cut -f1)
 mke2fs -q -t ext4 -L vmroot -d "$root" "$img.tmp" "$((size + size / 4 + FREE_MB))M"
 mv "$img.tmp" "$img"
-for old in "$VM_OUT"/debian-*.img; do [ "$old" = "$img" ] || rm -f "$old"; done
+# Images of other inputs (other checkouts' commits) unused for a month go.
+find "$VM_CACHE" -maxdepth 1 -name 'debian-*.img' -mtime +30 -delete 2>/dev/null || true
 vm_log "root image $img: $size MiB of files, built in $(($(date +%s) - t0))s"
 echo "$img"

@@ -2,8 +2,13 @@
 # shellcheck shell=bash
 
 VM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# Built once and reused: kernel, initramfs, the Debian root image.
+# The runs' test binaries and logs (the guest reads them from the checkout).
 VM_OUT=${BERTH_VM_OUT:-$VM_REPO/_output/vm}
+# Built once and reused, outside the checkout so that a fresh clone (CI) finds
+# them: the kernel and initramfs (initramfs-<stamp>/) and the Debian root
+# image (debian-<suite>-<hash>.img), each named by the hash of its inputs, so
+# checkouts at other commits share the dir without replacing each other's.
+VM_CACHE=${BERTH_VM_CACHE:-${BERTH_CACHE_DIR:-/var/cache/berth}/vm}
 
 vm_log() { echo "vm: $*" >&2; }
 

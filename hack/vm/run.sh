@@ -41,6 +41,7 @@ case "$variant" in initramfs | systemd) ;; *) vm_log "unknown variant $variant" 
 command -v qemu-system-x86_64 >/dev/null || { vm_log "qemu-system-x86_64 missing: make deps"; exit 125; }
 
 "$HERE/build-initramfs.sh" || exit 125
+guest=$("$HERE/build-initramfs.sh" --print-dir)
 disk=()
 append="console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=4 mitigations=off no_timer_check"
 if [ "$variant" = systemd ]; then
@@ -143,7 +144,7 @@ fi
 start=$(date +%s.%N)
 timeout -k 5 "$timeout" qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot \
 	-machine pc -m "${BERTH_VM_MEM:-3072}" -smp "${BERTH_VM_CPUS:-2}" "${accelargs[@]}" \
-	-kernel "$VM_OUT/kernel" -initrd "$VM_OUT/initramfs.cpio" -append "$append" \
+	-kernel "$guest/kernel" -initrd "$guest/initramfs.cpio" -append "$append" \
 	"${con[@]}" -serial chardev:con \
 	-chardev "pipe,id=out,path=$(esc "$CTL/out")" \
 	-device virtio-serial-pci -device virtserialport,chardev=out,name=out \

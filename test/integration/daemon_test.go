@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,8 +58,20 @@ func TestCrictlVersionAndInfo(t *testing.T) {
 	if err := json.Unmarshal(info.Config, &cfg); err != nil {
 		t.Fatalf("info config: %v\n%s", err, out)
 	}
-	if cfg["root"] != d.Root || cfg["state"] != d.State {
-		t.Errorf("effective config = %v, want root %s and state %s", cfg, d.Root, d.State)
+	// stateDir is the state dir's one name (critest reads it); the stream
+	// address is the one bound, not the configured port 0.
+	if cfg["root"] != d.Root || cfg["stateDir"] != d.State {
+		t.Errorf("effective config = %v, want root %s and stateDir %s", cfg, d.Root, d.State)
+	}
+	if _, twice := cfg["state"]; twice {
+		t.Errorf("effective config names the state dir twice (state and stateDir): %v", cfg)
+	}
+	if addr, _ := cfg["streamAddress"].(string); !strings.HasPrefix(addr, "127.0.0.1:") || strings.HasSuffix(addr, ":0") {
+		t.Errorf("streamAddress = %q, want the bound 127.0.0.1:<port>", addr)
+	} else if c, err := net.DialTimeout("tcp", addr, 10*time.Second); err != nil {
+		t.Errorf("streamAddress %s does not accept connections: %v", addr, err)
+	} else {
+		c.Close()
 	}
 
 	// A network config makes the network ready without a restart.
@@ -156,6 +169,56 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("exit %d, output %s; want 2 naming the file", code, out)
 		}
 	})
+}
+
+// A berthd whose berth-shim is missing or not executable could run no pod:
+// it exits 1 naming the path it looked at, and serves nothing.
+func TestMissingShimRefused(t *testing.T) {
+	bin := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(framework.BinDir(t), "berthd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "berthd"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shim := filepath.Join(bin, "berth-shim")
+	for _, tc := range []struct {
+		name, want string
+		setup      func()
+	}{
+		{"missing", "no such file", func() {}},
+		{"not executable", "not an executable", func() {
+			if err := os.WriteFile(shim, []byte("#!/bin/sh\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.setup()
+			dir := framework.NewDirs(t)
+			if err := os.WriteFile(filepath.Join(dir, "config.toml"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(filepath.Join(bin, "berthd"), framework.Args(dir)...)
+			out, err := cmd.CombinedOutput()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != 1 {
+				t.Errorf("exit status = %d (%v), want 1; output:\n%s", code, err, out)
+			}
+			for _, want := range []string{shim, tc.want} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("message lacks %q:\n%s", want, out)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, "berth.sock")); !os.IsNotExist(err) {
+				t.Errorf("berthd without a shim left a socket")
+			}
+		})
+	}
 }
 
 func TestHelpAndVersion(t *testing.T) {

@@ -45,11 +45,18 @@ func kubeletBinary(t *testing.T) string {
 		}
 		return p
 	}
-	bin := filepath.Join(framework.RepoRoot(), "_output", "kubelet", "kubelet")
+	// Where hack/build-kubelet.sh keeps the build of these inputs (a cache
+	// dir outside the checkout).
+	script := filepath.Join(framework.RepoRoot(), "hack", "build-kubelet.sh")
+	path, err := exec.Command("bash", script, "--print-path").Output()
+	if err != nil {
+		t.Fatalf("%s --print-path: %v", script, err)
+	}
+	bin := strings.TrimSpace(string(path))
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	cmd := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "build-kubelet.sh"))
+	cmd := exec.Command("bash", script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Skipf("\n!!!!!!!!!!\n!!! SKIPPED: the kubelet could not be built (hack/build-kubelet.sh: %v), so berth was NOT tested with the real kubelet\n!!!!!!!!!!\n%s", err, out)
 	}
