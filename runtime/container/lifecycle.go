@@ -152,7 +152,9 @@ func readExit(stateDir string) (*shim.ExitRecord, error) {
 // asks the shim too, which a process that is still running needs to be
 // told from a shim that died.
 func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record, error) {
-	if rec.Status.State == Exited {
+	if rec.Status.State == Exited || m.beingMade(rec.ID) {
+		// A container being made has no exit yet, and its shim does not
+		// know it yet.
 		return rec, nil
 	}
 	if x, err := readExit(rec.StateDir); err == nil {
@@ -196,7 +198,7 @@ func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record,
 				return nil
 			})
 		}
-		if shimAnswers(rec.ShimDir) {
+		if !shimGone(rec.ShimDir) {
 			return rec, err
 		}
 		// The process may outlive its shim: nothing would ever reap or
@@ -209,11 +211,15 @@ func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record,
 	}
 }
 
-// shimAnswers pings the shim once more, to tell a dead shim from a slow one.
-func shimAnswers(dir string) bool {
+// shimGone pings the shim once more, to tell a dead shim from a slow one.
+// Only a socket that is missing or that nobody listens on is death: a ping
+// that times out on a loaded node is a slow shim, and taking it for dead
+// would record a running container's exit as lost (and kill it).
+func shimGone(dir string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return shim.Connect(dir).Ping(ctx) == nil
+	err := shim.Connect(dir).Ping(ctx)
+	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT)
 }
 
 // killCgroup kills whatever is left in a container's cgroup and removes it.
@@ -348,7 +354,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	steps := newStepTimer()
 	if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
-		if shimAnswers(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
+		if !shimGone(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
 			return fmt.Errorf("remove container %s: %w", id, err)
 		}
 	}
