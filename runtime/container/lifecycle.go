@@ -48,15 +48,12 @@ func exitReason(code int, oom bool) string {
 
 // Start releases a created container's process into its command.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	id, err := m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	if rec.Status.State != Created {
 		return fmt.Errorf("start container %s: it is %s, not created: %w", id, rec.Status.State, errdefs.ErrFailedPrecondition)
 	}
@@ -258,7 +255,7 @@ func signalOf(name string) (unix.Signal, error) {
 // SIGKILL to every process of its cgroup. Stopping an exited container is
 // no error.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	id, err := m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// The CRI wants stop idempotent: a container already removed is
 		// stopped.
@@ -267,14 +264,8 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	if rec, err = m.refresh(ctx, rec, true); err != nil {
 		return fmt.Errorf("stop container %s: %w", id, err)
 	}
@@ -337,21 +328,15 @@ func (m *Manager) waitExit(ctx context.Context, rec *Record, timeout time.Durati
 // cgroup, rootfs, writable layer, state and record. Removing an unknown
 // container succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	id, err := m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	steps := newStepTimer()
 	if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
 		if !shimGone(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {

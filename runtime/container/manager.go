@@ -217,6 +217,24 @@ func (m *Manager) beingMade(id string) bool {
 	return m.making[id]
 }
 
+// locked finds a container by id (or unique prefix), takes its lock and
+// reads its record; the caller runs unlock. A container unknown, or
+// removed while the lock was awaited, is an error wrapping
+// errdefs.ErrNotFound, with nothing left locked.
+func (m *Manager) locked(id string) (_ *Record, unlock func(), _ error) {
+	id, err := m.resolveID(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock = m.lock(id)
+	rec, err := m.store.Get(id)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return rec, unlock, nil
+}
+
 func (m *Manager) forget(id string) {
 	m.mu.Lock()
 	delete(m.locks, id)
