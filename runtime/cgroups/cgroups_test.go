@@ -3,7 +3,6 @@ package cgroups
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berth-dev/berth/runtime/cgroupfs"
+	"github.com/berth-dev/berth/runtime/internal/heldproc"
 )
 
 func testPath(t *testing.T) string {
@@ -87,27 +87,11 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 
-	// The process works only once it is in the cgroup (v1 does not move
-	// earlier charges along).
-	cmd := exec.Command("sh", "-c", "read line; exec yes >/dev/null")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
 	g, err := cgroupfs.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.AddProc(cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stdin.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
+	cmd := heldproc.Start(t, "exec yes >/dev/null", g.AddProc)
 	time.Sleep(200 * time.Millisecond)
 	st, err := cg.Stats()
 	if err != nil {

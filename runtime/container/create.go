@@ -166,6 +166,15 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("container name %q (attempt %d) in pod %s is taken by %s: %w", rec.Name, rec.Attempt, rec.PodID, taken, errdefs.ErrAlreadyExists)
 	}
 
+	// Registered before the undo steps, so it ends after them: a failed
+	// create's record is gone before anyone may read it as lost.
+	done := m.beginMaking(id)
+	defer func() {
+		done()
+		if err != nil {
+			m.forget(id)
+		}
+	}()
 	var u undo
 	defer func() {
 		if err != nil {

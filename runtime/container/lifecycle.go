@@ -48,15 +48,12 @@ func exitReason(code int, oom bool) string {
 
 // Start releases a created container's process into its command.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	id, err := m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	if rec.Status.State != Created {
 		return fmt.Errorf("start container %s: it is %s, not created: %w", id, rec.Status.State, errdefs.ErrFailedPrecondition)
 	}
@@ -152,7 +149,9 @@ func readExit(stateDir string) (*shim.ExitRecord, error) {
 // asks the shim too, which a process that is still running needs to be
 // told from a shim that died.
 func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record, error) {
-	if rec.Status.State == Exited {
+	if rec.Status.State == Exited || m.beingMade(rec.ID) {
+		// A container being made has no exit yet, and its shim does not
+		// know it yet.
 		return rec, nil
 	}
 	if x, err := readExit(rec.StateDir); err == nil {
@@ -196,7 +195,7 @@ func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record,
 				return nil
 			})
 		}
-		if shimAnswers(rec.ShimDir) {
+		if !shimGone(rec.ShimDir) {
 			return rec, err
 		}
 		// The process may outlive its shim: nothing would ever reap or
@@ -209,11 +208,15 @@ func (m *Manager) refresh(ctx context.Context, rec *Record, deep bool) (*Record,
 	}
 }
 
-// shimAnswers pings the shim once more, to tell a dead shim from a slow one.
-func shimAnswers(dir string) bool {
+// shimGone pings the shim once more, to tell a dead shim from a slow one.
+// Only a socket that is missing or that nobody listens on is death: a ping
+// that times out on a loaded node is a slow shim, and taking it for dead
+// would record a running container's exit as lost (and kill it).
+func shimGone(dir string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return shim.Connect(dir).Ping(ctx) == nil
+	err := shim.Connect(dir).Ping(ctx)
+	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT)
 }
 
 // killCgroup kills whatever is left in a container's cgroup and removes it.
@@ -252,7 +255,7 @@ func signalOf(name string) (unix.Signal, error) {
 // SIGKILL to every process of its cgroup. Stopping an exited container is
 // no error.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	id, err := m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// The CRI wants stop idempotent: a container already removed is
 		// stopped.
@@ -261,14 +264,8 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	if rec, err = m.refresh(ctx, rec, true); err != nil {
 		return fmt.Errorf("stop container %s: %w", id, err)
 	}
@@ -331,24 +328,18 @@ func (m *Manager) waitExit(ctx context.Context, rec *Record, timeout time.Durati
 // cgroup, rootfs, writable layer, state and record. Removing an unknown
 // container succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	id, err := m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	steps := newStepTimer()
 	if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
-		if shimAnswers(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
+		if !shimGone(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
 			return fmt.Errorf("remove container %s: %w", id, err)
 		}
 	}

@@ -96,6 +96,9 @@ type Manager struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+	// making are the containers whose record is stored but whose shim
+	// create has not returned yet (create.go).
+	making map[string]bool
 	// creates are the creates still working, and the containers whose
 	// creators gave up before they were made, kept for their retry.
 	creates *inflight.Group
@@ -126,6 +129,7 @@ func New(opts Options) (*Manager, error) {
 		layerDir: filepath.Join(opts.Root, "containers"),
 		stateDir: filepath.Join(opts.State, "containers"),
 		locks:    map[string]*sync.Mutex{},
+		making:   map[string]bool{},
 		creates:  inflight.New("CreateContainer", createTimeout),
 		cpu:      map[string]cpuSample{},
 		done:     make(chan struct{}),
@@ -190,6 +194,49 @@ func (m *Manager) lock(id string) func() {
 	m.mu.Unlock()
 	l.Lock()
 	return l.Unlock
+}
+
+// beginMaking marks id as being made until the returned func runs. Its
+// record is visible (it holds the name, and the kubelet lists it) before
+// the pod's shim knows the container: until then the shim's "unknown
+// container" means "not yet", not "lost", and the container's lock is held
+// so that Start, Stop and Remove wait for the create to end.
+func (m *Manager) beginMaking(id string) (done func()) {
+	unlock := m.lock(id)
+	m.mu.Lock()
+	m.making[id] = true
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		delete(m.making, id)
+		m.mu.Unlock()
+		unlock()
+	}
+}
+
+// beingMade says whether id's create has not handed it to its shim yet.
+func (m *Manager) beingMade(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.making[id]
+}
+
+// locked finds a container by id (or unique prefix), takes its lock and
+// reads its record; the caller runs unlock. A container unknown, or
+// removed while the lock was awaited, is an error wrapping
+// errdefs.ErrNotFound, with nothing left locked.
+func (m *Manager) locked(id string) (_ *Record, unlock func(), _ error) {
+	id, err := m.resolveID(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock = m.lock(id)
+	rec, err := m.store.Get(id)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return rec, unlock, nil
 }
 
 func (m *Manager) forget(id string) {

@@ -95,15 +95,12 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtimeapi.
 	if err != nil {
 		return err
 	}
-	id, err = m.resolveID(id)
+	rec, unlock, err := m.locked(id)
 	if err != nil {
 		return err
 	}
-	defer m.lock(id)()
-	rec, err := m.store.Get(id)
-	if err != nil {
-		return err
-	}
+	defer unlock()
+	id = rec.ID
 	if rec, err = m.refresh(ctx, rec, false); err != nil {
 		return err
 	}

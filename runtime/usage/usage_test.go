@@ -3,7 +3,6 @@ package usage
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/runtime/internal/heldproc"
 )
 
 // A cgroup of the test's own, holding a sleeping shell with an open socket.
@@ -25,20 +26,8 @@ func TestCgroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The shell works only once it is in the cgroup, so that the cgroup is
-	// charged for its CPU and memory.
-	cmd := exec.Command("sh", "-c", "read x; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 60")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		// The cgroup empties once the kill is reaped.
+		// The cgroup empties once the shell's kill is reaped.
 		for i := 0; i < 50; i++ {
 			if err := cg.Delete(); err == nil {
 				return
@@ -47,12 +36,9 @@ func TestCgroup(t *testing.T) {
 		}
 		t.Errorf("cgroup %s left", path)
 	})
-	if err := cg.AddProc(uint64(cmd.Process.Pid)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stdin.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
+	cmd := heldproc.Start(t, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 60", func(pid int) error {
+		return cg.AddProc(uint64(pid))
+	})
 	var u *Usage
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if u, err = Cgroup(path); err != nil {

@@ -3,7 +3,6 @@
 package framework
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -63,7 +62,7 @@ type Daemon struct {
 	Socket   string
 	Endpoint string // unix:// URL of Socket
 
-	log *lockedWriter
+	log *TestLog
 
 	cmd  *exec.Cmd
 	conn *grpc.ClientConn
@@ -120,7 +119,7 @@ func StartDaemon(t testing.TB, dir string, extra ...string) *Daemon {
 		Root:   filepath.Join(dir, "root"),
 		State:  filepath.Join(dir, "state"),
 		Socket: filepath.Join(dir, "berth.sock"),
-		log:    &lockedWriter{w: &bytes.Buffer{}},
+		log:    NewTestLog(t, "berthd"),
 		done:   make(chan error, 1),
 	}
 	d.Endpoint = "unix://" + d.Socket
@@ -157,11 +156,11 @@ func StartDaemon(t testing.TB, dir string, extra ...string) *Daemon {
 		select {
 		case werr := <-d.done:
 			d.done <- werr
-			t.Fatalf("berthd exited early (%v):\n%s", werr, d.Logs())
+			t.Fatalf("berthd exited early (%v); its log follows", werr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("berthd did not answer: %v\n%s", err, d.Logs())
+			t.Fatalf("berthd did not answer Version within %s: %v; its log follows", wait, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -183,7 +182,7 @@ func (d *Daemon) Stop(t testing.TB) error {
 	case <-time.After(20 * time.Second):
 		_ = d.cmd.Process.Kill()
 		err = <-d.done
-		t.Errorf("berthd did not stop on SIGTERM:\n%s", d.Logs())
+		t.Errorf("berthd did not stop within 20s of SIGTERM; its log follows")
 	}
 	d.cmd = nil
 	return err
@@ -217,27 +216,15 @@ func Crictl(endpoint string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// Context is a per-call context for CRI calls in tests.
+// Context is a context for a test's CRI calls, ended with the test. Its
+// deadline bounds a hang, generously: many tests share one across all
+// their steps, and a loaded machine makes each step many times slower.
 func Context(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// Logs is what berthd has written so far.
-func (d *Daemon) Logs() string {
-	d.log.mu.Lock()
-	defer d.log.mu.Unlock()
-	return d.log.w.String()
-}
+// Logs is all berthd has written so far. A failed test prints its tail
+// anyway (NewTestLog): a failure message need not carry it.
+func (d *Daemon) Logs() string { return d.log.String() }

@@ -39,11 +39,6 @@ func newCtrEnv(t *testing.T) *ctrEnv {
 		t.Fatal(err)
 	}
 	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(e.d.Logs())
-		}
-	})
 	// A failed test still removes its pods (and so their containers)
 	// before berthd stops.
 	t.Cleanup(func() {
@@ -94,7 +89,7 @@ func (e *ctrEnv) create(t *testing.T, podID string, podCfg *runtimeapi.PodSandbo
 	t.Helper()
 	resp, err := e.d.Runtime.CreateContainer(framework.Context(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
-		t.Fatalf("CreateContainer %s: %v\n%s", cfg.Metadata.Name, err, e.d.Logs())
+		t.Fatalf("CreateContainer %s: %v", cfg.Metadata.Name, err)
 	}
 	return resp.ContainerId
 }
@@ -103,7 +98,7 @@ func (e *ctrEnv) run(t *testing.T, podID string, podCfg *runtimeapi.PodSandboxCo
 	t.Helper()
 	id := e.create(t, podID, podCfg, cfg)
 	if _, err := e.d.Runtime.StartContainer(framework.Context(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
-		t.Fatalf("StartContainer %s: %v\n%s", cfg.Metadata.Name, err, e.d.Logs())
+		t.Fatalf("StartContainer %s: %v", cfg.Metadata.Name, err)
 	}
 	return id
 }
@@ -451,14 +446,15 @@ func TestContainerVolumesAndExec(t *testing.T) {
 	lst, _ := e.status(t, logger)
 	waitLines := func(path string, n int) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		const within = time.Minute
+		deadline := time.Now().Add(within)
 		for {
 			b, _ := os.ReadFile(path)
 			if strings.Count(string(b), "\n") >= n {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s has %d lines, want %d", path, strings.Count(string(b), "\n"), n)
+				t.Fatalf("waiting for %d lines in %s: %d after %s", n, path, strings.Count(string(b), "\n"), within)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -703,7 +699,8 @@ func TestContainerCreateRetried(t *testing.T) {
 		t.Logf("first create: %v (finished within its deadline)", err)
 	}
 	var id string
-	deadline := time.Now().Add(10 * time.Second)
+	const within = 3 * time.Minute
+	deadline := time.Now().Add(within)
 	for {
 		resp, err := e.d.Runtime.CreateContainer(framework.Context(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if err == nil {
@@ -711,7 +708,7 @@ func TestContainerCreateRetried(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("retry: %v", err)
+			t.Fatalf("waiting for the retried create to get the first one's container: still %v after %s", err, within)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,25 +71,9 @@ type testKubelet struct {
 
 	cmd  *exec.Cmd
 	done chan error
-	log  *bytes.Buffer
-	mu   sync.Mutex
-}
-
-func (k *testKubelet) Write(p []byte) (int, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.log.Write(p)
-}
-
-// Logs is the tail of what the kubelet wrote, for failure messages.
-func (k *testKubelet) Logs() string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	s := k.log.String()
-	if len(s) > 20000 {
-		s = "...\n" + s[len(s)-20000:]
-	}
-	return s
+	// log is printed (its tail) when the test fails, and kept in
+	// _output/test-logs/<test>/kubelet.log.
+	log *framework.TestLog
 }
 
 // startKubelet starts the kubelet against d. Its cleanup (registered here,
@@ -105,7 +87,7 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 		root:      filepath.Join(dir, "root"),
 		manifests: filepath.Join(dir, "manifests"),
 		cgroup:    cgroupRoot,
-		log:       &bytes.Buffer{},
+		log:       framework.NewTestLog(t, "kubelet"),
 		done:      make(chan error, 1),
 	}
 	for _, p := range []string{k.root, k.manifests, filepath.Join(dir, "pod-logs"), filepath.Join(dir, "container-logs")} {
@@ -138,7 +120,7 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 		if testing.Verbose() {
 			// What the kubelet logged as errors is where berth and the
 			// kubelet disagree, even when the test passes.
-			for _, l := range strings.Split(k.Logs(), "\n") {
+			for _, l := range strings.Split(k.log.String(), "\n") {
 				if strings.HasPrefix(l, "E") {
 					t.Logf("kubelet: %s", l)
 				}
@@ -217,7 +199,7 @@ imageGCLowThresholdPercent: 99
 
 	k.cmd = exec.Command(bin, "--config", configPath, "--root-dir", k.root, "--v", "2")
 	k.cmd.Env = append(os.Environ(), "BERTH_KUBELET_CONTAINER_LOGS_DIR="+filepath.Join(dir, "container-logs"))
-	k.cmd.Stdout, k.cmd.Stderr = k, k
+	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := k.cmd.Start(); err != nil {
 		t.Fatalf("start kubelet: %v", err)
@@ -225,8 +207,12 @@ imageGCLowThresholdPercent: 99
 	go func() { k.done <- k.cmd.Wait() }()
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz)
-	kubeletWait(t, k, "kubelet healthz", 2*time.Minute, func() (bool, string) {
-		resp, err := http.Get(url)
+	kubeletWait(t, k, "kubelet healthz", 3*time.Minute, func(ctx context.Context) (bool, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -243,8 +229,8 @@ func (k *testKubelet) stop(t *testing.T) {
 	_ = k.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-k.done:
-	case <-time.After(30 * time.Second):
-		t.Errorf("kubelet did not stop on SIGTERM")
+	case <-time.After(time.Minute):
+		t.Errorf("kubelet did not stop within a minute of SIGTERM")
 		_ = k.cmd.Process.Kill()
 		<-k.done
 	}
@@ -252,25 +238,34 @@ func (k *testKubelet) stop(t *testing.T) {
 }
 
 // kubeletWait polls cond until it holds or within passes; it fails the
-// test early when the kubelet exits.
-func kubeletWait(t *testing.T, k *testKubelet, what string, within time.Duration, cond func() (bool, string)) {
+// test early when the kubelet exits. within bounds a hang of the step
+// (what), not its speed: cond's calls get a context that ends with it, so
+// that no step eats another's time.
+func kubeletWait(t *testing.T, k *testKubelet, what string, within time.Duration, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	t.Logf("waiting up to %s for %s", within, what)
+	start := time.Now()
+	deadline := start.Add(within)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	last := ""
 	for {
-		ok, state := cond()
+		ok, state := cond(ctx)
 		if ok {
+			t.Logf("%s after %s", what, time.Since(start).Round(time.Millisecond))
 			return
 		}
-		last = state
+		if ctx.Err() == nil || last == "" {
+			last = state // not the call cut short by the deadline
+		}
 		select {
 		case err := <-k.done:
 			k.done <- err
-			t.Fatalf("kubelet exited (%v) while waiting for %s (last: %s):\n%s", err, what, last, k.Logs())
+			t.Fatalf("kubelet exited (%v) while waiting for %s (last: %s); its log follows", err, what, last)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s (last: %s)\nkubelet log:\n%s", what, within, last, k.Logs())
+			t.Fatalf("waiting for %s: not within %s (last: %s); the kubelet's and berthd's logs follow", what, within, last)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -379,7 +374,7 @@ func reverseSorted(s []string) []string {
 // removeAllPods stops and removes every pod berthd has, so that a failed
 // test leaves nothing running behind the kubelet.
 func removeAllPods(t *testing.T, d *framework.Daemon) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
@@ -463,19 +458,24 @@ func TestKubeletStaticPod(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx := framework.Context(t)
-	containers := func() []*runtimeapi.Container {
+	// Each step has its own deadline (kubeletWait's, or a call's own):
+	// one for the whole test ran out while its steps were still in time.
+	containers := func(ctx context.Context) ([]*runtimeapi.Container, error) {
 		resp, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 		if err != nil {
-			t.Fatalf("ListContainers: %v", err)
+			return nil, fmt.Errorf("ListContainers: %w", err)
 		}
-		return resp.Containers
+		return resp.Containers, nil
 	}
 	// running is the running container of that name and every attempt seen.
-	running := func(name string) (*runtimeapi.Container, []uint32) {
+	running := func(ctx context.Context, name string) (*runtimeapi.Container, []uint32) {
 		var run *runtimeapi.Container
 		var attempts []uint32
-		for _, c := range containers() {
+		cs, err := containers(ctx)
+		if err != nil {
+			t.Logf("looking for a running %s: %v", name, err)
+		}
+		for _, c := range cs {
 			if c.Metadata.GetName() != name {
 				continue
 			}
@@ -486,9 +486,13 @@ func TestKubeletStaticPod(t *testing.T) {
 		}
 		return run, attempts
 	}
-	summary := func() string {
+	summary := func(ctx context.Context) string {
+		cs, err := containers(ctx)
+		if err != nil {
+			return err.Error()
+		}
 		var s []string
-		for _, c := range containers() {
+		for _, c := range cs {
 			s = append(s, fmt.Sprintf("%s#%d %s", c.Metadata.GetName(), c.Metadata.GetAttempt(), c.State))
 		}
 		return strings.Join(s, ", ")
@@ -497,7 +501,7 @@ func TestKubeletStaticPod(t *testing.T) {
 	// 1. The pod runs: a ready sandbox of the static pod, both containers
 	// running.
 	var podID string
-	kubeletWait(t, k, "static pod running", 3*time.Minute, func() (bool, string) {
+	kubeletWait(t, k, "step 1: the static pod running", 5*time.Minute, func(ctx context.Context) (bool, string) {
 		pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return false, err.Error()
@@ -508,17 +512,18 @@ func TestKubeletStaticPod(t *testing.T) {
 				podID = p.Id
 			}
 		}
-		w, _ := running("writer")
-		r, _ := running("reader")
-		return podID != "" && w != nil && r != nil, fmt.Sprintf("pod %q, containers: %s", podID, summary())
+		w, _ := running(ctx, "writer")
+		r, _ := running(ctx, "reader")
+		return podID != "" && w != nil && r != nil, fmt.Sprintf("pod %q, containers: %s", podID, summary(ctx))
 	})
 	t.Logf("static pod running after %s", time.Since(begin).Round(time.Millisecond))
+	ctx := framework.Context(t) // for the calls between the waits: a fresh one per step
 	if logs, _ := filepath.Glob(filepath.Join(k.dir, "pod-logs", namespace+"_shared-*", "writer", "0.log")); len(logs) != 1 {
 		t.Errorf("writer's log is not in the kubelet's podLogsDir: %v", logs)
 	}
 	pod, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("step 1: PodSandboxStatus: %v", err)
 	}
 	if got := pod.Status.Metadata.GetName(); !strings.HasPrefix(got, "shared-") {
 		t.Errorf("sandbox name %q: want the static pod's name, shared-<node>", got)
@@ -532,13 +537,16 @@ func TestKubeletStaticPod(t *testing.T) {
 	if o := pod.Status.GetLinux().GetNamespaces().GetOptions().GetUsernsOptions(); o.GetMode() != runtimeapi.NamespaceMode_POD || len(o.GetUids()) != 1 || o.GetUids()[0].GetHostId() == 0 {
 		t.Errorf("static pod with hostUsers: false: user namespace options %v", o)
 	}
-	reader, _ := running("reader")
+	reader, _ := running(ctx, "reader")
+	if reader == nil {
+		t.Fatalf("step 1: the reader is no longer running: %s", summary(ctx))
+	}
 	if out, err := d.Crictl(t, "exec", reader.Id, "sh", "-c", "cat /proc/self/uid_map; stat -c %u /shared"); err != nil || len(strings.Fields(out)) != 4 || strings.Fields(out)[1] == "0" || strings.Fields(out)[3] != "0" {
 		t.Errorf("reader's uid map and emptyDir owner: %v: %q", err, out)
 	}
 
 	// 2. The reader sees what the writer wrote into the emptyDir.
-	kubeletWait(t, k, "reader sees the writer's file", time.Minute, func() (bool, string) {
+	kubeletWait(t, k, "step 2: the reader sees the writer's file", 3*time.Minute, func(context.Context) (bool, string) {
 		out, err := d.Crictl(t, "exec", reader.Id, "cat", "/shared/msg")
 		return err == nil && strings.TrimSpace(out) == "written-by-writer", fmt.Sprintf("%v: %s", err, out)
 	})
@@ -552,20 +560,25 @@ func TestKubeletStaticPod(t *testing.T) {
 		}
 		return strings.Count(out, "probe")
 	}
-	writer, _ := running("writer")
-	kubeletWait(t, k, "five liveness probe runs", time.Minute, func() (bool, string) {
+	ctx = framework.Context(t)
+	writer, _ := running(ctx, "writer")
+	if writer == nil {
+		t.Fatalf("step 3: the writer is no longer running: %s", summary(ctx))
+	}
+	kubeletWait(t, k, "step 3: five liveness probe runs", 3*time.Minute, func(context.Context) (bool, string) {
 		n := probeRuns()
 		return n >= 5, fmt.Sprintf("%d runs", n)
 	})
-	if w, attempts := running("writer"); w == nil || w.Id != writer.Id || len(attempts) != 1 {
-		t.Errorf("writer restarted while its liveness probe passed: %s\n%s", summary(), k.Logs())
+	if w, attempts := running(ctx, "writer"); w == nil || w.Id != writer.Id || len(attempts) != 1 {
+		t.Errorf("step 3: writer restarted while its liveness probe passed: %s", summary(ctx))
 	}
 
 	// 4. A killed container is restarted: a new container of the next
 	// attempt runs.
+	ctx = framework.Context(t)
 	st, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: reader.Id, Verbose: true})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("step 4: status of the reader: %v", err)
 	}
 	var info struct {
 		Pid int `json:"pid"`
@@ -577,17 +590,21 @@ func TestKubeletStaticPod(t *testing.T) {
 		t.Fatalf("kill reader pid %d: %v", info.Pid, err)
 	}
 	killed := time.Now()
-	kubeletWait(t, k, "killed reader restarted", 2*time.Minute, func() (bool, string) {
-		r, _ := running("reader")
-		return r != nil && r.Id != reader.Id && r.Metadata.GetAttempt() == reader.Metadata.GetAttempt()+1, summary()
+	kubeletWait(t, k, "step 4: the killed reader restarted", 4*time.Minute, func(ctx context.Context) (bool, string) {
+		r, _ := running(ctx, "reader")
+		return r != nil && r.Id != reader.Id && r.Metadata.GetAttempt() == reader.Metadata.GetAttempt()+1, summary(ctx)
 	})
 	t.Logf("reader restarted %s after the kill", time.Since(killed).Round(time.Millisecond))
+	ctx = framework.Context(t)
 	if old, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: reader.Id}); err == nil {
 		if s := old.Status; s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.ExitCode != 137 {
 			t.Errorf("killed reader: state %s exit code %d, want EXITED 137", s.State, s.ExitCode)
 		}
 	} // the kubelet may already have removed the dead container
-	newReader, _ := running("reader")
+	newReader, _ := running(ctx, "reader")
+	if newReader == nil {
+		t.Fatalf("step 4: the restarted reader is no longer running: %s", summary(ctx))
+	}
 	if out, err := d.Crictl(t, "exec", newReader.Id, "cat", "/shared/msg"); err != nil || strings.TrimSpace(out) != "written-by-writer" {
 		t.Errorf("restarted reader does not see the emptyDir's file: %v: %s", err, out)
 	}
@@ -598,16 +615,19 @@ func TestKubeletStaticPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	removed := time.Now()
-	kubeletWait(t, k, "pod and containers removed", 3*time.Minute, func() (bool, string) {
+	kubeletWait(t, k, "step 5: the pod and its containers removed", 5*time.Minute, func(ctx context.Context) (bool, string) {
 		pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return false, err.Error()
 		}
-		cs := containers()
-		return len(pods.Items) == 0 && len(cs) == 0, fmt.Sprintf("%d pods, containers: %s", len(pods.Items), summary())
+		cs, err := containers(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(pods.Items) == 0 && len(cs) == 0, fmt.Sprintf("%d pods, containers: %s", len(pods.Items), summary(ctx))
 	})
 	t.Logf("pod removed %s after its manifest", time.Since(removed).Round(time.Millisecond))
-	kubeletWait(t, k, "nothing left of the pod", time.Minute, func() (bool, string) {
+	kubeletWait(t, k, "step 5: nothing left of the pod", 2*time.Minute, func(context.Context) (bool, string) {
 		var left []string
 		for _, l := range n.leftovers(true) {
 			if !strings.HasPrefix(l, "mounts ") { // checked below

@@ -730,25 +730,7 @@ func TestRuntimeExec(t *testing.T) {
 		p.Args = args
 		p.Cwd = "/tmp"
 		p.Env = append(p.Env, "EXEC=1")
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer outR.Close()
-		x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, Stdout: outW, Stderr: outW})
-		outW.Close()
-		if err != nil {
-			return "", process.ExitStatus{}, err
-		}
-		if err := x.Start(); err != nil {
-			t.Fatal(err)
-		}
-		out, _ := io.ReadAll(outR)
-		st, err := x.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), st, nil
+		return e.exec(t, c, s, &p)
 	}
 	out, st, err := exec("sh", "-c", "echo pid=$$; cat /etc/layer; hostname; pwd; echo $EXEC; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -E '"+cgroupGrep()+"' /proc/self/cgroup; exit 3")
 	if err != nil {
@@ -765,6 +747,32 @@ func TestRuntimeExec(t *testing.T) {
 	if err := c.Signal(0); err != nil {
 		t.Fatalf("container gone after exec: %v", err)
 	}
+}
+
+// exec runs p in the container c made from s, its stdout and stderr on
+// one pipe, and returns what it wrote and how it ended; an exec that fails
+// to start is the error.
+func (e *runtimeEnv) exec(t *testing.T, c *process.Container, s *specs.Spec, p *specs.Process) (string, process.ExitStatus, error) {
+	t.Helper()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: p, Stdout: outW, Stderr: outW})
+	outW.Close()
+	if err != nil {
+		return "", process.ExitStatus{}, err
+	}
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(outR)
+	st, err := x.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), st, nil
 }
 
 // TestRuntimeJoinPIDNamespace: a container in another's PID namespace (the

@@ -233,7 +233,7 @@ func runPod(t *testing.T, d *framework.Daemon, cfg *runtimeapi.PodSandboxConfig)
 	t.Helper()
 	resp, err := d.Runtime.RunPodSandbox(framework.Context(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
-		t.Fatalf("RunPodSandbox %s: %v\n%s", cfg.Metadata.Name, err, d.Logs())
+		t.Fatalf("RunPodSandbox %s: %v", cfg.Metadata.Name, err)
 	}
 	return resp.PodSandboxId
 }

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,24 +152,11 @@ func TestSeccompExec(t *testing.T) {
 	}
 	p := *s.Process
 	p.Args = []string{"sh", "-c", "grep Seccomp: /proc/self/status; busybox unshare -u true 2>&1 || echo unshare=denied"}
-	outR, outW, err := os.Pipe()
+	out, _, err := e.exec(t, c, s, &p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer outR.Close()
-	x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, Stdout: outW, Stderr: outW})
-	outW.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := x.Start(); err != nil {
-		t.Fatal(err)
-	}
-	out, _ := io.ReadAll(outR)
-	if _, err := x.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(out), "Seccomp:\t2\n") || !strings.Contains(string(out), "unshare=denied\n") {
+	if !strings.Contains(out, "Seccomp:\t2\n") || !strings.Contains(out, "unshare=denied\n") {
 		t.Errorf("exec output:\n%s", out)
 	}
 }

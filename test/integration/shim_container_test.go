@@ -143,14 +143,15 @@ func (e *shimEnv) state(t *testing.T, id string) shim.ContainerState {
 
 func (e *shimEnv) waitExited(t *testing.T, id string) shim.ContainerState {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	const within = 2 * time.Minute
+	deadline := time.Now().Add(within)
 	for {
 		st := e.state(t, id)
 		if st.Status == shim.StatusExited {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container %s still %s", id, st.Status)
+			t.Fatalf("waiting for container %s to exit: still %s after %s", id, st.Status, within)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

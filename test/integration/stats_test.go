@@ -33,11 +33,6 @@ func newMetricsEnv(t *testing.T) (*ctrEnv, string) {
 	}
 	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "2")}
 	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(e.d.Logs())
-		}
-	})
-	t.Cleanup(func() {
 		resp, err := e.d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return
@@ -78,7 +73,7 @@ func TestPodSandboxStatsAndMetrics(t *testing.T) {
 	// CPU and memory of the pod and its container become non-zero, and the
 	// second sample has a rate.
 	var ps *runtimeapi.PodSandboxStats
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		resp, err := e.d.Runtime.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
 		if err != nil {
@@ -92,7 +87,7 @@ func TestPodSandboxStatsAndMetrics(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pod stats stay empty: %v", ps)
+			t.Fatalf("waiting for the pod's CPU, memory and container stats: still empty: %v", ps)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

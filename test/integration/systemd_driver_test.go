@@ -98,11 +98,6 @@ func TestSystemdCgroupDriver(t *testing.T) {
 
 	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4", "--cgroup-driver", "systemd")}
 	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(e.d.Logs())
-		}
-	})
-	t.Cleanup(func() {
 		resp, err := e.d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return
