@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/cri/validate"
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/container"
 )
@@ -28,6 +29,14 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	m, err := s.containers()
 	if err != nil {
 		return nil, err
+	}
+	if err := validate.Container(req.GetConfig()); err != nil {
+		return nil, err
+	}
+	if pc := req.GetSandboxConfig(); pc != nil {
+		if err := validate.PodSandbox(pc); err != nil {
+			return nil, fmt.Errorf("sandbox_config: %w", err)
+		}
 	}
 	id, err := m.Create(ctx, req.GetPodSandboxId(), req.GetConfig(), req.GetSandboxConfig())
 	if err != nil {
@@ -248,6 +257,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err != nil {
 		return nil, err
 	}
+	if err := validate.Resources("linux", req.GetLinux()); err != nil {
+		return nil, err
+	}
 	if err := m.UpdateResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
 		return nil, err
 	}
@@ -272,6 +284,9 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	}
 	if req.GetTimeout() < 0 {
 		return nil, fmt.Errorf("exec timeout %d: %w: negative", req.GetTimeout(), errdefs.ErrInvalidArgument)
+	}
+	if err := validate.ExecCmd(req.GetCmd()); err != nil {
+		return nil, err
 	}
 	res, err := m.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
 	if err != nil {

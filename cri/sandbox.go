@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/cni"
+	"github.com/berth-dev/berth/cri/validate"
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/spec"
 	"github.com/berth-dev/berth/sandbox"
@@ -41,10 +42,10 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 // (enums, unsupported modes).
 func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error) {
 	c := req.GetConfig()
-	md := c.GetMetadata()
-	if c == nil || md == nil {
-		return nil, fmt.Errorf("pod sandbox config and metadata are required: %w", errdefs.ErrInvalidArgument)
+	if err := validate.PodSandbox(c); err != nil {
+		return nil, err
 	}
+	md := c.GetMetadata()
 	if err := spec.CheckSandboxLSM(c.GetLinux().GetSecurityContext()); err != nil {
 		return nil, err
 	}
