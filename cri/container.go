@@ -33,6 +33,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err := validate.Container(req.GetConfig()); err != nil {
 		return nil, err
 	}
+	if err := s.fits("linux.resources", req.GetConfig().GetLinux().GetResources()); err != nil {
+		return nil, err
+	}
 	if pc := req.GetSandboxConfig(); pc != nil {
 		if err := validate.PodSandbox(pc); err != nil {
 			return nil, fmt.Errorf("sandbox_config: %w", err)
@@ -258,6 +261,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 		return nil, err
 	}
 	if err := validate.Resources("linux", req.GetLinux()); err != nil {
+		return nil, err
+	}
+	if err := s.fits("linux", req.GetLinux()); err != nil {
 		return nil, err
 	}
 	if err := m.UpdateResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {

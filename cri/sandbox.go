@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/cni"
@@ -29,6 +30,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	}
 	cfg, err := sandboxConfig(req)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.podFits(req.GetConfig().GetLinux()); err != nil {
 		return nil, err
 	}
 	id, err := m.Run(ctx, *cfg)
@@ -92,6 +96,21 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 		})
 	}
 	return cfg, nil
+}
+
+// podFits checks the pod's resources and overhead against the node. An
+// overhead is no limit of its own (it is added to the pod's), so only its
+// cpusets and page sizes are checked.
+func (s *Server) podFits(l *runtimeapi.LinuxPodSandboxConfig) error {
+	if err := s.fits("linux.resources", l.GetResources()); err != nil {
+		return err
+	}
+	if o := l.GetOverhead(); o != nil {
+		o = proto.Clone(o).(*runtimeapi.LinuxContainerResources)
+		o.MemoryLimitInBytes = 0
+		return s.fits("linux.overhead", o)
+	}
+	return nil
 }
 
 func resources(r *runtimeapi.LinuxContainerResources) *sandbox.Resources {

@@ -148,12 +148,12 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	// The pod dir and its pod.json first: a crash from here on is repaired
 	// at the next start.
 	if err := os.MkdirAll(sb.StateDir, 0o711); err != nil {
-		return "", step("make pod dir", err)
+		return "", step("make pod dir", errdefs.NoSpace(err, m.podsDir))
 	}
 	undo = append(undo, func() { _ = os.RemoveAll(sb.StateDir) })
 	pf, _ := json.Marshal(podFile{ID: id, Cgroup: sb.Cgroup})
 	if err := writeFileAtomic(filepath.Join(sb.StateDir, "pod.json"), pf, 0o600); err != nil {
-		return "", step("write pod.json", err)
+		return "", step("write pod.json", errdefs.NoSpace(err, m.podsDir))
 	}
 
 	pinDir := filepath.Join(m.nsDir, id)
@@ -244,7 +244,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 		return "", step("pod cgroup", sr.cgErr)
 	}
 	if sr.err != nil {
-		return "", step("start shim", sr.err)
+		return "", step("start shim", errdefs.NoSpace(sr.err, m.podsDir))
 	}
 	if sr.l.PausePid != 0 {
 		sb.PausePid = sr.l.PausePid
@@ -259,7 +259,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 	}
 
 	if err := writePodFiles(sb.StateDir, hostname, sb.IPs, cfg.DNS); err != nil {
-		return "", step("pod files", err)
+		return "", step("pod files", errdefs.NoSpace(err, m.podsDir))
 	}
 
 	sb.State = StateReady
