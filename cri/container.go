@@ -30,22 +30,31 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
-	if err := validate.Container(req.GetConfig()); err != nil {
+	if err := s.checkCreate(req); err != nil {
 		return nil, err
-	}
-	if err := s.fits("linux.resources", req.GetConfig().GetLinux().GetResources()); err != nil {
-		return nil, err
-	}
-	if pc := req.GetSandboxConfig(); pc != nil {
-		if err := validate.PodSandbox(pc); err != nil {
-			return nil, fmt.Errorf("sandbox_config: %w", err)
-		}
 	}
 	id, err := m.Create(ctx, req.GetPodSandboxId(), req.GetConfig(), req.GetSandboxConfig())
 	if err != nil {
 		return nil, err
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// checkCreate refuses a CreateContainer request whose strings or resources
+// could not be honoured, before anything is made.
+func (s *Server) checkCreate(req *runtimeapi.CreateContainerRequest) error {
+	if err := validate.Container(req.GetConfig()); err != nil {
+		return err
+	}
+	if err := s.fits("linux.resources", req.GetConfig().GetLinux().GetResources()); err != nil {
+		return err
+	}
+	if pc := req.GetSandboxConfig(); pc != nil {
+		if err := validate.PodSandbox(pc); err != nil {
+			return fmt.Errorf("sandbox_config: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {

@@ -28,11 +28,8 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := sandboxConfig(req)
+	cfg, err := s.podRequest(req)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.podFits(req.GetConfig().GetLinux()); err != nil {
 		return nil, err
 	}
 	id, err := m.Run(ctx, *cfg)
@@ -40,6 +37,19 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		return nil, err
 	}
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// podRequest is a RunPodSandbox request checked (strings, then what the
+// node can honour) and translated: nothing is made for a refused one.
+func (s *Server) podRequest(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error) {
+	cfg, err := sandboxConfig(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.podFits(req.GetConfig().GetLinux()); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // sandboxConfig translates and validates what the domain side cannot see

@@ -11,6 +11,15 @@ import (
 // at most 8192), so that a list cannot make a huge set.
 const maxListID = 1 << 16
 
+// maxListWork bounds the members a list may name, counting repeats, so
+// that a request of "0-65535," many times over costs no more than a node
+// with every possible CPU; and maxListLen its text, which lists every
+// other of 8192 CPUs with room to spare.
+const (
+	maxListWork = 1 << 17
+	maxListLen  = 64 << 10
+)
+
 // ParseList parses a cpuset list ("0-3,8,10-11") into its members; an
 // empty list has none.
 func ParseList(s string) (map[int]bool, error) {
@@ -19,6 +28,10 @@ func ParseList(s string) (map[int]bool, error) {
 	if s == "" {
 		return out, nil
 	}
+	if len(s) > maxListLen {
+		return nil, fmt.Errorf("a list of %d bytes, longer than %d", len(s), maxListLen)
+	}
+	work := 0
 	for _, part := range strings.Split(s, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
 		a, err := listID(lo)
@@ -33,6 +46,9 @@ func ParseList(s string) (map[int]bool, error) {
 			if b < a {
 				return nil, fmt.Errorf("range %q runs backwards", part)
 			}
+		}
+		if work += b - a + 1; work > maxListWork {
+			return nil, fmt.Errorf("the list names more than %d CPUs or nodes", maxListWork)
 		}
 		for i := a; i <= b; i++ {
 			out[i] = true
