@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/cri/validate"
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/container"
 )
@@ -29,11 +30,31 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkCreate(req); err != nil {
+		return nil, err
+	}
 	id, err := m.Create(ctx, req.GetPodSandboxId(), req.GetConfig(), req.GetSandboxConfig())
 	if err != nil {
 		return nil, err
 	}
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// checkCreate refuses a CreateContainer request whose strings or resources
+// could not be honoured, before anything is made.
+func (s *Server) checkCreate(req *runtimeapi.CreateContainerRequest) error {
+	if err := validate.Container(req.GetConfig()); err != nil {
+		return err
+	}
+	if err := s.fits("linux.resources", req.GetConfig().GetLinux().GetResources()); err != nil {
+		return err
+	}
+	if pc := req.GetSandboxConfig(); pc != nil {
+		if err := validate.PodSandbox(pc); err != nil {
+			return fmt.Errorf("sandbox_config: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
@@ -248,6 +269,12 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err != nil {
 		return nil, err
 	}
+	if err := validate.Resources("linux", req.GetLinux()); err != nil {
+		return nil, err
+	}
+	if err := s.fits("linux", req.GetLinux()); err != nil {
+		return nil, err
+	}
 	if err := m.UpdateResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
 		return nil, err
 	}
@@ -273,7 +300,7 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	if req.GetTimeout() < 0 {
 		return nil, fmt.Errorf("exec timeout %d: %w: negative", req.GetTimeout(), errdefs.ErrInvalidArgument)
 	}
-	if err := checkExecCmd(req.GetCmd()); err != nil {
+	if err := validate.ExecCmd(req.GetCmd()); err != nil {
 		return nil, err
 	}
 	res, err := m.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
@@ -281,21 +308,6 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 		return nil, err
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: int32(res.ExitCode)}, nil
-}
-
-// checkExecCmd refuses a command no exec could start, before any work: none,
-// an empty program name, or an argument with a NUL byte (execve would cut
-// it there).
-func checkExecCmd(cmd []string) error {
-	if len(cmd) == 0 || cmd[0] == "" {
-		return fmt.Errorf("exec cmd %q: %w: a command is needed, its first element the program", cmd, errdefs.ErrInvalidArgument)
-	}
-	for i, arg := range cmd {
-		if strings.IndexByte(arg, 0) >= 0 {
-			return fmt.Errorf("exec cmd: %w: argument %d holds a NUL byte", errdefs.ErrInvalidArgument, i)
-		}
-	}
-	return nil
 }
 
 func containerStats(st *container.Stats) *runtimeapi.ContainerStats {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/cni"
+	"github.com/berth-dev/berth/cri/validate"
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/spec"
 	"github.com/berth-dev/berth/sandbox"
@@ -26,7 +28,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := sandboxConfig(req)
+	cfg, err := s.podRequest(req)
 	if err != nil {
 		return nil, err
 	}
@@ -37,14 +39,27 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
+// podRequest is a RunPodSandbox request checked (strings, then what the
+// node can honour) and translated: nothing is made for a refused one.
+func (s *Server) podRequest(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error) {
+	cfg, err := sandboxConfig(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.podFits(req.GetConfig().GetLinux()); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 // sandboxConfig translates and validates what the domain side cannot see
 // (enums, unsupported modes).
 func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error) {
 	c := req.GetConfig()
-	md := c.GetMetadata()
-	if c == nil || md == nil {
-		return nil, fmt.Errorf("pod sandbox config and metadata are required: %w", errdefs.ErrInvalidArgument)
+	if err := validate.PodSandbox(c); err != nil {
+		return nil, err
 	}
+	md := c.GetMetadata()
 	if err := spec.CheckSandboxLSM(c.GetLinux().GetSecurityContext()); err != nil {
 		return nil, err
 	}
@@ -91,6 +106,21 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 		})
 	}
 	return cfg, nil
+}
+
+// podFits checks the pod's resources and overhead against the node. An
+// overhead is no limit of its own (it is added to the pod's), so only its
+// cpusets and page sizes are checked.
+func (s *Server) podFits(l *runtimeapi.LinuxPodSandboxConfig) error {
+	if err := s.fits("linux.resources", l.GetResources()); err != nil {
+		return err
+	}
+	if o := l.GetOverhead(); o != nil {
+		o = proto.Clone(o).(*runtimeapi.LinuxContainerResources)
+		o.MemoryLimitInBytes = 0
+		return s.fits("linux.overhead", o)
+	}
+	return nil
 }
 
 func resources(r *runtimeapi.LinuxContainerResources) *sandbox.Resources {

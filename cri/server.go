@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/runtime/container"
 	"github.com/berth-dev/berth/runtime/events"
+	"github.com/berth-dev/berth/runtime/spec"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -45,6 +46,9 @@ type Options struct {
 	// checks what they reach (cri/stream.go); nil: Unimplemented.
 	Streams       StreamServer
 	StreamTargets StreamTargets
+	// Node reads what this node's CPUs, memory nodes and hugepages allow
+	// (nil: spec.ReadNode, read at each request, as CPUs come and go).
+	Node func() spec.Node
 }
 
 // Server implements the CRI RuntimeService and ImageService.
@@ -60,6 +64,9 @@ type Server struct {
 
 // NewServer returns a CRI server over the given options.
 func NewServer(opts Options) *Server {
+	if opts.Node == nil {
+		opts.Node = spec.ReadNode
+	}
 	return &Server{opts: opts}
 }
 
@@ -67,4 +74,17 @@ func NewServer(opts Options) *Server {
 func (s *Server) Register(g *grpc.Server) {
 	runtimeapi.RegisterRuntimeServiceServer(g, s)
 	runtimeapi.RegisterImageServiceServer(g, s)
+}
+
+// fits refuses resources this node cannot honour (field names them in the
+// request), before anything is asked of the domain packages.
+func (s *Server) fits(field string, r *runtimeapi.LinuxContainerResources) error {
+	if r == nil {
+		return nil
+	}
+	node := s.opts.Node
+	if node == nil {
+		node = spec.ReadNode
+	}
+	return node().CheckResources(field, r)
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/cri/validate"
 	"github.com/berth-dev/berth/runtime/stream"
 )
 
@@ -38,7 +39,7 @@ func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtim
 	if err := s.streaming(); err != nil {
 		return nil, err
 	}
-	if err := checkExecCmd(req.GetCmd()); err != nil {
+	if err := validate.ExecCmd(req.GetCmd()); err != nil {
 		return nil, toStatus(err)
 	}
 	t, err := s.opts.StreamTargets.Target(ctx, req.GetContainerId())

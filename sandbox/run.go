@@ -100,181 +100,286 @@ func (m *Manager) supported(cfg *Config) error {
 	return nil
 }
 
-// run makes the pod; every step pushes its undo.
+// podRun is one RunPodSandbox under way: the pod as made so far, and the
+// undo of every step done, run in reverse when a later step fails.
+type podRun struct {
+	m        *Manager
+	cfg      Config
+	sb       *Sandbox
+	hostname string
+	pinDir   string
+	pins     map[string]string
+	pausePid int // of a shared-PID pod, as the shim reported it
+	undo     []func()
+	start    time.Time
+	timings  []any // step timings, logged at -v=4
+}
+
+// run makes the pod, one named step after another; every step pushes its
+// undo.
 func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
-	start := time.Now()
+	r, err := m.newPodRun(cfg)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			r.unwind(err)
+		}
+	}()
+	for _, step := range []struct {
+		name string
+		do   func(context.Context) error
+	}{
+		{"hostname", r.chooseHostname},
+		{"pod dir", r.makePodDir},
+		{"namespaces", r.createNamespaces},
+		{"shm", r.mountShm},
+		{"network+shim", r.startNetworkAndShim},
+		{"pause", r.pinPausePID},
+		{"pod files", r.writePodFiles},
+		{"recorded", r.record},
+	} {
+		if err := step.do(ctx); err != nil {
+			return "", err
+		}
+		r.mark(step.name)
+	}
+	klog.V(2).InfoS("Pod sandbox ready", "pod", r.sb.ID, "name", cfg.Metadata.Name, "ips", r.sb.IPs, "duration", time.Since(r.start))
+	klog.V(4).InfoS("Pod sandbox steps", append([]any{"pod", r.sb.ID}, r.timings...)...)
+	return r.sb.ID, nil
+}
+
+func (m *Manager) newPodRun(cfg Config) (*podRun, error) {
 	id := newID()
 	podCgroup, err := m.opts.Cgroups.PodCgroup(cfg.CgroupParent, id)
 	if err != nil {
-		return "", fmt.Errorf("run pod sandbox %s: %w: %w", cfg.Metadata.Name, errdefs.ErrInvalidArgument, err)
+		return nil, fmt.Errorf("run pod sandbox %s: %w: %w", cfg.Metadata.Name, errdefs.ErrInvalidArgument, err)
 	}
-	sb := &Sandbox{
-		ID:        id,
-		Config:    cfg,
-		CreatedAt: time.Now().UTC(),
-		StateDir:  filepath.Join(m.podsDir, id),
-		Cgroup:    podCgroup,
+	return &podRun{
+		m:   m,
+		cfg: cfg,
+		sb: &Sandbox{
+			ID:        id,
+			Config:    cfg,
+			CreatedAt: time.Now().UTC(),
+			StateDir:  filepath.Join(m.podsDir, id),
+			Cgroup:    podCgroup,
+		},
+		pinDir: filepath.Join(m.nsDir, id),
+		start:  time.Now(),
+	}, nil
+}
+
+func (r *podRun) fail(step string, err error) error {
+	return fmt.Errorf("run pod sandbox %s: %s: %w", r.cfg.Metadata.Name, step, err)
+}
+
+func (r *podRun) unwind(err error) {
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
 	}
-	var undo []func()
-	defer func() {
+	klog.V(2).InfoS("RunPodSandbox failed and was undone", "pod", r.sb.ID, "err", err)
+}
+
+func (r *podRun) mark(step string) {
+	r.timings = append(r.timings, step, time.Since(r.start).Round(10*time.Microsecond).String())
+}
+
+// chooseHostname: the node's for a host-network pod, else the request's
+// or the pod's name.
+func (r *podRun) chooseHostname(context.Context) error {
+	r.hostname = r.cfg.Hostname
+	if r.cfg.HostNetwork {
+		h, err := os.Hostname()
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			klog.V(2).InfoS("RunPodSandbox failed and was undone", "pod", id, "err", err)
+			return r.fail("node hostname", err)
 		}
-	}()
-	step := func(name string, e error) error {
-		return fmt.Errorf("run pod sandbox %s: %s: %w", cfg.Metadata.Name, name, e)
+		r.hostname = h
+	} else if r.hostname == "" {
+		r.hostname = r.cfg.Metadata.Name
+		if len(r.hostname) > 63 {
+			r.hostname = r.hostname[:63]
+		}
 	}
-	// Step timings, logged at -v=4.
-	var timings []any
-	mark := func(name string) {
-		timings = append(timings, name, time.Since(start).Round(10*time.Microsecond).String())
-	}
+	return nil
+}
 
-	hostname := cfg.Hostname
-	if cfg.HostNetwork {
-		if hostname, err = os.Hostname(); err != nil {
-			return "", step("node hostname", err)
-		}
-	} else if hostname == "" {
-		hostname = cfg.Metadata.Name
-		if len(hostname) > 63 {
-			hostname = hostname[:63]
-		}
-	}
-
-	// The pod dir and its pod.json first: a crash from here on is repaired
-	// at the next start.
+// makePodDir makes the pod dir and its pod.json first: a crash from here
+// on is repaired at the next start.
+func (r *podRun) makePodDir(context.Context) error {
+	sb := r.sb
 	if err := os.MkdirAll(sb.StateDir, 0o711); err != nil {
-		return "", step("make pod dir", err)
+		return r.fail("make pod dir", errdefs.NoSpace(err, r.m.podsDir))
 	}
-	undo = append(undo, func() { _ = os.RemoveAll(sb.StateDir) })
-	pf, _ := json.Marshal(podFile{ID: id, Cgroup: sb.Cgroup})
+	r.undo = append(r.undo, func() { _ = os.RemoveAll(sb.StateDir) })
+	pf, _ := json.Marshal(podFile{ID: sb.ID, Cgroup: sb.Cgroup})
 	if err := writeFileAtomic(filepath.Join(sb.StateDir, "pod.json"), pf, 0o600); err != nil {
-		return "", step("write pod.json", err)
+		return r.fail("write pod.json", errdefs.NoSpace(err, r.m.podsDir))
 	}
+	return nil
+}
 
-	pinDir := filepath.Join(m.nsDir, id)
-	pins, err := createNamespaces(pinDir, nsSpec{
+// createNamespaces creates the pod's namespaces and pins them.
+func (r *podRun) createNamespaces(context.Context) error {
+	cfg, sb := r.cfg, r.sb
+	pins, err := createNamespaces(r.pinDir, nsSpec{
 		net: !cfg.HostNetwork, ipc: !cfg.HostIPC, uts: !cfg.HostNetwork,
-		hostname: hostname, sysctls: cfg.Sysctls,
-		userns: cfg.UserNS, holdBinary: m.opts.ShimBinary,
+		hostname: r.hostname, sysctls: cfg.Sysctls,
+		userns: cfg.UserNS, holdBinary: r.m.opts.ShimBinary,
 	})
 	if err != nil {
-		_ = os.RemoveAll(pinDir)
-		return "", step("create namespaces", err)
+		_ = os.RemoveAll(r.pinDir)
+		return r.fail("create namespaces", err)
 	}
-	undo = append(undo, func() { _ = unpin(pins); _ = os.RemoveAll(pinDir) })
-	mark("namespaces")
+	r.pins = pins
+	// r.pins, not pins: the PID namespace is pinned into it later.
+	r.undo = append(r.undo, func() { _ = unpin(r.pins); _ = os.RemoveAll(r.pinDir) })
 	sb.UserNS, sb.NetNS, sb.IPCNS, sb.UTSNS = pins["user"], pins["net"], pins["ipc"], pins["uts"]
+	return nil
+}
 
+// mountShm gives a pod with its own IPC namespace its own /dev/shm.
+func (r *podRun) mountShm(context.Context) error {
+	sb := r.sb
 	sb.ShmPath = "/dev/shm"
-	if !cfg.HostIPC {
-		sb.ShmPath = filepath.Join(sb.StateDir, "shm")
-		if err := mountShm(sb.ShmPath); err != nil {
-			return "", step("mount /dev/shm", err)
-		}
-		undo = append(undo, func() { _ = unmountRemove(sb.ShmPath) })
+	if r.cfg.HostIPC {
+		return nil
 	}
+	sb.ShmPath = filepath.Join(sb.StateDir, "shm")
+	if err := mountShm(sb.ShmPath); err != nil {
+		return r.fail("mount /dev/shm", err)
+	}
+	r.undo = append(r.undo, func() { _ = unmountRemove(sb.ShmPath) })
+	return nil
+}
 
-	// The cgroup and the shim are made while CNI works: neither needs the
-	// other.
-	type launched struct {
-		place  func(pid int) error
-		l      *shim.Launched
-		cgErr  error
-		err    error
-		doneAt time.Duration
-	}
+// launched is what the cgroup and shim step reports.
+type launched struct {
+	l      *shim.Launched
+	cgErr  error
+	err    error
+	doneAt time.Duration
+}
+
+// startNetworkAndShim makes the pod cgroup and starts the shim while CNI
+// sets up the network: neither needs the other. Whatever of the three
+// succeeded is undone when any failed.
+func (r *podRun) startNetworkAndShim(ctx context.Context) error {
 	shimCh := make(chan launched, 1)
-	go func() {
-		var r launched
-		defer func() { r.doneAt = time.Since(start); shimCh <- r }()
-		if r.place, r.cgErr = m.opts.Cgroups.CreatePod(sb.Cgroup, linuxResources(cfg.Resources, cfg.Overhead)); r.cgErr != nil {
-			return
-		}
-		opts := shim.LaunchOptions{
-			Binary: m.opts.ShimBinary, PodID: id, StateDir: sb.StateDir,
-			LogPath: filepath.Join(sb.StateDir, "shim.log"),
-			Place:   r.place,
-		}
-		if cfg.SharedPID {
-			opts.Pause = &shim.PauseOptions{UserNS: sb.UserNS, NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}
-		}
-		r.l, r.err = shim.Launch(ctx, opts)
-	}()
-	var netErr error
-	if !cfg.HostNetwork && m.opts.Network != nil {
-		var podCIDR string
-		if m.opts.PodCIDR != nil {
-			podCIDR = m.opts.PodCIDR()
-		}
-		bw, _ := cni.BandwidthFromAnnotations(cfg.Annotations) // validated
-		att, err := m.opts.Network.Setup(ctx, cni.Pod{
-			ID: id, Name: cfg.Metadata.Name, Namespace: cfg.Metadata.Namespace, UID: cfg.Metadata.UID,
-			NetNS: sb.NetNS, PortMappings: cfg.PortMappings, PodCIDR: podCIDR, Bandwidth: bw,
-		})
-		if err != nil {
-			netErr = err
-		} else {
-			sb.Network, sb.IPs, sb.NetworkAttached = att.Network, att.IPs, true
-			undo = append(undo, func() { m.teardown(sb) })
-		}
-	}
-	mark("network")
+	go func() { shimCh <- r.launchShim(ctx) }()
+	netErr := r.setupNetwork(ctx)
+	r.mark("network")
 	sr := <-shimCh
-	timings = append(timings, "cgroup+shim", sr.doneAt.Round(10*time.Microsecond).String())
+	r.timings = append(r.timings, "cgroup+shim", sr.doneAt.Round(10*time.Microsecond).String())
+	sb, m := r.sb, r.m
 	if sr.cgErr == nil {
-		undo = append(undo, func() {
+		r.undo = append(r.undo, func() {
 			if err := m.opts.Cgroups.DeletePod(sb.Cgroup); err != nil {
-				klog.ErrorS(err, "Undoing pod cgroup", "pod", id)
+				klog.ErrorS(err, "Undoing pod cgroup", "pod", sb.ID)
 			}
 		})
 	}
 	if sr.err == nil && sr.cgErr == nil {
 		sb.ShimPid, sb.ShimStartTime = sr.l.Pid, sr.l.StartTime
-		undo = append(undo, func() { m.stopShim(sb) })
+		r.pausePid = sr.l.PausePid
+		r.undo = append(r.undo, func() { m.stopShim(sb) })
 	}
-	if netErr != nil {
-		return "", step("network", netErr)
+	switch {
+	case netErr != nil:
+		return r.fail("network", netErr)
+	case sr.cgErr != nil:
+		return r.fail("pod cgroup", sr.cgErr)
+	case sr.err != nil:
+		return r.fail("start shim", errdefs.NoSpace(sr.err, m.podsDir))
 	}
-	if sr.cgErr != nil {
-		return "", step("pod cgroup", sr.cgErr)
-	}
-	if sr.err != nil {
-		return "", step("start shim", sr.err)
-	}
-	if sr.l.PausePid != 0 {
-		sb.PausePid = sr.l.PausePid
-		if sb.PauseStartTime, err = shim.StartTime(sb.PausePid); err != nil {
-			return "", step("pause process", err)
-		}
-		sb.PIDNS = filepath.Join(pinDir, "pid")
-		if err := pin(fmt.Sprintf("/proc/%d/ns/pid", sb.PausePid), sb.PIDNS); err != nil {
-			return "", step("pin PID namespace", err)
-		}
-		pins["pid"] = sb.PIDNS
-	}
+	return nil
+}
 
-	if err := writePodFiles(sb.StateDir, hostname, sb.IPs, cfg.DNS); err != nil {
-		return "", step("pod files", err)
+// launchShim creates the pod cgroup and starts the shim in it.
+func (r *podRun) launchShim(ctx context.Context) (res launched) {
+	defer func() { res.doneAt = time.Since(r.start) }()
+	cfg, sb := r.cfg, r.sb
+	place, err := r.m.opts.Cgroups.CreatePod(sb.Cgroup, linuxResources(cfg.Resources, cfg.Overhead))
+	if err != nil {
+		res.cgErr = err
+		return res
 	}
+	opts := shim.LaunchOptions{
+		Binary: r.m.opts.ShimBinary, PodID: sb.ID, StateDir: sb.StateDir,
+		LogPath: filepath.Join(sb.StateDir, "shim.log"),
+		Place:   place,
+	}
+	if cfg.SharedPID {
+		opts.Pause = &shim.PauseOptions{UserNS: sb.UserNS, NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}
+	}
+	res.l, res.err = shim.Launch(ctx, opts)
+	return res
+}
 
+// setupNetwork attaches the pod's network namespace through CNI.
+func (r *podRun) setupNetwork(ctx context.Context) error {
+	cfg, sb, m := r.cfg, r.sb, r.m
+	if cfg.HostNetwork || m.opts.Network == nil {
+		return nil
+	}
+	var podCIDR string
+	if m.opts.PodCIDR != nil {
+		podCIDR = m.opts.PodCIDR()
+	}
+	bw, _ := cni.BandwidthFromAnnotations(cfg.Annotations) // validated
+	att, err := m.opts.Network.Setup(ctx, cni.Pod{
+		ID: sb.ID, Name: cfg.Metadata.Name, Namespace: cfg.Metadata.Namespace, UID: cfg.Metadata.UID,
+		NetNS: sb.NetNS, PortMappings: cfg.PortMappings, PodCIDR: podCIDR, Bandwidth: bw,
+	})
+	if err != nil {
+		return err
+	}
+	sb.Network, sb.IPs, sb.NetworkAttached = att.Network, att.IPs, true
+	r.undo = append(r.undo, func() { m.teardown(sb) })
+	return nil
+}
+
+// pinPausePID pins the PID namespace of a shared-PID pod's pause process.
+func (r *podRun) pinPausePID(context.Context) error {
+	sb := r.sb
+	if r.pausePid == 0 {
+		return nil
+	}
+	sb.PausePid = r.pausePid
+	var err error
+	if sb.PauseStartTime, err = shim.StartTime(sb.PausePid); err != nil {
+		return r.fail("pause process", err)
+	}
+	sb.PIDNS = filepath.Join(r.pinDir, "pid")
+	if err := pin(fmt.Sprintf("/proc/%d/ns/pid", sb.PausePid), sb.PIDNS); err != nil {
+		return r.fail("pin PID namespace", err)
+	}
+	r.pins["pid"] = sb.PIDNS
+	return nil
+}
+
+// writePodFiles writes hostname, hosts and resolv.conf for the containers.
+func (r *podRun) writePodFiles(context.Context) error {
+	if err := writePodFiles(r.sb.StateDir, r.hostname, r.sb.IPs, r.cfg.DNS); err != nil {
+		return r.fail("pod files", errdefs.NoSpace(err, r.m.podsDir))
+	}
+	return nil
+}
+
+// record commits the pod, makes it known by id and name, and announces it.
+func (r *podRun) record(context.Context) error {
+	sb, m := r.sb, r.m
 	sb.State = StateReady
 	if err := m.store.put(sb); err != nil {
-		return "", step("record", err)
+		return r.fail("record", err)
 	}
 	m.mu.Lock()
-	m.pods[id] = sb
-	m.names[cfg.Metadata.key()] = id
+	m.pods[sb.ID] = sb
+	m.names[r.cfg.Metadata.key()] = sb.ID
 	m.mu.Unlock()
 	m.publish(sb, events.Created, events.Started)
-	mark("recorded")
-	klog.V(2).InfoS("Pod sandbox ready", "pod", id, "name", cfg.Metadata.Name, "ips", sb.IPs, "duration", time.Since(start))
-	klog.V(4).InfoS("Pod sandbox steps", append([]any{"pod", id}, timings...)...)
-	return id, nil
+	return nil
 }
 
 // teardown releases the pod's network (CNI DEL with the cached result), on a

@@ -3,8 +3,11 @@ package sandbox
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-dev/berth/errdefs"
 )
 
 var bucket = []byte("sandboxes")
@@ -26,7 +29,7 @@ func (s store) put(sb *Sandbox) error {
 		return err
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(sb.ID), b) }); err != nil {
-		return fmt.Errorf("record pod %s: %w", sb.ID, err)
+		return errdefs.NoSpace(fmt.Errorf("record pod %s: %w", sb.ID, err), filepath.Dir(s.db.Path()))
 	}
 	return nil
 }
