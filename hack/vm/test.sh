@@ -42,8 +42,10 @@ fi
 
 # One dir per run (runs of other checkouts' make test may overlap): the test
 # binaries, removed at the end, and the logs, kept for a day.
+# (VM_OUT is made here: the builds above write to the cache, not to it.)
+mkdir -p "$VM_OUT" || exit 1
 find "$VM_OUT" -maxdepth 1 -name 'run.*' -mtime +0 -exec rm -rf {} + 2>/dev/null
-tests=$(mktemp -d "$VM_OUT/run.XXXXXX")
+tests=$(mktemp -d "$VM_OUT/run.XXXXXX") || { vm_log "cannot make a run dir in $VM_OUT"; exit 1; }
 trap 'rm -f "$tests"/*.test' EXIT
 : >"$tests/manifest"
 build_failed=0
