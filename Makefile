@@ -113,6 +113,7 @@ registry-stop:
 
 lint:
 	bash hack/check-layers.sh
+	bash hack/check-file-length.sh
 	go vet ./...
 	staticcheck ./...
 
