@@ -47,14 +47,56 @@ func startStreamServer(cfg Config, rt *stream.Runtime) (*streamServer, error) {
 	}
 	// Websocket-only clients are served in front of the library.
 	ws := &stream.Websocket{Next: lib, Self: c.BaseURL.String(), IdleTimeout: idle}
-	s := &streamServer{Server: lib, ws: ws, addr: c.Addr, http: &http.Server{Handler: ws, ReadHeaderTimeout: time.Minute}}
+	s := &streamServer{Server: lib, ws: ws, addr: c.Addr, http: &http.Server{
+		Handler: ws, ReadHeaderTimeout: time.Minute, ConnContext: connClosedContext,
+	}}
 	go func() {
-		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(closeNotifyingListener{lis}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Streaming server stopped")
 		}
 	}()
 	klog.InfoS("Streaming server listening", "address", c.Addr, "idleTimeout", idle)
 	return s, nil
+}
+
+// A session's context must end when its connection is closed (the idle
+// timeout, the client gone): that is what kills an exec's command. After the
+// library hijacks the connection net/http only notices a close when a read
+// of the hijacked connection fails while in flight, and spdystream's wrapper
+// answers reads after its Close with EOF of its own, so a close between two
+// reads left the session, and its command, running for good. The listener's
+// connections cancel their requests' context when closed.
+type closeNotifyingListener struct{ net.Listener }
+
+func (l closeNotifyingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &closeNotifyingConn{Conn: c, ctx: ctx, cancel: cancel}, nil
+}
+
+type closeNotifyingConn struct {
+	net.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (c *closeNotifyingConn) Close() error {
+	defer c.cancel()
+	return c.Conn.Close()
+}
+
+// connClosedContext makes the requests of a connection end with it.
+func connClosedContext(ctx context.Context, c net.Conn) context.Context {
+	cc, ok := c.(*closeNotifyingConn)
+	if !ok {
+		return ctx
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	context.AfterFunc(cc.ctx, cancel)
+	return ctx
 }
 
 // GetExec hands out an exec URL, and tells the websocket front what the

@@ -227,10 +227,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("write spec of %s: %w", id, err)
 	}
 	if rec.LogPath != "" {
-		// The kubelet makes the pod's log directory; a client that did
-		// not gets it made (as containerd does). The shim makes what is
-		// below it, without following a symlink.
-		if err := os.MkdirAll(logDir, 0o755); err != nil {
+		// The shim makes what is below the pod's log directory,
+		// without following a symlink.
+		if err := makeLogDir(logDir); err != nil {
 			return "", fmt.Errorf("create log dir of %s: %w", id, err)
 		}
 	}

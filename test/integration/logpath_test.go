@@ -158,3 +158,50 @@ func TestShimContainerLogSymlink(t *testing.T) {
 		t.Errorf("a log was made out of the log directory: %v", err)
 	}
 }
+
+// TestContainerLogDirMade: a missing pod log directory (a client that,
+// unlike the kubelet, did not make it) is made as real directories; but a
+// symlink planted in its parents is not followed: the create is refused
+// naming the directory, nothing is made where the symlink points, and
+// nothing of the container is left.
+func TestContainerLogDirMade(t *testing.T) {
+	e := newCtrEnv(t)
+	ctx := framework.Context(t)
+
+	podCfg := e.podConfig("deep")
+	podCfg.LogDirectory = filepath.Join(e.dir, "logs", "deep", "a", "b")
+	pod := runPod(t, e.d, podCfg)
+	t.Cleanup(func() { removePod(t, e.d, pod) })
+	cfg := ctrConfig("c", "echo", "written")
+	cfg.LogPath = "c/0.log"
+	e.create(t, pod, podCfg, cfg)
+	for _, d := range []string{filepath.Join(e.dir, "logs", "deep", "a"), podCfg.LogDirectory, filepath.Join(podCfg.LogDirectory, "c")} {
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			t.Errorf("%s: %v, want a directory made", d, err)
+		}
+	}
+
+	elsewhere := filepath.Join(e.dir, "elsewhere")
+	mkdirs(t, elsewhere, filepath.Join(e.dir, "logs"))
+	if err := os.Symlink(elsewhere, filepath.Join(e.dir, "logs", "planted")); err != nil {
+		t.Fatal(err)
+	}
+	hostileCfg := e.podConfig("planted")
+	hostileCfg.LogDirectory = filepath.Join(e.dir, "logs", "planted", "pod")
+	hostile := runPod(t, e.d, hostileCfg)
+	t.Cleanup(func() { removePod(t, e.d, hostile) })
+	before, _ := e.d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	cfg = ctrConfig("c", "echo", "written")
+	cfg.LogPath = "c/0.log"
+	_, err := e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: hostile, Config: cfg, SandboxConfig: hostileCfg})
+	if grpcCode(err) != codes.InvalidArgument || !strings.Contains(err.Error(), hostileCfg.LogDirectory) {
+		t.Errorf("log directory below a symlink: %v, want InvalidArgument naming it", err)
+	}
+	if entries, err := os.ReadDir(elsewhere); err != nil || len(entries) != 0 {
+		t.Errorf("%s now holds %d entries (%v)", elsewhere, len(entries), err)
+	}
+	after, _ := e.d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if len(after.GetContainers()) != len(before.GetContainers()) {
+		t.Errorf("containers: %d before the refused create, %d after", len(before.GetContainers()), len(after.GetContainers()))
+	}
+}

@@ -544,14 +544,16 @@ func TestStreamIdleTimeout(t *testing.T) {
 		if took := time.Since(start); took < 2*time.Second {
 			t.Errorf("session ended after %s, before the idle timeout: %q", took, out.String())
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(time.Minute):
 		_ = cmd.Process.Kill()
-		t.Fatalf("idle session still open after 30s: %q", out.String())
+		t.Fatalf("idle session still open after a minute: %q", out.String())
 	}
 	if !strings.Contains(out.String(), "waiting") {
 		t.Errorf("output %q", out.String())
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// A generous bound on a leak (the command is killed at once when the
+	// session's connection closes), never a measure of speed.
+	deadline := time.Now().Add(time.Minute)
 	for {
 		r := e.execSync(t, id, "ps", "-o", "args")
 		if !strings.Contains(string(r.Stdout), "sleep 4321") {
