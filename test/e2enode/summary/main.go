@@ -57,36 +57,47 @@ func main() {
 	if err := json.Unmarshal(b, &reports); err != nil {
 		fail(fmt.Errorf("parse %s: %w", flag.Arg(0), err))
 	}
-	var passed, failed, skipped int
-	var failures []string
+	c := count(reports, fre, sre)
+	if *verbose {
+		for _, f := range c.failures {
+			fmt.Println(f)
+		}
+	}
+	fmt.Printf("%d passed, %d failed, %d skipped\n", c.passed, c.failed, c.skipped)
+}
+
+type counts struct {
+	passed, failed, skipped int
+	failures                []string
+}
+
+// count tallies the specs of the reports: a skipped spec counts only when
+// the run selected it (focus matches, the default skip does not).
+func count(reports []report, fre, sre *regexp.Regexp) counts {
+	var c counts
 	for _, r := range reports {
 		for _, s := range r.SpecReports {
 			text := strings.TrimSpace(strings.Join(append(append([]string{}, s.ContainerHierarchyTexts...), s.LeafNodeText), " "))
 			switch s.State {
 			case "passed":
 				if s.LeafNodeType == "It" {
-					passed++
+					c.passed++
 				}
 			case "skipped", "pending":
 				if s.LeafNodeType == "It" && fre.MatchString(text) && (sre == nil || !sre.MatchString(text)) {
-					skipped++
+					c.skipped++
 				}
 			default: // failed, panicked, interrupted, aborted, timedout
-				failed++
+				c.failed++
 				if s.LeafNodeType != "It" {
 					text = s.LeafNodeType + " " + text
 				}
-				failures = append(failures, fmt.Sprintf("%s: %s\n    %s:%d: %s", s.State, text,
+				c.failures = append(c.failures, fmt.Sprintf("%s: %s\n    %s:%d: %s", s.State, text,
 					s.Failure.Location.FileName, s.Failure.Location.LineNumber, firstLine(s.Failure.Message)))
 			}
 		}
 	}
-	if *verbose {
-		for _, f := range failures {
-			fmt.Println(f)
-		}
-	}
-	fmt.Printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped)
+	return c
 }
 
 func firstLine(s string) string {
