@@ -317,7 +317,7 @@ start=$(date +%s)
 	"$cache/e2e_node.test" -- \
 	--start-services=false --bearer-token="$token" --node-name="$node" \
 	--container-runtime-endpoint="unix://$work/berth.sock" --image-service-endpoint="unix://$work/berth.sock" \
-	--kubelet-root-dir="$kubelet_root" --prepull-images=false --report-dir="$work/tests" \
+	--prepull-images=false --report-dir="$work/tests" \
 	--kubelet-config-file="$work/kubelet.yaml") >"$out/ginkgo.log" 2>&1 &
 ginkgo_pid=$!
 wait "$ginkgo_pid"

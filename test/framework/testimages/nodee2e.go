@@ -148,7 +148,10 @@ func (c *catalog) agnhostLayer(agnhost []byte) ([]file, error) {
 }
 
 func (c *catalog) buildNodeE2E(agnhost []byte) error {
-	base := c.baseLayers()
+	// The container lifecycle specs time their steps with busybox's
+	// nmeter, which Debian's busybox lacks: imagebin plays it.
+	nmeter := layerSpec{"imagebin as busybox's nmeter", []file{reg("bin/nmeter", 0o755, 0, 0, c.imagebin)}, gzipped}
+	base := with(c.baseLayers(), nmeter)
 	bbCfg := busyboxConfig()
 	agnFiles, err := c.agnhostLayer(agnhost)
 	if err != nil {
