@@ -12,22 +12,22 @@ areas=(
 	# lifecycle hooks
 	'Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart exec hook properly'
 	# init containers and sidecars
-	'InitContainer \[NodeConformance\] should invoke init containers on a RestartAlways pod'
+	'InitContainer should invoke init containers on a RestartAlways pod'
+	'Restartable Init Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart exec hook properly'
 	'Containers Lifecycle .*should launch init container serially before a regular container'
 	# volumes
 	'EmptyDir volumes should support \(root,0644,tmpfs\)'
-	'ConfigMap should be consumable from pods in volume \[NodeConformance\]'
+	'\[sig-storage\] ConfigMap should be consumable from pods in volume \[Conformance\]'
 	# security context
 	'Security Context When creating a pod with readOnlyRootFilesystem should run the container with writable rootfs when readOnlyRootFilesystem=false'
 	# logs
-	'Kubelet when scheduling a busybox command in a pod should print it to logs'
+	'Kubelet when scheduling a busybox command in a pod should print the output to logs'
 	# exec
 	'Pods should support remote command execution over websockets'
 	# DNS: hostname and FQDN in the pod
 	'Hostname of Pod .*a pod with subdomain field has FQDN, hostname is shortname'
-	# image pull
-	'Container Runtime blackbox test when running a container with a new image should be able to pull image'
-	'Container Runtime blackbox test when running a container with a new image should not be able to pull image from invalid registry'
+	# image pull (the blackbox pull specs are not in the default set)
+	'A pod is running only regular containers when the regular container has its image updated should successfully restart when the image is updated, restartPolicy=Always'
 )
 focus=$(IFS='|'; echo "${areas[*]}")
 export NODE_E2E_FOCUS="${NODE_E2E_CI_FOCUS:-$focus}"
