@@ -19,6 +19,7 @@
 #   NODE_E2E_SKIP    skip regexp (default '\[Flaky\]|\[Slow\]|\[Serial\]'), plus
 #                    every regexp of test/e2enode/skip.txt (NODE_E2E_SKIP_FILE; "" = none)
 #   NODE_E2E_PROCS   parallel ginkgo processes (default 4)
+#   NODE_E2E_CGROUP_ROOT  the kubelet's cgroupRoot (default /berth-node-e2e)
 #   NODE_E2E_TIMEOUT ginkgo suite timeout (default 90m)
 #   NODE_E2E_OUT     output dir (default _output/node-e2e)
 #   NODE_E2E_CACHE   where hack/build-e2e-node.sh keeps its binaries
@@ -47,7 +48,10 @@ bridge=bne2e0
 subnet=10.140.0.0/24
 # The kubelet's fixed ports; the suite's API server listens on 6443.
 ports=(6443 10250 10255 10248)
-cgroup_root=/berth-node-e2e
+# Not "/": the host's /kubepods may be another kubelet's (the machine is
+# shared). NODE_E2E_CGROUP_ROOT=/ runs the Kubelet Cgroup Manager specs,
+# which look for /kubepods (see test/e2enode/skip.txt).
+cgroup_root=${NODE_E2E_CGROUP_ROOT:-/berth-node-e2e}
 kubelet_sysctls=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
 
 log() { echo "node-e2e: $*" >&2; }
@@ -133,7 +137,7 @@ leftovers() {
 	if ip -o link show type veth 2>/dev/null | grep -q "master $bridge "; then left+=("veths on $bridge"); fi
 	if iptables-save 2>/dev/null | grep -qF -e "$bridge" -e "${subnet%/*}"; then left+=("iptables rules of $bridge/$subnet"); fi
 	if grep -qF -e " $work" -e " /var/lib/kubelet" /proc/self/mountinfo; then left+=("mounts under $work or /var/lib/kubelet"); fi
-	if ls -d /sys/fs/cgroup/*"$cgroup_root" >/dev/null 2>&1; then left+=("cgroups $cgroup_root"); fi
+	if ls -d /sys/fs/cgroup/*"${cgroup_root%/}"/kubepods >/dev/null 2>&1; then left+=("cgroups ${cgroup_root%/}/kubepods"); fi
 	if [ ${#left[@]} -gt 0 ]; then
 		log "LEFT BEHIND: ${left[*]}"
 		return 1
@@ -159,7 +163,10 @@ cleanup() {
 	awk -v w="$work" -v k="$kubelet_root" '$5 == w || index($5, w "/") == 1 || $5 == k || index($5, k "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
 		umount -l "$m" 2>/dev/null || log "umount $m failed"
 	done
-	for c in /sys/fs/cgroup/*"$cgroup_root"; do
+	# The kubelet's tree, and the root made for it (never a hierarchy's root).
+	trees=(/sys/fs/cgroup/*"${cgroup_root%/}"/kubepods)
+	[ "$cgroup_root" != / ] && trees+=(/sys/fs/cgroup/*"$cgroup_root")
+	for c in "${trees[@]}"; do
 		[ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
 	done
 	ip link del "$bridge" 2>/dev/null
@@ -234,6 +241,7 @@ curl -skf -H "Authorization: Bearer $token" https://127.0.0.1:6443/healthz >/dev
 
 # --- the kubelet, started here: its cgroups under $cgroup_root only ---
 for h in /sys/fs/cgroup/*/; do
+	[ "$cgroup_root" = / ] && break
 	h=${h%/}
 	case $(basename "$h") in unified) continue ;; esac
 	[ -L "$h" ] && continue
