@@ -93,6 +93,23 @@ test-vm-ci-critest: build test-images
 	$(VM_CRITEST_SYSTEMD) BERTH_VM_PKGS="$(TEST_VM_CI_PKGS) ./test/critest" bash hack/vm/test.sh || rc=1; \
 	exit $$rc
 
+# Kubernetes' node e2e suite (e2e_node.test of test/e2enode's k8s.io/kubernetes)
+# with the real kubelet against a berthd of its own: hack/node-e2e.sh. The
+# default set is [NodeConformance] less [Flaky]|[Slow]|[Serial] and
+# test/e2enode/skip.txt; NODE_E2E_FOCUS / NODE_E2E_SKIP pick others (e.g.
+# NODE_E2E_FOCUS='\[Serial\]' NODE_E2E_SKIP= NODE_E2E_PROCS=1). The suite,
+# agnhost and ginkgo are built once per module change into
+# /var/cache/berth/node-e2e (a cold build takes most of an hour on 2 busy
+# cores). JUnit, JSON report, logs and summary.txt in _output/node-e2e/.
+.PHONY: node-e2e node-e2e-ci
+node-e2e: build kubelet
+	BERTH_BIN_DIR=$(BIN) BERTH_KUBELET=$(KUBELET) bash hack/node-e2e.sh
+
+# A subset of the default set (about 15 minutes once built): one or two
+# specs of each area, see NODE_E2E_CI_FOCUS in hack/node-e2e-ci.sh.
+node-e2e-ci: build kubelet
+	BERTH_BIN_DIR=$(BIN) BERTH_KUBELET=$(KUBELET) bash hack/node-e2e-ci.sh
+
 # Runs berthd in the foreground with the default configuration.
 run: deps-run build
 	bash hack/setup-default.sh

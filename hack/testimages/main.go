@@ -2,8 +2,9 @@
 // registry, for make test-images, hack/registry.sh and manual runs.
 //
 //	testimages build                     build (or find) the cached layout, print its dir
-//	testimages serve [-addr A] [-hosts-dir D] [-addr-file F] [-blob-dir B]
-//	                                     serve every fixture until SIGINT/SIGTERM
+//	testimages serve [-addr A] [-hosts-dir D] [-addr-file F] [-blob-dir B] [-node-e2e-agnhost BIN]
+//	                                     serve every fixture until SIGINT/SIGTERM; with
+//	                                     -node-e2e-agnhost, the node e2e stand-ins instead
 //	testimages list                      print every fixture reference
 package main
 
@@ -64,9 +65,18 @@ func serve(ctx context.Context, args []string) {
 	addrFile := fs.String("addr-file", "", "write the listen address here once serving")
 	verbose := fs.Bool("v", false, "log every request")
 	blobDir := fs.String("blob-dir", "", "keep pushed blobs here (default: a temp dir removed on exit)")
+	agnhost := fs.String("node-e2e-agnhost", "", "serve the node e2e suite's stand-in images (testimages.NodeE2ERefs), with this agnhost binary")
 	_ = fs.Parse(args)
 
-	dir, err := testimages.Build(ctx, testimages.CacheRoot())
+	var dir string
+	var err error
+	if *agnhost != "" {
+		// A cache dir of their own: Build sweeps layouts of other keys
+		// out of its own.
+		dir, err = testimages.BuildNodeE2E(ctx, testimages.CacheRoot()+"-node-e2e", *agnhost)
+	} else {
+		dir, err = testimages.Build(ctx, testimages.CacheRoot())
+	}
 	if err != nil {
 		log.Fatal(err)
 	}

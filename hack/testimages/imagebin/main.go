@@ -9,6 +9,7 @@
 //	httpd-foreground  an HTTP server on :80 that logs a line naming httpd
 //	pause             sleeps until SIGINT or SIGTERM and reaps children
 //	nnp               prints "Effective uid: N" (installed setuid root)
+//	nmeter            busybox's nmeter, its %[N]t time only (see nmeter.go)
 //
 // A Go program rather than a busybox script, because as PID 1 of a container's
 // own PID namespace the kernel drops signals it has no handler for: a shell
@@ -42,8 +43,10 @@ func main() {
 		pause()
 	case name == "nnp":
 		fmt.Printf("Effective uid: %d\n", os.Geteuid())
+	case name == "nmeter":
+		nmeter(os.Args[1:])
 	default:
-		fmt.Fprintf(os.Stderr, "imagebin: unknown role %q (nginx, httpd-foreground, pause, nnp)\n", name)
+		fmt.Fprintf(os.Stderr, "imagebin: unknown role %q (nginx, httpd-foreground, pause, nnp, nmeter)\n", name)
 		os.Exit(2)
 	}
 }
