@@ -1,14 +1,27 @@
 package spec
 
 import (
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// berth applies no AppArmor profile and no SELinux label (its nodes run
-// neither). As the kubelet and critest expect of such a runtime, asking for
-// no confinement (nothing, unconfined, or the runtime's default, which
-// here is none) is accepted, and asking for a specific profile or label is
-// refused rather than silently ignored.
+// berth applies no AppArmor profile and no SELinux label. As the kubelet and
+// critest expect of such a runtime, asking for no confinement (nothing,
+// unconfined, or the runtime's default, which here is none) is accepted, and
+// asking for a specific AppArmor profile is refused rather than silently
+// ignored. SELinux options are Kubernetes' exception: they "apply only on
+// nodes with SELinux enabled", the kubelet sends them wherever a pod names
+// them (emptyDir and FSGroup pods of the node e2e suite set level s0), and
+// containerd and CRI-O ignore them when the node has no SELinux. So does
+// berth; on a node with SELinux enabled, where a label would be expected to
+// hold, it refuses them.
+
+// selinuxEnabled tells whether the node runs SELinux: selinuxfs is mounted
+// at its usual place (what libselinux and go-selinux look for first).
+var selinuxEnabled = func() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/sys/fs/selinux", &st) == nil && st.Type == unix.SELINUX_MAGIC
+}
 
 // CheckLSM refuses the AppArmor profiles and SELinux labels of a container
 // request that berth cannot apply.
@@ -54,7 +67,7 @@ func checkAppArmor(p *runtimeapi.SecurityProfile, deprecated string) error {
 }
 
 func checkSELinux(o *runtimeapi.SELinuxOption) error {
-	if o.GetUser() == "" && o.GetRole() == "" && o.GetType() == "" && o.GetLevel() == "" {
+	if o.GetUser() == "" && o.GetRole() == "" && o.GetType() == "" && o.GetLevel() == "" || !selinuxEnabled() {
 		return nil
 	}
 	return invalid("SELinux options %q: SELinux is not supported by berth on this node",

@@ -378,16 +378,45 @@ func TestSecurityLSM(t *testing.T) {
 		{name: "empty SELinux options", mod: func(_ *Input, sc *runtimeapi.LinuxContainerSecurityContext) {
 			sc.SelinuxOptions = &runtimeapi.SELinuxOption{}
 		}, check: ok},
-		{name: "SELinux level", mod: func(_ *Input, sc *runtimeapi.LinuxContainerSecurityContext) {
-			sc.SelinuxOptions = &runtimeapi.SELinuxOption{Level: "s0:c4,c5"}
-		}, err: errdefs.ErrInvalidArgument},
-		{name: "SELinux type", mod: func(_ *Input, sc *runtimeapi.LinuxContainerSecurityContext) {
-			sc.SelinuxOptions = &runtimeapi.SELinuxOption{Type: "container_t"}
-		}, err: errdefs.ErrInvalidArgument},
+	})
+}
+
+// SELinux options are ignored on a node without SELinux (as containerd and
+// CRI-O do; Kubernetes applies them only there) and refused on one with it,
+// where berth could not apply the label.
+func TestSELinuxOptions(t *testing.T) {
+	saved := selinuxEnabled
+	defer func() { selinuxEnabled = saved }()
+	level := func(_ *Input, sc *runtimeapi.LinuxContainerSecurityContext) {
+		sc.SelinuxOptions = &runtimeapi.SELinuxOption{Level: "s0:c4,c5"}
+	}
+	typ := func(_ *Input, sc *runtimeapi.LinuxContainerSecurityContext) {
+		sc.SelinuxOptions = &runtimeapi.SELinuxOption{Type: "container_t"}
+	}
+	unlabelled := func(t *testing.T, s *specs.Spec) {
+		if s.Process.SelinuxLabel != "" || s.Linux.MountLabel != "" {
+			t.Errorf("SELinux label set: %q %q", s.Process.SelinuxLabel, s.Linux.MountLabel)
+		}
+	}
+	selinuxEnabled = func() bool { return false }
+	runSecurityCases(t, []securityCase{
+		{name: "SELinux level, no SELinux", mod: level, check: unlabelled},
+		{name: "SELinux type, no SELinux", mod: typ, check: unlabelled},
+	})
+	if err := CheckSandboxLSM(&runtimeapi.LinuxSandboxSecurityContext{SelinuxOptions: &runtimeapi.SELinuxOption{Level: "s0"}}); err != nil {
+		t.Errorf("pod with SELinux level s0 on a node without SELinux: %v", err)
+	}
+	selinuxEnabled = func() bool { return true }
+	runSecurityCases(t, []securityCase{
+		{name: "SELinux level, SELinux on", mod: level, err: errdefs.ErrInvalidArgument},
+		{name: "SELinux type, SELinux on", mod: typ, err: errdefs.ErrInvalidArgument},
 	})
 }
 
 func TestCheckSandboxLSM(t *testing.T) {
+	saved := selinuxEnabled
+	defer func() { selinuxEnabled = saved }()
+	selinuxEnabled = func() bool { return true }
 	for name, tc := range map[string]struct {
 		sc  *runtimeapi.LinuxSandboxSecurityContext
 		bad bool

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/moby/sys/capability"
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -213,5 +216,30 @@ echo "keys=$(stat -c %t:%T /proc/keys)"`)
 		if !strings.Contains(r.stdout+r.stderr, want) {
 			t.Errorf("output lacks %q:\n%s%s", want, r.stdout, r.stderr)
 		}
+	}
+}
+
+// The kubelet sends a pod's SELinux options whatever the node (the node e2e
+// suite's emptyDir and FSGroup pods set level s0); on a node without SELinux
+// a pod and its container naming them run, unlabelled, as with containerd.
+func TestSELinuxOptionsIgnoredWithoutSELinux(t *testing.T) {
+	var st unix.Statfs_t
+	if unix.Statfs("/sys/fs/selinux", &st) == nil && st.Type == unix.SELINUX_MAGIC {
+		t.Skip("this node runs SELinux: berth refuses labels it cannot apply")
+	}
+	e := newCtrEnv(t)
+	podCfg := e.podConfig("selinux")
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		SelinuxOptions: &runtimeapi.SELinuxOption{Level: "s0"},
+	}
+	pod := runPod(t, e.d, podCfg)
+	t.Cleanup(func() { removePod(t, e.d, pod) })
+	cfg := ctrConfig("c", "echo", "ran")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		SelinuxOptions: &runtimeapi.SELinuxOption{Level: "s0:c1,c2", Type: "container_t"},
+	}}
+	id := e.run(t, pod, podCfg, cfg)
+	if got := e.waitState(t, id, runtimeapi.ContainerState_CONTAINER_EXITED, 2*time.Minute); got.GetExitCode() != 0 {
+		t.Errorf("container with SELinux options exited %d (%s)", got.GetExitCode(), got.GetMessage())
 	}
 }
