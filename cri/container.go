@@ -140,8 +140,16 @@ func containerMetadata(r *container.Record) *runtimeapi.ContainerMetadata {
 	return &runtimeapi.ContainerMetadata{Name: r.Name, Attempt: r.Attempt}
 }
 
+// imageSpec reports the image as the user named it, as CRI-O and
+// containerd do: the kubelet creates with the image id and the pod spec's
+// name beside it, and shows this field as the container's image (a pod whose
+// image was updated waits to see the new name there).
 func imageSpec(r *container.Record) *runtimeapi.ImageSpec {
-	return &runtimeapi.ImageSpec{Image: r.Image, UserSpecifiedImage: r.Image}
+	name := r.UserImage
+	if name == "" {
+		name = r.Image
+	}
+	return &runtimeapi.ImageSpec{Image: name, UserSpecifiedImage: name}
 }
 
 func toContainer(r *container.Record) *runtimeapi.Container {

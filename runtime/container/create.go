@@ -129,6 +129,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		Name:        md.GetName(),
 		Attempt:     md.GetAttempt(),
 		Image:       ref,
+		UserImage:   cfg.GetImage().GetUserSpecifiedImage(),
 		ImageID:     img.ID,
 		ImageRef:    imageRef(img),
 		Labels:      cfg.GetLabels(),

@@ -62,11 +62,14 @@ type Mount struct {
 
 // Record is one container.
 type Record struct {
-	ID          string            `json:"id"`
-	PodID       string            `json:"podId"`
-	Name        string            `json:"name"`
-	Attempt     uint32            `json:"attempt"`
-	Image       string            `json:"image"`   // as the request named it
+	ID      string `json:"id"`
+	PodID   string `json:"podId"`
+	Name    string `json:"name"`
+	Attempt uint32 `json:"attempt"`
+	Image   string `json:"image"` // as the request named it
+	// UserImage is the image as the pod spec names it; the kubelet asks
+	// for the resolved image id (Image) and sends the name beside it.
+	UserImage   string            `json:"userImage,omitempty"`
 	ImageID     string            `json:"imageId"` // config digest
 	ImageRef    string            `json:"imageRef"`
 	Labels      map[string]string `json:"labels,omitempty"`
