@@ -26,9 +26,11 @@ build:
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 # Unit tests, then end-to-end tests against real berthd daemons, then the
-# critest suite less skip.txt and pending.txt (about a minute), then the VM
-# checks and critest in the cgroup v2 VMs (test-vm-ci-critest).
-test: deps-test build lint unit integration critest-guard test-vm-ci-critest
+# critest suite less skip.txt and pending.txt (about a minute), then the node
+# e2e suite's CI subset with the real kubelet (node-e2e-ci: 13 specs, about 2
+# minutes once e2e_node.test is cached), then the VM checks and critest in
+# the cgroup v2 VMs (test-vm-ci-critest).
+test: deps-test build lint unit integration critest-guard node-e2e-ci test-vm-ci-critest
 
 unit:
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/)
@@ -105,7 +107,8 @@ test-vm-ci-critest: build test-images
 node-e2e: build kubelet
 	BERTH_BIN_DIR=$(BIN) BERTH_KUBELET=$(KUBELET) bash hack/node-e2e.sh
 
-# A subset of the default set (about 15 minutes once built): one or two
+# A subset of the default set (about 2 minutes once built; part of make
+# test): one or two
 # specs of each area, see NODE_E2E_CI_FOCUS in hack/node-e2e-ci.sh.
 node-e2e-ci: build kubelet
 	BERTH_BIN_DIR=$(BIN) BERTH_KUBELET=$(KUBELET) bash hack/node-e2e-ci.sh

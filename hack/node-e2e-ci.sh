@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CI subset of the node e2e suite (make node-e2e-ci): a spec or two of
 # each area, picked from the default set ([NodeConformance] less
-# [Flaky]|[Slow]|[Serial]), through hack/node-e2e.sh. About 15 minutes on the
+# [Flaky]|[Slow]|[Serial]), through hack/node-e2e.sh; part of make test. About 2 minutes on the
 # 2-core machine once e2e_node.test is built (cached outside the checkout).
 set -euo pipefail
 areas=(
