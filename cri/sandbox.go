@@ -81,6 +81,7 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 		RuntimeHandler: req.GetRuntimeHandler(),
 		CgroupParent:   linux.GetCgroupParent(),
 		Sysctls:        linux.GetSysctls(),
+		Privileged:     proto.Bool(linux.GetSecurityContext().GetPrivileged()),
 		HostNetwork:    nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE,
 		HostIPC:        nsOpts.GetIpc() == runtimeapi.NamespaceMode_NODE,
 		HostPID:        nsOpts.GetPid() == runtimeapi.NamespaceMode_NODE,

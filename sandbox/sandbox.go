@@ -63,9 +63,12 @@ type Config struct {
 	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
 	CgroupParent   string            `json:"cgroupParent,omitempty"`
 	Sysctls        map[string]string `json:"sysctls,omitempty"`
-	HostNetwork    bool              `json:"hostNetwork,omitempty"`
-	HostIPC        bool              `json:"hostIPC,omitempty"`
-	HostPID        bool              `json:"hostPID,omitempty"`
+	// Privileged is whether the pod may run privileged containers; nil in
+	// records made before berth kept it.
+	Privileged  *bool `json:"privileged,omitempty"`
+	HostNetwork bool  `json:"hostNetwork,omitempty"`
+	HostIPC     bool  `json:"hostIPC,omitempty"`
+	HostPID     bool  `json:"hostPID,omitempty"`
 	// SharedPID gives the pod one PID namespace with a pause process as PID 1.
 	SharedPID bool `json:"sharedPID,omitempty"`
 	// UserNS gives the pod a user namespace of its own with these maps;

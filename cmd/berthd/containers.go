@@ -55,6 +55,7 @@ func (p podSource) Pod(id string) (*container.Pod, error) {
 		Cgroup:       st.Cgroup,
 		LogDirectory: st.Config.LogDirectory,
 		Sysctls:      st.Config.Sysctls,
+		Privileged:   st.Config.Privileged,
 	}, nil
 }
 

@@ -320,7 +320,7 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 	}
 	return spec.Generate(spec.Input{
 		Config:          cfg,
-		Sandbox:         withPodSysctls(podCfg, pod),
+		Sandbox:         withPodConfig(podCfg, pod),
 		Image:           &img.Config.Config,
 		RootFS:          root.FS(),
 		RootPath:        rootPath,

@@ -38,6 +38,11 @@ type Pod struct {
 	// CreateContainer request's sandbox_config may name others, never
 	// checked, and is not used for them.
 	Sysctls map[string]string
+	// Privileged is the pod's, as RunPodSandbox got it: only a privileged
+	// pod runs privileged containers, whatever a CreateContainer request's
+	// sandbox_config claims. Nil (a pod recorded before berth kept it):
+	// the request's.
+	Privileged *bool
 }
 
 // Pods finds pod sandboxes by id (or unique id prefix). An unknown pod is

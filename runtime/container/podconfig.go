@@ -7,11 +7,13 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// withPodSysctls is the request's sandbox config with the pod's own
-// sysctls: the container's init writes them (in the pod's namespaces), and
-// the request's copy was never checked (a node-wide kernel.core_pattern,
-// say, that RunPodSandbox would have refused).
-func withPodSysctls(podCfg *runtimeapi.PodSandboxConfig, pod *Pod) *runtimeapi.PodSandboxConfig {
+// withPodConfig is the request's sandbox config with what the pod itself
+// decides: its sysctls, which the container's init writes (in the pod's
+// namespaces) and of which the request's copy was never checked (a
+// node-wide kernel.core_pattern, say, that RunPodSandbox would have
+// refused), and whether the pod is privileged, which gates a privileged
+// container.
+func withPodConfig(podCfg *runtimeapi.PodSandboxConfig, pod *Pod) *runtimeapi.PodSandboxConfig {
 	c := &runtimeapi.PodSandboxConfig{}
 	if podCfg != nil {
 		c = proto.Clone(podCfg).(*runtimeapi.PodSandboxConfig)
@@ -20,5 +22,11 @@ func withPodSysctls(podCfg *runtimeapi.PodSandboxConfig, pod *Pod) *runtimeapi.P
 		c.Linux = &runtimeapi.LinuxPodSandboxConfig{}
 	}
 	c.Linux.Sysctls = maps.Clone(pod.Sysctls)
+	if pod.Privileged != nil {
+		if c.Linux.SecurityContext == nil {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{}
+		}
+		c.Linux.SecurityContext.Privileged = *pod.Privileged
+	}
 	return c
 }

@@ -33,6 +33,27 @@ func TestRequestPathsStayWhereTheyBelong(t *testing.T) {
 	e := newCtrEnv(t)
 	ctx := framework.Context(t)
 
+	t.Run("privileged claimed by the request's sandbox_config", func(t *testing.T) {
+		podCfg := e.podConfig("unpriv")
+		podCfg.LogDirectory = filepath.Join(e.dir, "logs", "unpriv")
+		pod := runPod(t, e.d, podCfg)
+		defer removePod(t, e.d, pod)
+		// The pod was not made privileged; a CreateContainer whose copy of
+		// the pod's config says it was must not get a privileged container.
+		forged := proto.Clone(podCfg).(*runtimeapi.PodSandboxConfig)
+		forged.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+		cfg := ctrConfig("priv", "sleep", "1000")
+		cfg.Linux.SecurityContext.Privileged = true
+		_, err := e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: forged})
+		if grpcCode(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "privileged pod") {
+			t.Errorf("privileged container in an unprivileged pod: %v, want InvalidArgument", err)
+		}
+		list, _ := e.d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
+		if n := len(list.GetContainers()); n != 0 {
+			t.Errorf("%d containers left after the refusal", n)
+		}
+	})
+
 	t.Run("sysctls of the request's sandbox_config", func(t *testing.T) {
 		podCfg := e.podConfig("sysctl")
 		podCfg.LogDirectory = filepath.Join(e.dir, "logs", "sysctl")
