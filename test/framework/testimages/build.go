@@ -69,6 +69,13 @@ func Build(ctx context.Context, cacheRoot string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return buildCached(ctx, cacheRoot, key, "test images", (*catalog).buildAll)
+}
+
+// buildCached returns cacheRoot/key when a layout is there, and otherwise
+// builds one with fill into a temp dir and renames it into place (the first
+// of concurrent builds wins), removing layouts of other keys.
+func buildCached(ctx context.Context, cacheRoot, key, what string, fill func(*catalog) error) (string, error) {
 	final := filepath.Join(cacheRoot, key)
 	if _, err := os.Stat(filepath.Join(final, "index.json")); err == nil {
 		markUsed(final)
@@ -91,7 +98,7 @@ func Build(ctx context.Context, cacheRoot string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := c.buildAll(); err != nil {
+	if err := fill(c); err != nil {
 		return "", err
 	}
 	dir := filepath.Join(tmp, "layout")
@@ -102,7 +109,7 @@ func Build(ctx context.Context, cacheRoot string) (string, error) {
 		if _, serr := os.Stat(filepath.Join(final, "index.json")); serr == nil {
 			return final, nil // another build finished first
 		}
-		return "", fmt.Errorf("install test images: %w", err)
+		return "", fmt.Errorf("install %s: %w", what, err)
 	}
 	removeStale(cacheRoot, key)
 	return final, nil

@@ -74,42 +74,7 @@ func BuildNodeE2E(ctx context.Context, cacheRoot, agnhost string) (string, error
 		fmt.Fprintf(h, "%s %x\n", t.path, sha256.Sum256(b))
 	}
 	key := hex.EncodeToString(h.Sum(nil))[:16]
-	final := filepath.Join(cacheRoot, key)
-	if _, err := os.Stat(filepath.Join(final, "index.json")); err == nil {
-		markUsed(final)
-		return final, nil
-	}
-	if err := os.MkdirAll(cacheRoot, 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(cacheRoot, ".build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	bin, err := buildImagebin(ctx, tmp)
-	if err != nil {
-		return "", err
-	}
-	c, err := newCatalog(bin)
-	if err != nil {
-		return "", err
-	}
-	if err := c.buildNodeE2E(agn); err != nil {
-		return "", err
-	}
-	dir := filepath.Join(tmp, "layout")
-	if err := writeLayout(dir, c.fixtures); err != nil {
-		return "", err
-	}
-	if err := os.Rename(dir, final); err != nil {
-		if _, serr := os.Stat(filepath.Join(final, "index.json")); serr == nil {
-			return final, nil
-		}
-		return "", fmt.Errorf("install node e2e images: %w", err)
-	}
-	removeStale(cacheRoot, key)
-	return final, nil
+	return buildCached(ctx, cacheRoot, key, "node e2e images", func(c *catalog) error { return c.buildNodeE2E(agn) })
 }
 
 // agnhostLayer is agnhost at /agnhost (and /agnhost-2, as the real image
