@@ -82,9 +82,12 @@ func (s *Server) fits(field string, r *runtimeapi.LinuxContainerResources) error
 	if r == nil {
 		return nil
 	}
-	node := s.opts.Node
-	if node == nil {
-		node = spec.ReadNode
+	// The node's CPUs, memory nodes and hugepage sizes matter only to a
+	// request that names them; most do not, and their create need not
+	// read sysfs. The memory floor needs no node facts.
+	var node spec.Node
+	if r.GetCpusetCpus() != "" || r.GetCpusetMems() != "" || len(r.GetHugepageLimits()) > 0 {
+		node = s.opts.Node()
 	}
-	return node().CheckResources(field, r)
+	return node.CheckResources(field, r)
 }
