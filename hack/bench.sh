@@ -4,21 +4,43 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 endpoint=${BENCH_ENDPOINT:-}
+args=()
 if [ -z "$endpoint" ]; then
 	dir=$(mktemp -d /tmp/berth-bench-XXXX)
-	: >"$dir/config.toml"
+	# Metrics on a free local port: the churn benchmark reads berthd's
+	# goroutine count there.
+	port=""
+	for _ in $(seq 20); do
+		p=$((20000 + RANDOM % 40000))
+		if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then port=$p; break; fi
+	done
+	if [ -n "$port" ]; then
+		echo "metrics_address = \"127.0.0.1:$port\"" >"$dir/config.toml"
+		args+=(-berthd-metrics "http://127.0.0.1:$port/metrics")
+	else
+		: >"$dir/config.toml"
+	fi
 	bridge=""
 	if [ -z "${BENCH_CNI_CONF_DIR:-}" ]; then
-		# A bridge network of its own (name and subnet unique to this run).
+		# A bridge network of its own (name and subnet unique to this run;
+		# a /22 for the scale benchmark's 250+ pods).
 		bridge="bb-${dir##*-}"
 		mkdir -p "$dir/net.d"
-		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 256)).0/24|" \
+		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 64 * 4)).0/22|" \
 			-e "s|@IPAMDIR@|$dir/ipam|" hack/cni-default.conflist >"$dir/net.d/10-bench.conflist"
 	fi
 	pid=""
 	cleanup() {
 		set +e # every step runs, whatever the one before gave
-		[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+		# The scale benchmark restarts berthd: the pidfile has the one running.
+		[ -s "$dir/berthd.pid" ] && pid=$(cat "$dir/berthd.pid")
+		if [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; then
+			for _ in $(seq 300); do
+				[ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null || break
+				sleep 0.1
+			done
+			wait "$pid" 2>/dev/null
+		fi
 		[ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null
 		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh stop 2>/dev/null
 		rm -rf "$dir"
@@ -34,7 +56,9 @@ if [ -z "$endpoint" ]; then
 		--config "$dir/config.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
 		--registry-config-dir "$regdir" 2>"$dir/berthd.log" &
 	pid=$!
+	echo "$pid" >"$dir/berthd.pid"
+	args+=(-berthd-pidfile "$dir/berthd.pid")
 	endpoint="unix://$dir/berth.sock"
 	for _ in $(seq 100); do [ -S "$dir/berth.sock" ] && break; sleep 0.1; done
 fi
-go run ./test/bench -endpoint "$endpoint" "$@"
+go run ./test/bench -endpoint "$endpoint" ${args[@]+"${args[@]}"} "$@"

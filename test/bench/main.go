@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"time"
 
@@ -35,6 +36,9 @@ type benchmark struct {
 }
 
 var benchmarks []benchmark
+
+// current names the benchmark running, for the rows summary adds.
+var current string
 
 func register(name string, run func(e *env) error) {
 	benchmarks = append(benchmarks, benchmark{name: name, run: run})
@@ -66,11 +70,18 @@ func main() {
 			continue
 		}
 		fmt.Printf("== %s (%s)\n", b.name, *endpoint)
+		current = b.name
+		load := startLoad()
 		if err := b.run(e); err != nil {
 			fmt.Printf("   FAILED: %v\n", err)
+			results.add(row{bench: b.name, measure: "FAILED: " + err.Error()})
 			failed = true
 		}
+		// Rows without a load of their own get the benchmark's.
+		results.setLoad(b.name, load.stop())
 	}
+	fmt.Printf("\n== results (load: 1-minute load average while measured, mean (min-max), %d CPUs)\n", runtime.NumCPU())
+	results.write(os.Stdout)
 	if failed {
 		os.Exit(1)
 	}
@@ -85,4 +96,5 @@ func summary(label string, ds []time.Duration) {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1)+0.5)] }
 	fmt.Printf("   %-28s n=%-3d p50=%-10v p95=%-10v\n", label, len(s), p(0.5).Round(time.Microsecond), p(0.95).Round(time.Microsecond))
+	results.add(row{bench: current, measure: label, n: fmt.Sprint(len(s)), value: latency(s)})
 }
