@@ -162,7 +162,10 @@ func scaleCallTimes(e *env, set *podSet) (*callTimes, error) {
 			return err
 		}},
 		{"ListImages", func(benchPod) error { _, err := e.images.ListImages(ctx, &runtimeapi.ListImagesRequest{}); return err }},
-		{"ImageFsInfo", func(benchPod) error { _, err := e.images.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{}); return err }},
+		{"ImageFsInfo", func(benchPod) error {
+			_, err := e.images.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+			return err
+		}},
 		{"ExecSync", func(p benchPod) error {
 			r, err := e.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: p.containers[0], Cmd: []string{"true"}, Timeout: 30})
 			if err == nil && r.ExitCode != 0 {
