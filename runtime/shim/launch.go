@@ -98,9 +98,8 @@ func Launch(ctx context.Context, o LaunchOptions) (*Launched, error) {
 		return nil, fmt.Errorf("start %s: %w", o.Binary, err)
 	}
 	pid := cmd.Process.Pid
-	exited := make(chan struct{})
 	// berthd is the shim's parent until berthd exits: reap it.
-	go func() { _ = cmd.Wait(); close(exited) }()
+	exited := reap(cmd)
 	fail := func(err error) (*Launched, error) {
 		// The group: the shim and the pause process it may have started.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)

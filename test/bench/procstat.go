@@ -61,6 +61,10 @@ func berthdPid() (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
+// metricsClient keeps no connection open, which berthd would count as an
+// fd of its own.
+var metricsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // berthdGoroutines reads go_goroutines from the berthd's metrics, -1 when
 // it cannot.
 func berthdGoroutines(ctx context.Context) int {
@@ -73,7 +77,7 @@ func berthdGoroutines(ctx context.Context) int {
 	if err != nil {
 		return -1
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := metricsClient.Do(req)
 	if err != nil {
 		return -1
 	}
