@@ -158,15 +158,14 @@ func (m *Manager) recover() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	known := map[string]bool{}
+	var live []*Record
 	for _, r := range m.store.List(nil) {
 		known[r.ID] = true
-		if r.Status.State == Exited {
-			continue
-		}
-		if _, err := m.refresh(ctx, r, true); err != nil {
-			klog.ErrorS(err, "Recover container", "container", r.ID)
+		if r.Status.State != Exited {
+			live = append(live, r)
 		}
 	}
+	m.refreshAtStart(ctx, live)
 	for _, dir := range []string{m.stateDir, m.layerDir} {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
