@@ -90,11 +90,11 @@ func benchChurn(e *env) error {
 	interval := time.Duration(float64(time.Second) / *churnRate)
 	times := &callTimes{}
 	var (
-		wg                   sync.WaitGroup
+		wg                            sync.WaitGroup
 		live, made, removed, failures atomic.Int64
-		firstCycle           atomic.Int64 // when the first churn-live pods were all removed, in ns since start
-		firstErr             error
-		errOnce              sync.Once
+		firstCycle                    atomic.Int64 // when the first churn-live pods were all removed, in ns since start
+		firstErr                      error
+		errOnce                       sync.Once
 	)
 	// A pod whose run takes longer than its turn is not waited for, but no
 	// more than twice the planned pods are ever in flight.
