@@ -153,3 +153,21 @@ func TestRatioAndRound(t *testing.T) {
 		t.Errorf("mb = %q", got)
 	}
 }
+
+func TestFlagValueAndCounts(t *testing.T) {
+	args := []string{"./bin/berthd", "--listen", "unix:///x.sock", "--state=/tmp/s", "--root", "/tmp/r", "--state-dir"}
+	for name, want := range map[string]string{"--listen": "unix:///x.sock", "--state": "/tmp/s", "--root": "/tmp/r", "--state-dir": "", "--config": ""} {
+		if got := flagValue(args, name); got != want {
+			t.Errorf("flagValue(%s) = %q, want %q", name, got, want)
+		}
+	}
+	got, err := parseCounts(" 10, 1,3 ,")
+	if err != nil || len(got) != 3 || got[0] != 1 || got[1] != 3 || got[2] != 10 {
+		t.Fatalf("parseCounts = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "x", "5,-1"} {
+		if _, err := parseCounts(bad); err == nil {
+			t.Errorf("parseCounts(%q): no error", bad)
+		}
+	}
+}
