@@ -48,6 +48,7 @@ func benchScale(e *env) error {
 	if err := set.grow(*scaleSmall, 1, nil); err != nil {
 		return fmt.Errorf("fill %d pods: %w", *scaleSmall, err)
 	}
+	smallProc := berthdStats(e)
 	load := startLoad()
 	small, err := scaleCallTimes(e, set)
 	if err != nil {
@@ -60,6 +61,7 @@ func benchScale(e *env) error {
 		return fmt.Errorf("fill %d pods: %w", *scalePods, err)
 	}
 	fmt.Printf("   filled to %d pods in %v\n", *scalePods, time.Since(fill).Round(time.Millisecond))
+	largeProc := berthdStats(e)
 	load = startLoad()
 	large, err := scaleCallTimes(e, set)
 	if err != nil {
@@ -81,6 +83,14 @@ func benchScale(e *env) error {
 			goal: "≤ 1.2×", load: smallLoad + " / " + largeLoad})
 	}
 
+	if smallProc != nil && largeProc != nil {
+		v := fmt.Sprintf("RSS %s→%s  USS %s→%s  fds %d→%d  threads %d→%d  goroutines %d→%d",
+			mb(smallProc.mem.RSS), mb(largeProc.mem.RSS), mb(smallProc.mem.USS), mb(largeProc.mem.USS),
+			smallProc.fds, largeProc.fds, smallProc.threads, largeProc.threads, smallProc.goroutines, largeProc.goroutines)
+		fmt.Printf("   berthd idle at %d→%d pods: %s\n", *scaleSmall, *scalePods, v)
+		results.add(row{bench: "scale", measure: "berthd idle", n: fmt.Sprintf("%d→%d pods", *scaleSmall, *scalePods), value: v,
+			goal: "threads, goroutines flat", load: smallLoad + " / " + largeLoad})
+	}
 	if *berthdPidfile == "" {
 		fmt.Println("   restart: skipped (no -berthd-pidfile: make bench did not start this runtime)")
 		return nil
@@ -237,4 +247,21 @@ func podsReady(ctx context.Context, rt runtimeapi.RuntimeServiceClient, ids []st
 		}
 	}
 	return pods, containers, nil
+}
+
+// berthdStats is berthd's memory, fds, threads and goroutines once its
+// last calls have settled; nil without a berthd pid.
+func berthdStats(e *env) *procStats {
+	pid, err := berthdPid()
+	if err != nil || pid <= 0 {
+		return nil
+	}
+	time.Sleep(2 * time.Second)
+	g := berthdGoroutines(e.ctx)
+	st, err := readProcStats(pid)
+	if err != nil {
+		return nil
+	}
+	st.goroutines = g
+	return &st
 }
