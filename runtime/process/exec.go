@@ -22,8 +22,11 @@ type ExecOpts struct {
 	// Spec is the container's spec; Process replaces its process (args,
 	// env, cwd, user, capabilities, terminal). The process joins the
 	// spec's cgroup.
-	Spec                  *specs.Spec
-	Process               *specs.Process
+	Spec    *specs.Spec
+	Process *specs.Process
+	// BundleDir is the container's bundle, where its compiled seccomp
+	// program may be (filter.BundleFile); empty: compiled here.
+	BundleDir             string
 	Stdin, Stdout, Stderr *os.File
 	Timeout               time.Duration
 }
@@ -79,7 +82,7 @@ func Exec(o ExecOpts) (*Container, error) {
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		first: data, seccomp: s.Linux.Seccomp,
+		first: data, seccomp: s.Linux.Seccomp, bundle: o.BundleDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
