@@ -29,8 +29,9 @@ type launchOpts struct {
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
 	// first is sent to the init before anything else: its spec
-	// (initSpecJSON).
+	// (initSpecJSON) or an exec plan (containerinit.ExecPlan).
 	first []byte
+	env   []string // added to the init's environment
 	// seccomp is handed to the init compiled: read from the bundle's
 	// filter.BundleFile (berthd compiled it) or else compiled here, once
 	// per profile.
@@ -61,7 +62,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		return err
 	}
 	// The init is short-lived: a small runtime starts faster.
-	env = append(env, "GOMAXPROCS=1", "GOGC=off")
+	env = append(append(env, "GOMAXPROCS=1", "GOGC=off"), o.env...)
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
