@@ -3,6 +3,7 @@ package integration
 import (
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/runtime/process"
+	"github.com/berth-dev/berth/runtime/seccomp/filter"
 )
 
 // execProbe prints what an exec's process was given: credentials,
@@ -129,4 +131,28 @@ func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, 
 		t.Fatalf("exec (Go init %v) exited %d:\n%s", goInit, st.Code, out)
 	}
 	return string(out)
+}
+
+// TestSeccompCompiledByBerthd: berthd puts the container's profile,
+// compiled, next to its config.json, and the container and its execs (the
+// exec plan's path) are confined by it.
+func TestSeccompCompiledByBerthd(t *testing.T) {
+	e := newCtrEnv(t)
+	pod, podCfg := e.pod(t, "bpf")
+	cfg := ctrConfig("confined", "sleep", "1000")
+	cfg.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	id := e.run(t, pod, podCfg, cfg)
+	data, err := os.ReadFile(filepath.Join(e.d.State, "containers", id, filter.BundleFile))
+	if err != nil {
+		t.Fatalf("no compiled program in the bundle: %v", err)
+	}
+	var prog filter.Program
+	if err := prog.UnmarshalBinary(data); err != nil || len(prog.Filter) < 10 {
+		t.Fatalf("bundle program: %v (%d instructions)", err, len(prog.Filter))
+	}
+	out := e.execSync(t, id, "sh", "-c", "grep -E '^Seccomp(_filters)?:' /proc/self/status /proc/1/status")
+	want := "/proc/self/status:Seccomp:\t2\n/proc/self/status:Seccomp_filters:\t1\n/proc/1/status:Seccomp:\t2\n/proc/1/status:Seccomp_filters:\t1\n"
+	if out.ExitCode != 0 || string(out.Stdout) != want {
+		t.Errorf("exec: exit %d stdout %q stderr %q, want %q", out.ExitCode, out.Stdout, out.Stderr, want)
+	}
 }
