@@ -42,9 +42,12 @@ const drainTimeout = 2 * time.Second
 type container struct {
 	id       string
 	stateDir string
-	spec     *specs.Spec
-	proc     *process.Container
-	log      *crilog.File // nil: output discarded
+	// bundleDir holds config.json and the compiled seccomp program that
+	// execs load too.
+	bundleDir string
+	spec      *specs.Spec
+	proc      *process.Container
+	log       *crilog.File // nil: output discarded
 	// stdin is the write end of the process's stdin pipe (or the console
 	// with a terminal), kept for attach.
 	stdin   *os.File

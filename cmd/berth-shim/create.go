@@ -95,7 +95,7 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", a.ID, err)
 	}
-	c := &container{id: a.ID, stateDir: a.StateDir, spec: spec, done: make(chan struct{})}
+	c := &container{id: a.ID, stateDir: a.StateDir, bundleDir: a.BundleDir, spec: spec, done: make(chan struct{})}
 	var closeOnErr, childEnds []*os.File
 	defer func() {
 		for _, f := range childEnds {

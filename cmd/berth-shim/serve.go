@@ -134,12 +134,13 @@ func (s *server) setUp(pause *pauseNamespaces) error {
 	if err := os.Chdir(s.stateDir); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	lis, err := net.Listen("unix", shim.SocketName)
+	lis, err := listenUnix(shim.SocketName)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	if err := os.Chmod(sock, 0o600); err != nil {
 		lis.Close()
+		_ = os.Remove(sock)
 		return fmt.Errorf("chmod socket: %w", err)
 	}
 	s.lis = lis

@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,7 +42,7 @@ var (
 // is left out, as the v1 runtimes do).
 func hierarchies() ([]hierarchy, error) {
 	hierOnce.Do(func() {
-		ms, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+		ms, err := cgroupMounts()
 		if err != nil {
 			hierErr = fmt.Errorf("read cgroup mounts: %w", err)
 			return
@@ -51,16 +50,16 @@ func hierarchies() ([]hierarchy, error) {
 		seen := map[string]bool{}
 		var v1, v2 []hierarchy
 		for _, m := range ms {
-			if seen[m.Mountpoint] {
+			if seen[m.mountpoint] {
 				continue
 			}
-			seen[m.Mountpoint] = true
-			if m.FSType == "cgroup2" {
-				v2 = append(v2, hierarchy{mountpoint: m.Mountpoint, v2: true})
+			seen[m.mountpoint] = true
+			if m.fsType == "cgroup2" {
+				v2 = append(v2, hierarchy{mountpoint: m.mountpoint, v2: true})
 				continue
 			}
 			var ctrls []string
-			for _, o := range strings.Split(m.VFSOptions, ",") {
+			for _, o := range strings.Split(m.superOptions, ",") {
 				switch o {
 				case "rw", "ro", "":
 				default:
@@ -69,7 +68,7 @@ func hierarchies() ([]hierarchy, error) {
 					}
 				}
 			}
-			v1 = append(v1, hierarchy{mountpoint: m.Mountpoint, controllers: ctrls})
+			v1 = append(v1, hierarchy{mountpoint: m.mountpoint, controllers: ctrls})
 		}
 		switch {
 		case len(v1) > 0:

@@ -227,6 +227,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := os.WriteFile(filepath.Join(rec.StateDir, specFile), data, 0o600); err != nil {
 		return "", fmt.Errorf("write spec of %s: %w", id, err)
 	}
+	if err := writeSeccomp(rec.StateDir, s); err != nil {
+		return "", fmt.Errorf("write seccomp program of %s: %w", id, err)
+	}
 	if rec.LogPath != "" {
 		// The shim makes what is below the pod's log directory,
 		// without following a symlink.

@@ -34,6 +34,8 @@ static const struct ns_kind kinds[] = {
 
 static int sync_fd = -1;
 
+void berth_exec_plan(int sync_fd);
+
 static void fail(const char *fmt, ...)
 {
 	char msg[512];
@@ -231,4 +233,9 @@ void berth_nsenter(void)
 			;
 		close(gate[0]);
 	}
+
+	// An exec whose creator sent a plan finishes here (execplan.c).
+	const char *plan = getenv("_BERTH_EXEC_PLAN");
+	if (plan && strcmp(plan, "1") == 0)
+		berth_exec_plan(sync_fd);
 }

@@ -159,7 +159,7 @@ func Create(o CreateOpts) (*Container, error) {
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		seccomp: spec.Linux.Seccomp, sources: sources, sourceIndex: index,
+		seccomp: spec.Linux.Seccomp, bundle: o.BundleDir, sources: sources, sourceIndex: index,
 		first: data,
 	})
 	if err != nil {

@@ -22,10 +22,17 @@ type ExecOpts struct {
 	// Spec is the container's spec; Process replaces its process (args,
 	// env, cwd, user, capabilities, terminal). The process joins the
 	// spec's cgroup.
-	Spec                  *specs.Spec
-	Process               *specs.Process
+	Spec    *specs.Spec
+	Process *specs.Process
+	// BundleDir is the container's bundle, where its compiled seccomp
+	// program may be (filter.BundleFile); empty: compiled here.
+	BundleDir             string
 	Stdin, Stdout, Stderr *os.File
 	Timeout               time.Duration
+	// GoInit runs the Go init even for a process without a terminal,
+	// which otherwise the C code of runtime/nsenter finishes
+	// (containerinit.ExecPlan) without starting a Go runtime.
+	GoInit bool
 }
 
 // Exec starts a process in a running container, held before execve like a
@@ -37,8 +44,17 @@ func Exec(o ExecOpts) (*Container, error) {
 	}
 	s := *o.Spec
 	s.Process = o.Process
-	data, err := initSpecJSON(&s)
-	if err != nil {
+	// Without a terminal the C code of runtime/nsenter finishes the exec
+	// from a plan; the Go init gets the spec.
+	var data []byte
+	var env []string
+	var err error
+	if !o.GoInit && !o.Process.Terminal {
+		if data, err = containerinit.ExecPlan(o.Process, s.Linux.Seccomp != nil); err != nil {
+			return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+		}
+		env = []string{containerinit.ExecPlanEnv + "=1"}
+	} else if data, err = initSpecJSON(&s); err != nil {
 		return nil, err
 	}
 	// The network, IPC, UTS and PID namespaces are always joined, even
@@ -79,7 +95,7 @@ func Exec(o ExecOpts) (*Container, error) {
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		first: data, seccomp: s.Linux.Seccomp,
+		first: data, seccomp: s.Linux.Seccomp, bundle: o.BundleDir, env: env,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)

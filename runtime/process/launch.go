@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/runtime/containerinit"
 	"github.com/berth-dev/berth/runtime/nsenter"
+	"github.com/berth-dev/berth/runtime/seccomp/filter"
 )
 
 type launchOpts struct {
@@ -27,10 +29,14 @@ type launchOpts struct {
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
 	// first is sent to the init before anything else: its spec
-	// (initSpecJSON).
+	// (initSpecJSON) or an exec plan (containerinit.ExecPlan).
 	first []byte
-	// seccomp is compiled here, once per profile, and handed to the init.
+	env   []string // added to the init's environment
+	// seccomp is handed to the init compiled: read from the bundle's
+	// filter.BundleFile (berthd compiled it) or else compiled here, once
+	// per profile.
 	seccomp *specs.LinuxSeccomp
+	bundle  string
 	// sources are opened mount sources for the spec's mounts at
 	// sourceIndex (containerinit.MountSources).
 	sources     []*os.File
@@ -56,7 +62,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		return err
 	}
 	// The init is short-lived: a small runtime starts faster.
-	env = append(env, "GOMAXPROCS=1", "GOGC=off")
+	env = append(append(env, "GOMAXPROCS=1", "GOGC=off"), o.env...)
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -79,7 +85,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		ExtraFiles: []*os.File{childFile},
 	}
 	if o.seccomp != nil {
-		prog, err := containerinit.SeccompFile(o.seccomp)
+		prog, err := seccompFile(o.bundle, o.seccomp)
 		if err != nil {
 			childFile.Close()
 			return err
@@ -235,4 +241,20 @@ func (c *Container) readMsg() (string, error) {
 		}
 		c.pending = append(c.pending, buf[:n]...)
 	}
+}
+
+// seccompFile opens the program berthd compiled into the bundle, or, for a
+// bundle without one (made by an older berthd, or a profile berthd could
+// not compile), compiles p here.
+func seccompFile(bundle string, p *specs.LinuxSeccomp) (*os.File, error) {
+	if bundle != "" {
+		f, err := os.Open(filepath.Join(bundle, filter.BundleFile))
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("seccomp program: %w", err)
+		}
+	}
+	return containerinit.SeccompFile(p)
 }

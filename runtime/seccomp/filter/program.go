@@ -225,6 +225,18 @@ func (c *Cache) get(p *specs.LinuxSeccomp) (cached, error) {
 	return e, nil
 }
 
+// BundleFile is the name of the compiled program (MarshalBinary) that
+// berthd writes next to a container's config.json: compiled once per node
+// and profile there, the pod's shim needs no libseccomp (whose allocations
+// would stay in each shim's memory, about 1.1 MB) and no 0.1 s per pod.
+const BundleFile = "seccomp.bpf"
+
+// Encoded returns p compiled and encoded (MarshalBinary), from c.
+func (c *Cache) Encoded(p *specs.LinuxSeccomp) ([]byte, error) {
+	e, err := c.get(p)
+	return e.encoded, err
+}
+
 // File returns an unlinked file holding p compiled (from c), to
 // hand to a container init as an inherited file; the caller closes it.
 func (c *Cache) File(p *specs.LinuxSeccomp) (*os.File, error) {

@@ -1,0 +1,463 @@
+// The exec path without a Go runtime: after berth_nsenter put the process
+// into the container's namespaces and cgroup, an exec whose creator sent an
+// exec plan (containerinit.ExecPlan) is finished here, in C, and the Go
+// runtime of berth-shim never starts. Starting it costs about 300 page
+// faults, most of an ExecSync's time on a small node. The plan carries what
+// containerinit's finish applies to an exec without a terminal, already
+// resolved by the shim (capability masks, rlimit numbers), and this code
+// applies it in the same order: seccomp (before the drop when the process
+// gets no no_new_privs), rlimits, OOM score, bounding set, user and groups,
+// capabilities, no_new_privs, working directory, the command's lookup as the
+// container's user, seccomp (with no_new_privs), "ready", "start", execve.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define PLAN_MAX (8 << 20)
+#define SECCOMP_MAX (1 << 24)
+
+enum {
+	PLAN_UMASK = 1,
+	PLAN_NNP = 2,
+	PLAN_OOM = 4,
+	PLAN_SECCOMP = 8,
+};
+
+static int plan_fd = -1;
+
+// plan_fail reports why the exec cannot happen, as the Go init does
+// ("error <message>"), and exits.
+static void plan_fail(int err, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (char *p = msg; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	if (err)
+		dprintf(plan_fd, "error %s: %s\n", msg, strerror(err));
+	else
+		dprintf(plan_fd, "error %s\n", msg);
+	_exit(1);
+}
+
+static void read_full(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+
+	while (n > 0) {
+		ssize_t r = read(fd, p, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			plan_fail(r < 0 ? errno : 0, "exec: read plan");
+		p += r;
+		n -= r;
+	}
+}
+
+struct cursor {
+	const unsigned char *p, *end;
+};
+
+static uint32_t get32(struct cursor *c)
+{
+	uint32_t v = 0;
+
+	if (c->end - c->p < 4)
+		plan_fail(0, "exec: short plan");
+	for (int i = 3; i >= 0; i--)
+		v = v << 8 | c->p[i];
+	c->p += 4;
+	return v;
+}
+
+static uint64_t get64(struct cursor *c)
+{
+	uint64_t lo = get32(c);
+
+	return (uint64_t)get32(c) << 32 | lo;
+}
+
+// getstr returns a NUL-terminated string of the plan (the shim refuses
+// strings holding a NUL).
+static const char *getstr(struct cursor *c)
+{
+	const char *s = (const char *)c->p;
+	const unsigned char *nul = memchr(c->p, 0, c->end - c->p);
+
+	if (!nul)
+		plan_fail(0, "exec: unterminated string in plan");
+	c->p = nul + 1;
+	return s;
+}
+
+// getstrs reads a count and that many strings into a NULL-terminated array.
+static char **getstrs(struct cursor *c)
+{
+	uint32_t n = get32(c);
+	char **v;
+
+	if (n > (uint32_t)(c->end - c->p))
+		plan_fail(0, "exec: bad string count in plan");
+	v = calloc(n + 1, sizeof(char *));
+	if (!v)
+		plan_fail(errno, "exec: plan");
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = (char *)getstr(c);
+	return v;
+}
+
+static struct sock_fprog seccomp_prog;
+static unsigned int seccomp_flags;
+
+// read_seccomp reads the compiled program (filter.Program's encoding:
+// "berthbp1", flags, count, instructions, little-endian) from the fd the
+// creator named, and closes it: the command must not inherit it.
+static void read_seccomp(void)
+{
+	const char *s = getenv("_BERTH_SECCOMP_FD");
+	unsigned char *buf;
+	struct cursor c;
+	struct stat st;
+	uint32_t n;
+	int fd;
+
+	if (!s)
+		plan_fail(0, "seccomp: no compiled program handed down");
+	fd = atoi(s);
+	if (fd < 3)
+		plan_fail(0, "seccomp: bad _BERTH_SECCOMP_FD %s", s);
+	if (fstat(fd, &st) < 0)
+		plan_fail(errno, "seccomp: read program");
+	if (st.st_size < 16 || st.st_size > SECCOMP_MAX)
+		plan_fail(0, "seccomp: program of %lld bytes", (long long)st.st_size);
+	buf = malloc(st.st_size);
+	if (!buf)
+		plan_fail(errno, "seccomp: read program");
+	for (off_t off = 0; off < st.st_size;) {
+		ssize_t r = pread(fd, buf + off, st.st_size - off, off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			plan_fail(r < 0 ? errno : 0, "seccomp: read program");
+		off += r;
+	}
+	close(fd);
+	if (memcmp(buf, "berthbp1", 8) != 0)
+		plan_fail(0, "seccomp: not an encoded filter program");
+	c.p = buf + 8;
+	c.end = buf + st.st_size;
+	seccomp_flags = get32(&c);
+	n = get32(&c);
+	if (n == 0 || n > 0xffff || (size_t)(c.end - c.p) != (size_t)n * 8)
+		plan_fail(0, "seccomp: encoded program of %u instructions has %ld bytes", n, (long)(c.end - c.p));
+	seccomp_prog.len = n;
+	seccomp_prog.filter = calloc(n, sizeof(struct sock_filter));
+	if (!seccomp_prog.filter)
+		plan_fail(errno, "seccomp: read program");
+	for (uint32_t i = 0; i < n; i++) {
+		const unsigned char *in = c.p + 8 * i;
+		struct sock_filter *f = &seccomp_prog.filter[i];
+		f->code = in[0] | in[1] << 8;
+		f->jt = in[2];
+		f->jf = in[3];
+		f->k = (uint32_t)in[4] | (uint32_t)in[5] << 8 | (uint32_t)in[6] << 16 | (uint32_t)in[7] << 24;
+	}
+	free(buf);
+}
+
+static void load_seccomp(void)
+{
+	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, seccomp_flags, &seccomp_prog);
+
+	if (r < 0)
+		plan_fail(errno, "seccomp: load seccomp filter");
+	if (r > 0)
+		plan_fail(0, "seccomp: load seccomp filter: thread %ld cannot be synchronised", r);
+}
+
+static int last_cap(void)
+{
+	char buf[16] = {0};
+	int fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		plan_fail(errno, "capabilities: read cap_last_cap");
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		plan_fail(n < 0 ? errno : 0, "capabilities: read cap_last_cap");
+	return atoi(buf);
+}
+
+// apply_caps sets the effective, permitted and inheritable sets and the
+// ambient set, as moby/sys/capability's Apply(CAPS|AMBS).
+static void apply_caps(uint64_t eff, uint64_t prm, uint64_t inh, uint64_t amb, int last)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2] = {
+		{.effective = (uint32_t)eff, .permitted = (uint32_t)prm, .inheritable = (uint32_t)inh},
+		{.effective = (uint32_t)(eff >> 32), .permitted = (uint32_t)(prm >> 32), .inheritable = (uint32_t)(inh >> 32)},
+	};
+
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		plan_fail(errno, "capabilities");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		plan_fail(errno, "capabilities");
+	for (int i = 0; i <= last && i < 64; i++)
+		if (amb & (1ULL << i) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0 && errno != EINVAL)
+			plan_fail(errno, "capabilities");
+}
+
+// drop_bounds leaves in the bounding set only what bnd holds, as
+// Apply(BOUNDS): only a holder of CAP_SETPCAP can drop.
+static void drop_bounds(uint64_t bnd, int last)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct cur[2];
+
+	if (syscall(SYS_capget, &hdr, cur) < 0)
+		plan_fail(errno, "bounding capabilities");
+	if (!(cur[0].effective & (1U << CAP_SETPCAP)))
+		return;
+	for (int i = 0; i <= last; i++)
+		if ((i >= 64 || !(bnd & (1ULL << i))) && prctl(PR_CAPBSET_DROP, i, 0, 0, 0) < 0 && errno != EINVAL)
+			plan_fail(errno, "bounding capabilities");
+}
+
+// check_exec is lookPath's check: the file exists, is no directory and is
+// executable for the process's (the container user's) ids.
+static int check_exec(const char *p)
+{
+	struct stat st;
+
+	if (stat(p, &st) < 0)
+		return errno;
+	if (S_ISDIR(st.st_mode))
+		return EISDIR;
+	if (access(p, X_OK) < 0)
+		return errno;
+	return 0;
+}
+
+static const char *look_path(const char *file, char **env)
+{
+	const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	static char full[4096];
+
+	if (strchr(file, '/')) {
+		int err = check_exec(file);
+		if (err)
+			plan_fail(err, "exec %s", file);
+		return file;
+	}
+	for (char **e = env; *e; e++)
+		if (strncmp(*e, "PATH=", 5) == 0)
+			path = *e + 5;
+	for (const char *dir = path;;) {
+		const char *end = strchrnul(dir, ':');
+		int len = end - dir;
+
+		if (len == 0)
+			snprintf(full, sizeof(full), "%s", file);
+		else
+			snprintf(full, sizeof(full), "%.*s/%s", len, dir, file);
+		if (strlen(full) < sizeof(full) - 1 && check_exec(full) == 0)
+			return full;
+		if (!*end)
+			break;
+		dir = end + 1;
+	}
+	plan_fail(0, "exec %s: executable file not found in $PATH", file);
+	return NULL;
+}
+
+// reset_signals gives the command default signal handling and an empty
+// mask (containerinit.resetSignals).
+static void reset_signals(void)
+{
+	sigset_t none;
+
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction old;
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			signal(sig, SIG_DFL);
+	}
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void close_extra_fds(void)
+{
+	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+		return;
+	// Kernels before 5.11.
+	for (int fd = 3; fd < 65536; fd++)
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+void berth_exec_plan(int sync_fd)
+{
+	unsigned char head[12];
+	unsigned char *body;
+	struct cursor c;
+	uint64_t bnd, eff, prm, inh, amb;
+	uint32_t uid, gid, flags, umask_v, ngroups, nrlimits, len;
+	int32_t oom;
+	gid_t *groups;
+	const char *cwd, *path;
+	char **args, **env, line[16];
+	size_t got = 0;
+	int last;
+
+	plan_fd = sync_fd;
+	if (sync_fd < 0)
+		_exit(2);
+	fcntl(sync_fd, F_SETFD, FD_CLOEXEC);
+
+	read_full(sync_fd, head, sizeof(head));
+	if (memcmp(head, "berthx01", 8) != 0)
+		plan_fail(0, "exec: not an exec plan");
+	len = head[8] | head[9] << 8 | head[10] << 16 | (uint32_t)head[11] << 24;
+	if (len > PLAN_MAX)
+		plan_fail(0, "exec: plan of %u bytes", len);
+	body = malloc(len + 1);
+	if (!body)
+		plan_fail(errno, "exec: plan");
+	read_full(sync_fd, body, len);
+	c.p = body;
+	c.end = body + len;
+
+	bnd = get64(&c);
+	eff = get64(&c);
+	prm = get64(&c);
+	inh = get64(&c);
+	amb = get64(&c);
+	uid = get32(&c);
+	gid = get32(&c);
+	flags = get32(&c);
+	umask_v = get32(&c);
+	oom = (int32_t)get32(&c);
+	ngroups = get32(&c);
+	if (ngroups > 65536)
+		plan_fail(0, "exec: %u groups", ngroups);
+	groups = calloc(ngroups + 1, sizeof(gid_t));
+	if (!groups)
+		plan_fail(errno, "exec: plan");
+	for (uint32_t i = 0; i < ngroups; i++)
+		groups[i] = get32(&c);
+	nrlimits = get32(&c);
+	if (nrlimits > 64)
+		plan_fail(0, "exec: %u rlimits", nrlimits);
+	struct {
+		uint32_t res;
+		struct rlimit lim;
+	} rl[64];
+	for (uint32_t i = 0; i < nrlimits; i++) {
+		rl[i].res = get32(&c);
+		rl[i].lim.rlim_cur = get64(&c);
+		rl[i].lim.rlim_max = get64(&c);
+	}
+	cwd = getstr(&c);
+	args = getstrs(&c);
+	env = getstrs(&c);
+	if (c.p != c.end || !args[0])
+		plan_fail(0, "exec: malformed plan");
+
+	// runExec: a session of its own, at the root of the container.
+	if (setsid() < 0)
+		plan_fail(errno, "setsid");
+	if (chdir("/") < 0)
+		plan_fail(errno, "chdir /");
+
+	if (flags & PLAN_SECCOMP) {
+		read_seccomp();
+		if (!(flags & PLAN_NNP))
+			load_seccomp();
+	}
+	for (uint32_t i = 0; i < nrlimits; i++)
+		if (prlimit(0, rl[i].res, &rl[i].lim, NULL) < 0)
+			plan_fail(errno, "rlimit %u", rl[i].res);
+	if (flags & PLAN_OOM) {
+		char v[16];
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		int n = snprintf(v, sizeof(v), "%d", oom);
+		// Lowering the score needs CAP_SYS_RESOURCE over the whole
+		// machine, which a nested node may lack.
+		if ((fd < 0 || write(fd, v, n) != n) && errno != EPERM && errno != EACCES)
+			plan_fail(errno, "oom_score_adj");
+		if (fd >= 0)
+			close(fd);
+	}
+	last = last_cap();
+	drop_bounds(bnd, last);
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		plan_fail(errno, "keep capabilities");
+	if (flags & PLAN_UMASK)
+		umask(umask_v);
+	// Raw system calls: the thread's credentials, as the Go init sets them.
+	if (syscall(SYS_setgroups, ngroups, groups) < 0)
+		plan_fail(errno, "setgroups");
+	if (syscall(SYS_setresgid, gid, gid, gid) < 0)
+		plan_fail(errno, "setgid %u", gid);
+	if (syscall(SYS_setresuid, uid, uid, uid) < 0)
+		plan_fail(errno, "setuid %u", uid);
+	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+		plan_fail(errno, "keep capabilities");
+	apply_caps(eff, prm, inh, amb, last);
+	if ((flags & PLAN_NNP) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		plan_fail(errno, "no_new_privs");
+	if (!*cwd)
+		cwd = "/";
+	if (chdir(cwd) < 0)
+		plan_fail(errno, "chdir %s", cwd);
+	path = look_path(args[0], env);
+	if ((flags & PLAN_SECCOMP) && (flags & PLAN_NNP))
+		load_seccomp();
+
+	if (dprintf(sync_fd, "ready\n") < 0)
+		plan_fail(errno, "report ready");
+	// "start\n", read a byte at a time: nothing past it is ours.
+	while (got < sizeof(line) - 1) {
+		ssize_t r = read(sync_fd, line + got, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			_exit(1); // the creator went away: nothing must run
+		if (line[got++] == '\n')
+			break;
+	}
+	line[got] = '\0';
+	if (strcmp(line, "start\n") != 0)
+		plan_fail(0, "unexpected message %s", line);
+	reset_signals();
+	close_extra_fds();
+	execve(path, args, env);
+	plan_fail(errno, "exec %s", args[0]);
+}

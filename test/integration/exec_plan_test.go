@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/runtime/process"
+	"github.com/berth-dev/berth/runtime/seccomp/filter"
+)
+
+// execProbe prints what an exec's process was given: credentials,
+// capabilities, no_new_privs, seccomp, limits, OOM score, umask, working
+// directory, cgroup, namespaces, session, signal handling and open fds.
+const execProbe = `grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|SigBlk|SigIgn):' /proc/self/status
+ulimit -n; ulimit -u; cat /proc/self/oom_score_adj; umask; pwd; echo "env=$PLAN_ENV"
+grep -E '` + "memory|^0::" + `' /proc/self/cgroup
+for ns in ipc mnt net pid uts user cgroup; do readlink /proc/self/ns/$ns; done
+[ "$(cut -d' ' -f6 /proc/self/stat)" = "$$" ] && echo session-leader
+ls /proc/self/fd | wc -l`
+
+// TestRuntimeExecPlan: an exec without a terminal, which the C code of
+// runtime/nsenter finishes from a plan without starting Go, gets exactly
+// what the Go init gives it (the same probe prints the same), for a
+// container with a user, groups, reduced capabilities, no_new_privs,
+// rlimits, an OOM score, a umask and the runtime/default seccomp profile;
+// and the values are the spec's, not merely equal.
+func TestRuntimeExecPlan(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "plan")
+	s := e.baseSpec("plan", "sleep", "1000")
+	s.Linux.Seccomp = seccompOf(t, &runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{}})
+	c, output := e.create(t, b, s)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Destroy()
+		_, _ = c.Wait()
+		output()
+	})
+	oom, umask := 123, uint32(0o027)
+	caps := []string{"CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+	p := *s.Process
+	p.Args = []string{"sh", "-c", execProbe}
+	p.Env = append(p.Env, "PLAN_ENV=x y")
+	p.Cwd = "/tmp"
+	p.User = specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{2000, 2001}, Umask: &umask}
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps[:1], Permitted: caps, Inheritable: caps[1:2], Ambient: caps[1:2]}
+	p.NoNewPrivileges = true
+	p.OOMScoreAdj = &oom
+	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 321, Hard: 654}, {Type: "RLIMIT_NPROC", Soft: 77, Hard: 77}}
+
+	viaPlan := execWith(t, e, c, s, &p, false)
+	viaGo := execWith(t, e, c, s, &p, true)
+	if viaPlan != viaGo {
+		t.Fatalf("the exec plan gives\n%s\nthe Go init gives\n%s", viaPlan, viaGo)
+	}
+	for _, want := range []string{
+		"Uid:\t1000\t1000\t1000\t1000\n", "Gid:\t1001\t1001\t1001\t1001\n", "Groups:\t2000 2001 \n",
+		// Not root: after execve only the ambient set is left.
+		"CapInh:\t0000000000000020\n", "CapPrm:\t0000000000000020\n", "CapEff:\t0000000000000020\n",
+		"CapBnd:\t0000000000000421\n", "CapAmb:\t0000000000000020\n", "NoNewPrivs:\t1\n", "Seccomp:\t2\n",
+		"SigBlk:\t0000000000000000\n", "SigIgn:\t0000000000000000\n",
+		"\n321\n77\n123\n0027\n/tmp\nenv=x y\n", "session-leader\n",
+		// stdin, stdout, stderr and the fd ls opens: nothing leaked.
+		"\n4\n",
+	} {
+		if !strings.Contains(viaPlan, want) {
+			t.Errorf("exec output lacks %q:\n%s", want, viaPlan)
+		}
+	}
+	for _, ns := range []string{"ipc", "mnt", "net", "pid", "uts"} {
+		ctr, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid()) + "/ns/" + ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(viaPlan, ctr+"\n") {
+			t.Errorf("exec is not in the container's %s namespace %s:\n%s", ns, ctr, viaPlan)
+		}
+	}
+	if line := cgroupLine(s.Linux.CgroupsPath); !strings.Contains(viaPlan, line+"\n") {
+		t.Errorf("exec is not in the container's cgroup %s:\n%s", line, viaPlan)
+	}
+
+	// What the Go init refuses, the plan refuses with the same words.
+	p.Args = []string{"no-such-tool"}
+	for _, goInit := range []bool{false, true} {
+		_, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, GoInit: goInit})
+		if err == nil || !strings.Contains(err.Error(), "exec no-such-tool: executable file not found in $PATH") {
+			t.Errorf("exec of a missing command (Go init %v): %v", goInit, err)
+		}
+	}
+}
+
+// execWith runs p in c through the exec plan or the Go init and returns
+// its output (stdout and stderr); it must exit 0.
+func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, p *specs.Process, goInit bool) string {
+	t.Helper()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: p,
+		Stdin: null, Stdout: outW, Stderr: outW, GoInit: goInit})
+	outW.Close()
+	if err != nil {
+		t.Fatalf("exec (Go init %v): %v", goInit, err)
+	}
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(outR)
+	st, err := x.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != 0 {
+		t.Fatalf("exec (Go init %v) exited %d:\n%s", goInit, st.Code, out)
+	}
+	return string(out)
+}
+
+// TestSeccompCompiledByBerthd: berthd puts the container's profile,
+// compiled, next to its config.json, and the container and its execs (the
+// exec plan's path) are confined by it.
+func TestSeccompCompiledByBerthd(t *testing.T) {
+	e := newCtrEnv(t)
+	pod, podCfg := e.pod(t, "bpf")
+	cfg := ctrConfig("confined", "sleep", "1000")
+	cfg.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	id := e.run(t, pod, podCfg, cfg)
+	data, err := os.ReadFile(filepath.Join(e.d.State, "containers", id, filter.BundleFile))
+	if err != nil {
+		t.Fatalf("no compiled program in the bundle: %v", err)
+	}
+	var prog filter.Program
+	if err := prog.UnmarshalBinary(data); err != nil || len(prog.Filter) < 10 {
+		t.Fatalf("bundle program: %v (%d instructions)", err, len(prog.Filter))
+	}
+	out := e.execSync(t, id, "sh", "-c", "grep -E '^Seccomp(_filters)?:' /proc/self/status /proc/1/status")
+	want := "/proc/self/status:Seccomp:\t2\n/proc/self/status:Seccomp_filters:\t1\n/proc/1/status:Seccomp:\t2\n/proc/1/status:Seccomp_filters:\t1\n"
+	if out.ExitCode != 0 || string(out.Stdout) != want {
+		t.Errorf("exec: exit %d stdout %q stderr %q, want %q", out.ExitCode, out.Stdout, out.Stderr, want)
+	}
+}
