@@ -49,6 +49,8 @@ type Options struct {
 	// Node reads what this node's CPUs, memory nodes and hugepages allow
 	// (nil: spec.ReadNode, read at each request, as CPUs come and go).
 	Node func() spec.Node
+	// PodResize is told of in-place pod resizes (NRI); nil: nobody.
+	PodResize PodResizeHook
 }
 
 // Server implements the CRI RuntimeService and ImageService.
