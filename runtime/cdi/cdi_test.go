@@ -166,3 +166,34 @@ func TestSpecDirsWatched(t *testing.T) {
 	}
 	waitFor(false)
 }
+
+// BenchmarkInject is what a container with one CDI device pays at create
+// (the check and the edits); BenchmarkRequestedNone what every other does.
+func BenchmarkInject(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "example.yaml"), []byte(testSpec), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	r, err := New([]string{dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		s := &specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin"}}, Linux: &specs.Linux{}}
+		if err := r.Inject(s, "example.com/dev=null0"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRequestedNone(b *testing.B) {
+	cfg := &runtimeapi.ContainerConfig{Annotations: map[string]string{"io.kubernetes.container.hash": "1", "io.kubernetes.pod.terminationGracePeriod": "30"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if n, err := Requested(cfg); err != nil || n != nil {
+			b.Fatal(n, err)
+		}
+	}
+}

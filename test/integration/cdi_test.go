@@ -40,11 +40,15 @@ func TestCDIDevices(t *testing.T) {
 		}
 	}
 	writeFile(t, filepath.Join(dataDir, "hello"), "from the vendor\n")
-	// The device node of the spec: /dev/null's numbers under another name.
-	node := filepath.Join(dir, "example-null")
+	// The device node of the spec: /dev/null's numbers under another name,
+	// in /dev (the test dir may be on a nodev mount, as in hack/vm: a pod
+	// with a user namespace gets the node's file bound, and could not
+	// open it there).
+	node := "/dev/" + filepath.Base(dir) + "-null"
 	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = os.Remove(node) })
 	if err := os.Chmod(node, 0o666); err != nil {
 		t.Fatal(err)
 	}
