@@ -54,6 +54,11 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, res, overhead 
 		return fmt.Errorf("resize pod %s: %w", sb.ID, err)
 	}
 	if err := m.store.put(&c); err != nil {
+		// Unrecorded limits would be lost at the next restart's report:
+		// the cgroup keeps agreeing with the record.
+		if rerr := m.opts.Cgroups.UpdatePod(sb.Cgroup, linuxResources(sb.Config.Resources, sb.Config.Overhead)); rerr != nil {
+			klog.ErrorS(rerr, "Restore pod limits after a failed record", "pod", sb.ID)
+		}
 		return fmt.Errorf("record resources of pod %s: %w", sb.ID, err)
 	}
 	m.mu.Lock()
