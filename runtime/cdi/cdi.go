@@ -150,16 +150,17 @@ func (r *Registry) specDirs() []string {
 	return r.dirs
 }
 
-// Inject applies the named devices' edits (and their spec files' common
+// InjectDevices applies the named devices' edits (and their spec files' common
 // edits) to s, after checking them as Check does. This is the one entry
 // point for every source of CDI devices: the CRI request and NRI plugins'
-// adjustments alike.
+// adjustments alike (its name is the one NRI's CDI injector asks for). A
+// nil *Registry knows no device: every name is InvalidArgument.
 //
 // In a container with its own user namespace a device node cannot be made
 // (mknod is refused): runtime/containerinit then binds the node's file of
 // the same path. A device whose spec names another host path gets a bind
 // mount of that file instead, so that it reaches such a container too.
-func (r *Registry) Inject(s *specs.Spec, names ...string) error {
+func (r *Registry) InjectDevices(s *specs.Spec, names ...string) error {
 	if len(names) == 0 {
 		return nil
 	}

@@ -88,7 +88,7 @@ func TestInject(t *testing.T) {
 		t.Errorf("Devices = %v", got)
 	}
 	s := &specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin"}}, Linux: &specs.Linux{}}
-	if err := r.Inject(s, "example.com/dev=null0"); err != nil {
+	if err := r.InjectDevices(s, "example.com/dev=null0"); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range []string{"EXAMPLE_VENDOR=1", "EXAMPLE_DEV=null0", "PATH=/bin"} {
@@ -108,7 +108,7 @@ func TestInject(t *testing.T) {
 
 	// In a user namespace the node is bound from its host path.
 	us := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace}}}}
-	if err := r.Inject(us, "example.com/dev=null0"); err != nil {
+	if err := r.InjectDevices(us, "example.com/dev=null0"); err != nil {
 		t.Fatal(err)
 	}
 	if len(us.Linux.Devices) != 0 || !slices.ContainsFunc(us.Mounts, func(m specs.Mount) bool {
@@ -120,11 +120,11 @@ func TestInject(t *testing.T) {
 	// Unknown devices are named; a spec with hooks is refused; neither
 	// touches the spec.
 	clean := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
-	err := r.Inject(clean, "example.com/dev=null0", "example.com/dev=nope", "other.io/x=y")
+	err := r.InjectDevices(clean, "example.com/dev=null0", "example.com/dev=nope", "other.io/x=y")
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !contains(err.Error(), "example.com/dev=nope") || !contains(err.Error(), "other.io/x=y") {
 		t.Errorf("unknown devices: %v", err)
 	}
-	if err := r.Inject(clean, "example.com/hooked=h"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := r.InjectDevices(clean, "example.com/hooked=h"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("hooks: %v, want FailedPrecondition", err)
 	}
 	if len(clean.Process.Env) != 0 || len(clean.Linux.Devices) != 0 || len(clean.Mounts) != 0 {
@@ -167,9 +167,9 @@ func TestSpecDirsWatched(t *testing.T) {
 	waitFor(false)
 }
 
-// BenchmarkInject is what a container with one CDI device pays at create
+// BenchmarkInjectDevices is what a container with one CDI device pays at create
 // (the check and the edits); BenchmarkRequestedNone what every other does.
-func BenchmarkInject(b *testing.B) {
+func BenchmarkInjectDevices(b *testing.B) {
 	dir := b.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "example.yaml"), []byte(testSpec), 0o644); err != nil {
 		b.Fatal(err)
@@ -182,7 +182,7 @@ func BenchmarkInject(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s := &specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin"}}, Linux: &specs.Linux{}}
-		if err := r.Inject(s, "example.com/dev=null0"); err != nil {
+		if err := r.InjectDevices(s, "example.com/dev=null0"); err != nil {
 			b.Fatal(err)
 		}
 	}

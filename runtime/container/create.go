@@ -342,7 +342,7 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 	if err != nil {
 		return nil, err
 	}
-	if err := m.opts.CDI.Inject(s, rec.CDIDevices...); err != nil {
+	if err := m.opts.CDI.InjectDevices(s, rec.CDIDevices...); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", rec.ID, err)
 	}
 	return s, nil
