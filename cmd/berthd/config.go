@@ -50,7 +50,7 @@ type Config struct {
 	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
 	// CDISpecDirs are read (and watched) for CDI device specs; a later dir
 	// wins over an earlier one for a device both define.
-	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs" doc:"directories of CDI device spec files (watched; a later dir wins for a device both define)"`
+	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs" doc:"directories of CDI device spec files (watched; a later dir wins for a device both define; [] turns CDI off)"`
 
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.

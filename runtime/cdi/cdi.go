@@ -39,7 +39,13 @@ type Registry struct {
 // New reads the spec dirs and watches them. A dir that does not exist
 // (yet) is no error: it is picked up when it appears. Spec files that fail
 // to parse are logged and left out; Devices and Errors tell about them.
+//
+// No dirs (cdi_spec_dirs = []) turns CDI off: the library would read its
+// default dirs instead, which the node's admin has just said not to.
 func New(dirs []string) (*Registry, error) {
+	if len(dirs) == 0 {
+		return &Registry{}, nil
+	}
 	cache, err := cdilib.NewCache(cdilib.WithSpecDirs(dirs...), cdilib.WithAutoRefresh(true))
 	if cache == nil {
 		return nil, fmt.Errorf("CDI spec dirs %v: %w", dirs, err)
@@ -52,7 +58,7 @@ func New(dirs []string) (*Registry, error) {
 
 // Close stops watching the spec dirs.
 func (r *Registry) Close() {
-	if r == nil {
+	if r == nil || r.cache == nil {
 		return
 	}
 	_ = r.cache.Configure(cdilib.WithAutoRefresh(false))
@@ -137,7 +143,7 @@ func unsupported(edits ...*cdispec.ContainerEdits) string {
 }
 
 func (r *Registry) device(name string) *cdilib.Device {
-	if r == nil {
+	if r == nil || r.cache == nil {
 		return nil
 	}
 	return r.cache.GetDevice(name)
@@ -222,7 +228,7 @@ type Device struct {
 
 // Devices lists the devices known now, by name.
 func (r *Registry) Devices() []Device {
-	if r == nil {
+	if r == nil || r.cache == nil {
 		return nil
 	}
 	var out []Device
@@ -236,7 +242,7 @@ func (r *Registry) Devices() []Device {
 
 // Errors are the spec files (or dirs) left out, with why.
 func (r *Registry) Errors() map[string]string {
-	if r == nil {
+	if r == nil || r.cache == nil {
 		return nil
 	}
 	out := map[string]string{}

@@ -139,6 +139,24 @@ func TestInject(t *testing.T) {
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // A spec written (or removed) after the start counts without a restart.
+// No spec dirs is CDI off, not the library's default dirs.
+func TestNoSpecDirs(t *testing.T) {
+	r, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.cache != nil {
+		t.Error("a registry without spec dirs reads some (the library's defaults)")
+	}
+	if len(r.SpecDirs()) != 0 || len(r.Devices()) != 0 || len(r.Errors()) != 0 {
+		t.Errorf("without spec dirs: dirs %v devices %v errors %v", r.SpecDirs(), r.Devices(), r.Errors())
+	}
+	if err := r.InjectDevices(&specs.Spec{}, "example.com/dev=null0"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("a device without spec dirs: %v, want InvalidArgument", err)
+	}
+}
+
 func TestSpecDirsWatched(t *testing.T) {
 	r, dir := newRegistry(t, nil)
 	if err := r.Check([]string{"example.com/dev=null0"}); err == nil {
