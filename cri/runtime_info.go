@@ -49,6 +49,7 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		if s.opts.CgroupVersion != "" {
 			resp.Info["cgroupVersion"] = s.opts.CgroupVersion
 		}
+		resp.Info["cdi"] = cdiInfo(s.opts.CDI)
 	}
 	return resp, nil
 }

@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/imageservice"
+	"github.com/berth-dev/berth/runtime/cdi"
 	"github.com/berth-dev/berth/runtime/container"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/spec"
@@ -49,6 +50,10 @@ type Options struct {
 	// Node reads what this node's CPUs, memory nodes and hugepages allow
 	// (nil: spec.ReadNode, read at each request, as CPUs come and go).
 	Node func() spec.Node
+	// PodResize is told of in-place pod resizes (NRI); nil: nobody.
+	PodResize PodResizeHook
+	// CDI is the node's CDI devices, listed by Status(verbose).
+	CDI *cdi.Registry
 }
 
 // Server implements the CRI RuntimeService and ImageService.

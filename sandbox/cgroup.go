@@ -267,3 +267,37 @@ func (cgroupfsDriver) CreatePod(p string, res *specs.LinuxResources) (func(int) 
 }
 
 func (cgroupfsDriver) DeletePod(p string) error { return deleteCgroup(p) }
+
+func (cgroupfsDriver) UpdatePod(p string, res *specs.LinuxResources) error {
+	return updateCgroup(p, res)
+}
+
+// updateCgroup writes new limits to the pod's cgroup, converted as
+// createCgroupOnce converts them. A missing cgroup is an error wrapping
+// os.ErrNotExist.
+func updateCgroup(p string, res *specs.LinuxResources) error {
+	if unified() {
+		if _, err := os.Stat(filepath.Join(v2Mount, p)); err != nil {
+			return fmt.Errorf("update cgroup %s: %w", p, err)
+		}
+		m, err := cgroup2.Load(p, cgroup2.WithMountpoint(v2Mount))
+		if err != nil {
+			return fmt.Errorf("load cgroup %s: %w", p, err)
+		}
+		if err := m.Update(cgroup2.ToResources(res)); err != nil {
+			return fmt.Errorf("update cgroup %s: %w", p, err)
+		}
+		return nil
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(p))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return fmt.Errorf("update cgroup %s: %w", p, os.ErrNotExist)
+	}
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", p, err)
+	}
+	if err := cg.Update(res); err != nil {
+		return fmt.Errorf("update cgroup %s: %w", p, err)
+	}
+	return nil
+}

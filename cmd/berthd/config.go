@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/berth-dev/berth/imageservice/reference"
+	"github.com/berth-dev/berth/runtime/cdi"
 )
 
 const defaultConfigPath = "/etc/berth/config.toml"
@@ -47,6 +48,9 @@ type Config struct {
 	// MetricsAddress serves Prometheus metrics at http://<address>/metrics
 	// ("127.0.0.1:9090"); empty (the default) serves none.
 	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
+	// CDISpecDirs are read (and watched) for CDI device specs; a later dir
+	// wins over an earlier one for a device both define.
+	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs" doc:"directories of CDI device spec files (watched; a later dir wins for a device both define; [] turns CDI off)"`
 
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
@@ -65,6 +69,7 @@ func defaultConfig() Config {
 		StreamIdleTimeout:        "4h",
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
+		CDISpecDirs:              append([]string(nil), cdi.DefaultSpecDirs...),
 	}
 }
 
@@ -220,6 +225,11 @@ func (c *Config) validate() error {
 	for _, p := range c.CNIBinDirs {
 		if !filepath.IsAbs(p) {
 			return configErrorf("cni_bin_dirs %q: need an absolute path", p)
+		}
+	}
+	for _, p := range c.CDISpecDirs {
+		if !filepath.IsAbs(p) {
+			return configErrorf("cdi_spec_dirs %q: need an absolute path", p)
 		}
 	}
 	// Directories berthd writes to must exist or be creatable, and be

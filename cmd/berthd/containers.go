@@ -6,6 +6,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-dev/berth/imageservice"
+	"github.com/berth-dev/berth/runtime/cdi"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/container"
 	"github.com/berth-dev/berth/runtime/events"
@@ -15,7 +16,7 @@ import (
 
 // newContainerManager runs containers in the pods of pods with the images
 // of images, and takes part in the pods' stop and removal.
-func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images *imageservice.Service, bus *events.Bus) (*container.Manager, error) {
+func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images *imageservice.Service, bus *events.Bus, devices *cdi.Registry) (*container.Manager, error) {
 	m, err := container.New(container.Options{
 		DB:              db,
 		Root:            cfg.Root,
@@ -25,6 +26,7 @@ func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images 
 		CgroupNamespace: cgroups.Unified(),
 		SeccompDefault:  cfg.SeccompDefault,
 		Events:          bus,
+		CDI:             devices,
 	})
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/cri"
 	"github.com/berth-dev/berth/imageservice"
+	"github.com/berth-dev/berth/runtime/cdi"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/stream"
 	"github.com/berth-dev/berth/runtime/userns"
@@ -119,7 +120,12 @@ func serve(cfg Config, shim string) error {
 	if err != nil {
 		return err
 	}
-	containers, err := newContainerManager(cfg, db, pods, images, bus)
+	cdiDevices, err := cdi.New(cfg.CDISpecDirs)
+	if err != nil {
+		return err
+	}
+	defer cdiDevices.Close()
+	containers, err := newContainerManager(cfg, db, pods, images, bus, cdiDevices)
 	if err != nil {
 		return err
 	}
@@ -154,6 +160,7 @@ func serve(cfg Config, shim string) error {
 		ConfigJSON:     cfg.JSON(),
 		CgroupVersion:  nodeCgroupVersion(),
 		UserNamespaces: usernsErr,
+		CDI:            cdiDevices,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),

@@ -25,6 +25,9 @@ type Manager interface {
 	// DeletePod removes the pod's cgroup, and kills what is left in it; a
 	// pod cgroup already gone is no error.
 	DeletePod(path string) error
+	// UpdatePod sets new limits on a live pod's cgroup (in-place pod
+	// resize); the limits resources leaves out stay as they are.
+	UpdatePod(path string, resources *specs.LinuxResources) error
 }
 
 // ContainerCgroup is where a container's cgroup goes in its pod's, under

@@ -159,6 +159,33 @@ func scopeDirs(p string) []string {
 	return out
 }
 
+// UpdatePod sets the scope's unit properties to the new limits (systemd
+// writes the cgroup files and keeps them across a daemon-reload); the
+// cpusets systemd cannot express on v1 go to the files, as at CreatePod.
+func (s *Systemd) UpdatePod(p string, res *specs.LinuxResources) error {
+	unit, _, err := unitOf(p)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), unitTimeout)
+	defer cancel()
+	conn, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	if err := conn.SetUnitPropertiesContext(ctx, unit, true, UnitProperties(res, Unified())...); err != nil {
+		return fmt.Errorf("set limits of pod scope %s: %w", unit, err)
+	}
+	if !Unified() && res != nil && res.CPU != nil && (res.CPU.Cpus != "" || res.CPU.Mems != "") {
+		cg, err := Load(p)
+		if err != nil {
+			return err
+		}
+		return cg.Update(&specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: res.CPU.Cpus, Mems: res.CPU.Mems}})
+	}
+	return nil
+}
+
 // DeletePod stops the pod's scope (systemd kills what is left and removes
 // its cgroup) and removes what systemd left of the cgroup tree.
 func (s *Systemd) DeletePod(p string) error {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/cdi"
 	"github.com/berth-dev/berth/runtime/cgroups"
 	"github.com/berth-dev/berth/runtime/rootfs"
 	"github.com/berth-dev/berth/runtime/shim"
@@ -108,6 +109,13 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if !pod.Ready {
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
+	cdiDevices, err := cdi.Requested(cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := m.opts.CDI.Check(cdiDevices); err != nil {
+		return "", err
+	}
 	steps.mark("pod")
 	ref := cfg.GetImage().GetImage()
 	img, err := m.opts.Images.Resolve(ctx, ref)
@@ -145,6 +153,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		Stdin:       cfg.GetStdin(),
 		StdinOnce:   cfg.GetStdinOnce(),
 		Resources:   resourcesOf(cfg.GetLinux().GetResources()),
+		CDIDevices:  cdiDevices,
 	}
 	if sig := cfg.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
 		rec.StopSignal = strings.TrimPrefix(sig.String(), "SIGNAL_")
@@ -321,7 +330,7 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 		}
 		ns.TargetPID = target
 	}
-	return spec.Generate(spec.Input{
+	s, err := spec.Generate(spec.Input{
 		Config:          cfg,
 		Sandbox:         withPodConfig(podCfg, pod),
 		Image:           &img.Config.Config,
@@ -333,6 +342,13 @@ func (m *Manager) generate(rec *Record, rootPath string, pod *Pod, img *Image, c
 		CgroupNamespace: m.opts.CgroupNamespace,
 		SeccompDefault:  m.opts.SeccompDefault,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.opts.CDI.InjectDevices(s, rec.CDIDevices...); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", rec.ID, err)
+	}
+	return s, nil
 }
 
 // followPod makes a container's namespace options agree with its pod's,

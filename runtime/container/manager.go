@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/cdi"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/inflight"
 	"github.com/berth-dev/berth/runtime/spec"
@@ -90,6 +91,8 @@ type Options struct {
 	SeccompDefault bool
 	// Events receives the containers' lifecycle events (nil: none).
 	Events *events.Bus
+	// CDI resolves the CDI devices containers ask for (nil: none known).
+	CDI *cdi.Registry
 }
 
 // Manager creates and controls containers through their pod's shim.

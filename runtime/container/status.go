@@ -86,6 +86,7 @@ type Info struct {
 	LayerDir    string          `json:"layerDir"`
 	Cgroup      string          `json:"cgroup"`
 	ShimDir     string          `json:"shimDir"`
+	CDIDevices  []string        `json:"cdiDevices,omitempty"`
 	RuntimeSpec json.RawMessage `json:"runtimeSpec,omitempty"`
 }
 
@@ -96,6 +97,7 @@ func InfoOf(r *Record) Info {
 		Pid: r.Status.Pid, SandboxID: r.PodID, StateDir: r.StateDir, Bundle: r.StateDir,
 		SpecPath: filepath.Join(r.StateDir, specFile), Rootfs: filepath.Join(r.StateDir, rootfsDir),
 		LayerDir: r.LayerDir, Cgroup: r.Cgroup, ShimDir: r.ShimDir,
+		CDIDevices: r.CDIDevices,
 	}
 	if data, err := os.ReadFile(info.SpecPath); err == nil && json.Valid(data) {
 		info.RuntimeSpec = data

@@ -98,6 +98,8 @@ type Record struct {
 	SupplementalGIDs []int64 `json:"supplementalGids,omitempty"`
 	// Resources are the container's current cgroup limits.
 	Resources *Resources `json:"resources,omitempty"`
+	// CDIDevices are the CDI devices the container got (runtime/cdi).
+	CDIDevices []string `json:"cdiDevices,omitempty"`
 }
 
 // Resources are a container's cgroup limits as the CRI states them.
@@ -119,6 +121,7 @@ func (r *Record) clone() *Record {
 	c.Annotations = cloneMap(r.Annotations)
 	c.Mounts = append([]Mount(nil), r.Mounts...)
 	c.SupplementalGIDs = append([]int64(nil), r.SupplementalGIDs...)
+	c.CDIDevices = append([]string(nil), r.CDIDevices...)
 	if r.Resources != nil {
 		res := *r.Resources
 		res.Unified = cloneMap(r.Resources.Unified)
