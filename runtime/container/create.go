@@ -211,6 +211,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", err
 	}
+	if err := m.runAdjust(ctx, rec, s, &u); err != nil {
+		return "", err
+	}
 	if err := boundCaps(s); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
