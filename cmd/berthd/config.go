@@ -48,6 +48,9 @@ type Config struct {
 	// ("127.0.0.1:9090"); empty (the default) serves none.
 	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
 
+	// NRI is the [nri] table (cmd/berthd/nri.go).
+	NRI NRIConfig `toml:"nri" json:"nri"`
+
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
 	warnings []string
@@ -65,6 +68,7 @@ func defaultConfig() Config {
 		StreamIdleTimeout:        "4h",
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
+		NRI:                      defaultNRIConfig(),
 	}
 }
 
@@ -213,6 +217,9 @@ func (c *Config) validate() error {
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)
+	}
+	if err := c.NRI.validate(); err != nil {
+		return err
 	}
 	if len(c.CNIBinDirs) == 0 {
 		return configErrorf("cni_bin_dirs: need at least one directory")
