@@ -10,6 +10,7 @@ import (
 	api "github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/runtime-tools/generate"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/berth-dev/berth/cri/validate"
 	"github.com/berth-dev/berth/errdefs"
@@ -85,20 +86,19 @@ func unsupported(a *api.ContainerAdjustment) error {
 		what = append(what, "OCI hooks")
 	}
 	l := a.GetLinux()
-	if l.GetIoPriority() != nil {
-		what = append(what, "I/O priority")
-	}
-	if l.GetScheduler() != nil {
-		what = append(what, "scheduler")
-	}
-	if l.GetRdt() != nil || l.GetResources().GetRdtClass() != nil {
-		what = append(what, "RDT")
-	}
-	if l.GetResources().GetBlockioClass() != nil {
-		what = append(what, "block I/O class")
-	}
-	if l.GetMemoryPolicy() != nil {
-		what = append(what, "memory policy")
+	// The adaptation hands some of these out empty: only one that says
+	// something is refused.
+	for _, m := range []struct {
+		name string
+		msg  proto.Message
+	}{
+		{"I/O priority", l.GetIoPriority()}, {"scheduler", l.GetScheduler()},
+		{"RDT", l.GetRdt()}, {"RDT class", l.GetResources().GetRdtClass()},
+		{"block I/O class", l.GetResources().GetBlockioClass()}, {"memory policy", l.GetMemoryPolicy()},
+	} {
+		if m.msg != nil && proto.Size(m.msg) > 0 {
+			what = append(what, m.name)
+		}
 	}
 	if len(l.GetNetDevices()) > 0 {
 		what = append(what, "network devices")

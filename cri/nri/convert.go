@@ -95,11 +95,11 @@ func containerOf(rec *container.Record, s *specs.Spec) *api.Container {
 	c.Hooks = api.FromOCIHooks(s.Hooks)
 	if l := s.Linux; l != nil {
 		c.Linux = &api.LinuxContainer{
-			Namespaces:    api.FromOCILinuxNamespaces(l.Namespaces),
-			Devices:       api.FromOCILinuxDevices(l.Devices),
-			Resources:     api.FromOCILinuxResources(l.Resources, nil),
-			CgroupsPath:   l.CgroupsPath,
-			Sysctl:        l.Sysctl,
+			Namespaces:  api.FromOCILinuxNamespaces(l.Namespaces),
+			Devices:     api.FromOCILinuxDevices(l.Devices),
+			Resources:   api.FromOCILinuxResources(l.Resources, nil),
+			CgroupsPath: l.CgroupsPath,
+			Sysctl:      l.Sysctl,
 		}
 		if l.Seccomp != nil {
 			c.Linux.SeccompPolicy = api.FromOCILinuxSeccomp(l.Seccomp)

@@ -18,6 +18,7 @@ import (
 	api "github.com/containerd/nri/pkg/api"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
@@ -165,14 +166,18 @@ func (n *NRI) failed(op string, err error) error {
 	if p := n.metrics.lastFailed(op); p != "" {
 		what += " (plugin " + p + ")"
 	}
+	msg := err.Error()
+	if st, ok := status.FromError(err); ok {
+		msg = st.Message()
+	}
 	kind := errdefs.ErrFailedPrecondition
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w: %s", what, context.DeadlineExceeded, err.Error())
+		return fmt.Errorf("%s: %w: %s", what, context.DeadlineExceeded, msg)
 	case errors.Is(err, ttrpc.ErrClosed):
 		kind = errdefs.ErrUnavailable
 	}
-	return fmt.Errorf("%s: %w: %s", what, kind, err.Error())
+	return fmt.Errorf("%s: %w: %s", what, kind, msg)
 }
 
 func (n *NRI) pod(id string) *api.PodSandbox {
