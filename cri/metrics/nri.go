@@ -26,12 +26,14 @@ func init() {
 	registry.MustRegister(nriDuration, nriErrors, nriPlugins)
 }
 
-// ObserveNRICall records one call of an NRI plugin.
-func ObserveNRICall(plugin, op string, d time.Duration, failed bool) {
+// ObserveNRICall records how long one call of an NRI plugin took.
+func ObserveNRICall(plugin, op string, d time.Duration) {
 	nriDuration.WithLabelValues(plugin, op).Observe(d.Seconds())
-	if failed {
-		nriErrors.WithLabelValues(plugin, op).Inc()
-	}
+}
+
+// CountNRIError records a failed call of an NRI plugin.
+func CountNRIError(plugin, op string) {
+	nriErrors.WithLabelValues(plugin, op).Inc()
 }
 
 // SetNRIPlugins records how many NRI plugins are connected.

@@ -79,7 +79,8 @@ func (n *NRI) injectCDI(s *specs.Spec, devices []string) error {
 
 // unsupported refuses the adjustments berth's runtime has no way to carry
 // out: it runs no OCI hooks and sets no I/O priority, scheduler policy,
-// RDT class, block I/O class, memory policy or network device.
+// RDT class, block I/O class, memory policy or network device; nor those
+// it would not take from a request (cgroups path, sysctls).
 func unsupported(a *api.ContainerAdjustment) error {
 	var what []string
 	if h := a.GetHooks(); h != nil && (len(h.Prestart)+len(h.CreateRuntime)+len(h.CreateContainer)+len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0) {
@@ -99,6 +100,15 @@ func unsupported(a *api.ContainerAdjustment) error {
 		if m.msg != nil && proto.Size(m.msg) > 0 {
 			what = append(what, m.name)
 		}
+	}
+	// berthd makes and removes the container's cgroup below its pod's.
+	if l.GetCgroupsPath() != "" {
+		what = append(what, "cgroups path")
+	}
+	// A pod's sysctls are checked to be namespaced when it is made; a
+	// container's own would escape that check.
+	if len(l.GetSysctl()) > 0 {
+		what = append(what, "sysctls")
 	}
 	if len(l.GetNetDevices()) > 0 {
 		what = append(what, "network devices")

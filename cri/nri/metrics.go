@@ -57,6 +57,7 @@ func (m *pluginMetrics) RecordPluginInvocation(plugin, op string, err error) {
 		p.Errors++
 		p.LastError = err.Error()
 		m.failed[op] = plugin
+		metrics.CountNRIError(plugin, op)
 		return
 	}
 	if m.calls[op] == nil {
@@ -66,8 +67,7 @@ func (m *pluginMetrics) RecordPluginInvocation(plugin, op string, err error) {
 }
 
 func (m *pluginMetrics) RecordPluginLatency(plugin, op string, d time.Duration) {
-	// The error, if any, is counted by RecordPluginInvocation right after.
-	metrics.ObserveNRICall(plugin, op, d, false)
+	metrics.ObserveNRICall(plugin, op, d)
 }
 
 func (m *pluginMetrics) RecordPluginAdjustments(string, string, *adaptation.ContainerAdjustment, int, int) {

@@ -111,7 +111,8 @@ func (e specEditor) RemoveLinuxNamespace(ns string) error {
 
 func (e specEditor) AddPreStartHook(h specs.Hook) {
 	hs := e.hooks()
-	hs.Prestart = append(hs.Prestart, h) //nolint:staticcheck // NRI still hands out prestart hooks
+	//lint:ignore SA1019 NRI's generator still hands out prestart hooks.
+	hs.Prestart = append(hs.Prestart, h)
 }
 
 func (e specEditor) AddPostStartHook(h specs.Hook) {
