@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	api "github.com/containerd/nri/pkg/api"
 	"github.com/containerd/ttrpc"
@@ -133,6 +134,7 @@ func TestAdjustRefusesWhatCannotBeDone(t *testing.T) {
 
 func TestFailedNamesThePlugin(t *testing.T) {
 	n := &NRI{metrics: newPluginMetrics()}
+	since := time.Now()
 	n.metrics.RecordPluginInvocation("10-ok", "CreateContainer", nil)
 	n.metrics.RecordPluginInvocation("20-bad", "CreateContainer", errors.New("no"))
 	for _, c := range []struct {
@@ -143,10 +145,13 @@ func TestFailedNamesThePlugin(t *testing.T) {
 		{ttrpc.ErrClosed, errdefs.ErrUnavailable},
 		{context.DeadlineExceeded, context.DeadlineExceeded},
 	} {
-		err := n.failed("CreateContainer", c.err)
+		err := n.failed("CreateContainer", c.err, since)
 		if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), "plugin 20-bad") {
 			t.Errorf("failed(%v) = %v, want %v naming plugin 20-bad", c.err, err, c.kind)
 		}
+	}
+	if err := n.failed("CreateContainer", errors.New("conflict"), time.Now().Add(time.Second)); strings.Contains(err.Error(), "20-bad") {
+		t.Errorf("an error after the plugin's failure is pinned on it: %v", err)
 	}
 	if _, seen := (&NRI{metrics: n.metrics}).Plugins(); len(seen) != 2 || seen[1].Errors != 1 {
 		t.Errorf("plugins %+v", seen)

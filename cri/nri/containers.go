@@ -26,7 +26,7 @@ func (n *NRI) createContainer(ctx context.Context, rec *container.Record, s *spe
 	since := time.Now()
 	resp, err := n.a.CreateContainer(ctx, &api.CreateContainerRequest{Pod: n.pod(rec.PodID), Container: c})
 	if err != nil {
-		return nil, n.failed("CreateContainer", err)
+		return nil, n.failed("CreateContainer", err, since)
 	}
 	if err := n.adjust(rec, s, resp.GetAdjust(), since); err != nil {
 		return nil, err
@@ -51,8 +51,9 @@ func (n *NRI) ContainerCreated(ctx context.Context, id string) {
 	if rec == nil {
 		return
 	}
+	since := time.Now()
 	err := n.a.PostCreateContainer(ctx, &api.PostCreateContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	n.logFailed("PostCreateContainer", id, err)
+	n.logFailed("PostCreateContainer", id, err, since)
 }
 
 // ContainerStarting tells plugins of a container about to start; an error fails the start.
@@ -64,8 +65,9 @@ func (n *NRI) ContainerStarting(ctx context.Context, id string) error {
 	if rec == nil {
 		return nil
 	}
+	since := time.Now()
 	err := n.a.StartContainer(ctx, &api.StartContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	return n.failed("StartContainer", err)
+	return n.failed("StartContainer", err, since)
 }
 
 // ContainerStarted tells plugins of a container started.
@@ -77,8 +79,9 @@ func (n *NRI) ContainerStarted(ctx context.Context, id string) {
 	if rec == nil {
 		return
 	}
+	since := time.Now()
 	err := n.a.PostStartContainer(ctx, &api.PostStartContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	n.logFailed("PostStartContainer", id, err)
+	n.logFailed("PostStartContainer", id, err, since)
 }
 
 // UpdatingContainer lets plugins change the resources a container update asks for;
@@ -91,11 +94,12 @@ func (n *NRI) UpdatingContainer(ctx context.Context, id string, r *runtimeapi.Li
 	if rec == nil {
 		return r, nil
 	}
+	since := time.Now()
 	resp, err := n.a.UpdateContainer(ctx, &api.UpdateContainerRequest{
 		Pod: n.pod(rec.PodID), Container: containerOf(rec, s), LinuxResources: nriResources(r),
 	})
 	if err != nil {
-		return nil, n.failed("UpdateContainer", err)
+		return nil, n.failed("UpdateContainer", err, since)
 	}
 	var own []*api.ContainerUpdate
 	var others []*api.ContainerUpdate
@@ -168,8 +172,9 @@ func (n *NRI) ContainerUpdated(ctx context.Context, id string) {
 	if rec == nil {
 		return
 	}
+	since := time.Now()
 	err := n.a.PostUpdateContainer(ctx, &api.PostUpdateContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	n.logFailed("PostUpdateContainer", id, err)
+	n.logFailed("PostUpdateContainer", id, err, since)
 }
 
 // ContainerStopped tells plugins of a container stopped (once).
@@ -207,9 +212,10 @@ func (n *NRI) stoppedLocked(ctx context.Context, t *tracked, rec *container.Reco
 	if rec.Status.State == container.Exited {
 		c.ExitCode, c.FinishedAt = rec.Status.ExitCode, rec.Status.FinishedAt.UnixNano()
 	}
+	since := time.Now()
 	resp, err := n.a.StopContainer(ctx, &api.StopContainerRequest{Pod: n.pod(t.pod), Container: c})
 	if err != nil {
-		n.logFailed("StopContainer", rec.ID, err)
+		n.logFailed("StopContainer", rec.ID, err, since)
 		return
 	}
 	n.apply(ctx, "StopContainer", resp.GetUpdate(), nil)
@@ -224,8 +230,9 @@ func (n *NRI) removed(ctx context.Context, rec *container.Record) {
 	}
 	n.stoppedLocked(ctx, t, rec)
 	t.removed = true
+	since := time.Now()
 	err := n.a.RemoveContainer(ctx, &api.RemoveContainerRequest{Pod: n.pod(t.pod), Container: t.c})
-	n.logFailed("RemoveContainer", rec.ID, err)
+	n.logFailed("RemoveContainer", rec.ID, err, since)
 	n.forget(rec.ID)
 }
 
@@ -273,9 +280,9 @@ func (n *NRI) lookup(ctx context.Context, id string) (*container.Record, *specs.
 	return rec, s
 }
 
-func (n *NRI) logFailed(op, id string, err error) {
+func (n *NRI) logFailed(op, id string, err error, since time.Time) {
 	if err != nil {
-		klog.ErrorS(n.failed(op, err), "NRI plugin call failed", "container", id)
+		klog.ErrorS(n.failed(op, err, since), "NRI plugin call failed", "container", id)
 	}
 }
 

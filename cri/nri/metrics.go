@@ -18,8 +18,8 @@ type pluginMetrics struct {
 	mu      sync.Mutex
 	count   int
 	plugins map[string]*PluginInfo
-	// failed is the plugin whose call of each operation failed last.
-	failed map[string]string
+	// failed is the plugin whose call of each operation failed last, and when.
+	failed map[string]failure
 	// calls is when each plugin was last called for each operation.
 	calls map[string]map[string]time.Time
 }
@@ -37,7 +37,7 @@ var _ adaptation.Metrics = (*pluginMetrics)(nil)
 
 func newPluginMetrics() *pluginMetrics {
 	return &pluginMetrics{
-		plugins: map[string]*PluginInfo{}, failed: map[string]string{},
+		plugins: map[string]*PluginInfo{}, failed: map[string]failure{},
 		calls: map[string]map[string]time.Time{},
 	}
 }
@@ -56,7 +56,7 @@ func (m *pluginMetrics) RecordPluginInvocation(plugin, op string, err error) {
 	if err != nil {
 		p.Errors++
 		p.LastError = err.Error()
-		m.failed[op] = plugin
+		m.failed[op] = failure{plugin, now}
 		metrics.CountNRIError(plugin, op)
 		return
 	}
@@ -80,11 +80,19 @@ func (m *pluginMetrics) UpdatePluginCount(n int) {
 	metrics.SetNRIPlugins(n)
 }
 
-// lastFailed is the plugin whose call of op failed last.
-func (m *pluginMetrics) lastFailed(op string) string {
+type failure struct {
+	plugin string
+	at     time.Time
+}
+
+// failedSince is the plugin whose call of op failed since a time, if any.
+func (m *pluginMetrics) failedSince(op string, since time.Time) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.failed[op]
+	if f, ok := m.failed[op]; ok && !f.at.Before(since) {
+		return f.plugin
+	}
+	return ""
 }
 
 // answered are the plugins that answered op since a time, by name.

@@ -153,17 +153,18 @@ func (n *NRI) BlockSync() (unblock func()) {
 	return b.Unblock
 }
 
-// failed names what failed: the plugin, when the error is the plugin's.
+// failed names what failed: the plugin, when the error is the plugin's
+// (a failure the plugin's call recorded since the request began).
 // The plugin's own error (a ttrpc status) is flattened to its text, so
 // that the CRI code is berth's: a plugin that refused is
 // FailedPrecondition, one that did not answer in time DeadlineExceeded,
 // one whose connection broke Unavailable.
-func (n *NRI) failed(op string, err error) error {
+func (n *NRI) failed(op string, err error, since time.Time) error {
 	if err == nil {
 		return nil
 	}
 	what := "NRI " + op
-	if p := n.metrics.lastFailed(op); p != "" {
+	if p := n.metrics.failedSince(op, since); p != "" {
 		what += " (plugin " + p + ")"
 	}
 	msg := err.Error()
@@ -189,8 +190,9 @@ func (n *NRI) pod(id string) *api.PodSandbox {
 }
 
 func (n *NRI) runPod(ctx context.Context, sb *sandbox.Sandbox) error {
+	since := time.Now()
 	err := n.a.RunPodSandbox(ctx, &api.RunPodSandboxRequest{Pod: podOf(sb)})
-	return n.failed("RunPodSandbox", err)
+	return n.failed("RunPodSandbox", err, since)
 }
 
 func (n *NRI) stopPod(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -198,8 +200,9 @@ func (n *NRI) stopPod(ctx context.Context, sb *sandbox.Sandbox) error {
 	for _, rec := range n.deps.Containers.List(ctx, container.Filter{PodID: sb.ID}) {
 		n.stopped(ctx, rec)
 	}
+	since := time.Now()
 	err := n.a.StopPodSandbox(ctx, &api.StopPodSandboxRequest{Pod: podOf(sb)})
-	return n.failed("StopPodSandbox", err)
+	return n.failed("StopPodSandbox", err, since)
 }
 
 func (n *NRI) removePod(ctx context.Context, sb *sandbox.Sandbox) error {
@@ -215,8 +218,9 @@ func (n *NRI) removePod(ctx context.Context, sb *sandbox.Sandbox) error {
 	for _, id := range ids {
 		n.removed(ctx, &container.Record{ID: id, PodID: sb.ID})
 	}
+	since := time.Now()
 	err := n.a.RemovePodSandbox(ctx, &api.RemovePodSandboxRequest{Pod: podOf(sb)})
-	return n.failed("RemovePodSandbox", err)
+	return n.failed("RemovePodSandbox", err, since)
 }
 
 // track returns the container's entry, made from rec when new.
