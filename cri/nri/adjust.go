@@ -78,13 +78,14 @@ func (n *NRI) injectCDI(s *specs.Spec, devices []string) error {
 }
 
 // unsupported refuses the adjustments berth's runtime has no way to carry
-// out: it runs no OCI hooks and sets no I/O priority, scheduler policy,
+// out: it runs no OCI hook inside a container and sets no I/O priority, scheduler policy,
 // RDT class, block I/O class, memory policy or network device; nor those
 // it would not take from a request (cgroups path, sysctls).
 func unsupported(a *api.ContainerAdjustment) error {
 	var what []string
-	if h := a.GetHooks(); h != nil && (len(h.Prestart)+len(h.CreateRuntime)+len(h.CreateContainer)+len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0) {
-		what = append(what, "OCI hooks")
+	// berthd runs hooks in the node's namespaces (runtime/container).
+	if h := a.GetHooks(); h != nil && len(h.CreateContainer)+len(h.StartContainer) > 0 {
+		what = append(what, "createContainer or startContainer OCI hooks (they run inside the container)")
 	}
 	l := a.GetLinux()
 	// The adaptation hands some of these out empty: only one that says
@@ -140,6 +141,17 @@ func checkAdjustment(a *api.ContainerAdjustment) error {
 		}
 		if err := validate.Argv("args", args); err != nil {
 			return err
+		}
+	}
+	if h := a.GetHooks(); h != nil {
+		//lint:ignore SA1019 NRI still hands out prestart hooks.
+		for _, hook := range append(append(append(h.Prestart, h.CreateRuntime...), h.Poststart...), h.Poststop...) {
+			if !filepath.IsAbs(hook.GetPath()) {
+				return fmt.Errorf("hook %q: need an absolute path", hook.GetPath())
+			}
+			if err := validate.Argv("hook args", hook.GetArgs()); err != nil {
+				return err
+			}
 		}
 	}
 	for _, m := range a.GetMounts() {

@@ -100,9 +100,11 @@ func TestAdjustRefusesWhatCannotBeDone(t *testing.T) {
 		cdi    CDIInjector
 		want   string
 	}{
-		"hooks":  {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{Poststart: []*api.Hook{{Path: "/x"}}}) }, nil, "OCI hooks"},
-		"device": {func(a *api.ContainerAdjustment) { a.AddDevice(&api.LinuxDevice{Path: "/etc/shadow", Type: "c"}) }, nil, "/etc/shadow"},
-		"env":    {func(a *api.ContainerAdjustment) { a.AddEnv("A=B", "c") }, nil, "A=B"},
+		"hooks":         {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{StartContainer: []*api.Hook{{Path: "/x"}}}) }, nil, "startContainer OCI hooks"},
+		"hook path":     {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{Poststart: []*api.Hook{{Path: "x"}}}) }, nil, "absolute"},
+		"node hooks ok": {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{Poststop: []*api.Hook{{Path: "/bin/true"}}}) }, nil, ""},
+		"device":        {func(a *api.ContainerAdjustment) { a.AddDevice(&api.LinuxDevice{Path: "/etc/shadow", Type: "c"}) }, nil, "/etc/shadow"},
+		"env":           {func(a *api.ContainerAdjustment) { a.AddEnv("A=B", "c") }, nil, "A=B"},
 		"mount": {func(a *api.ContainerAdjustment) {
 			a.AddMount(&api.Mount{Destination: "rel", Source: "/x", Type: "bind"})
 		}, nil, "rel"},

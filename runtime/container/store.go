@@ -98,6 +98,8 @@ type Record struct {
 	SupplementalGIDs []int64 `json:"supplementalGids,omitempty"`
 	// Resources are the container's current cgroup limits.
 	Resources *Resources `json:"resources,omitempty"`
+	// Hooks: the spec names OCI hooks to run at start and removal (hooks.go).
+	Hooks bool `json:"hooks,omitempty"`
 }
 
 // Resources are a container's cgroup limits as the CRI states them.

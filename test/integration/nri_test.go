@@ -199,6 +199,39 @@ func TestNRIAdjustments(t *testing.T) {
 	if strings.Join(order, " ") != want {
 		t.Errorf("plugin saw %v, want %s", order, want)
 	}
+
+	// The OCI hooks a plugin adds run on the node with the container's
+	// state: createRuntime before the create returns, poststart after the
+	// start, poststop at the removal.
+	hookState := func(kind string) map[string]any {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(src, kind+".json"))
+		if err != nil {
+			t.Errorf("%s hook did not run: %v", kind, err)
+			return nil
+		}
+		var st map[string]any
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Errorf("%s hook got %q: %v", kind, data, err)
+		}
+		return st
+	}
+	hid := e.create(t, podID, podCfg, nriCtr("hooked", "hooks"))
+	if st := hookState("createRuntime"); st != nil && (st["id"] != hid || st["status"] != "created" || st["pid"] == float64(0)) {
+		t.Errorf("createRuntime hook state %v, want container %s created with a pid", st, hid)
+	}
+	if _, err := e.d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: hid}); err != nil {
+		t.Fatal(err)
+	}
+	if st := hookState("poststart"); st != nil && (st["id"] != hid || st["status"] != "running") {
+		t.Errorf("poststart hook state %v", st)
+	}
+	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: hid}); err != nil {
+		t.Fatal(err)
+	}
+	if st := hookState("poststop"); st != nil && (st["id"] != hid || st["status"] != "stopped") {
+		t.Errorf("poststop hook state %v", st)
+	}
 }
 
 // TestNRIUnsolicitedUpdate: a plugin's UpdateContainers, unasked, changes
@@ -252,7 +285,7 @@ func TestNRIPluginFailures(t *testing.T) {
 	}{
 		{"fail", codes.FailedPrecondition, []string{"50-berthtest", "refuses this container"}},
 		{"invalid", codes.InvalidArgument, []string{"50-berthtest", "/etc/not-a-device"}},
-		{"hooks", codes.InvalidArgument, []string{"50-berthtest", "OCI hooks"}},
+		{"ctrhooks", codes.InvalidArgument, []string{"50-berthtest", "startContainer OCI hooks"}},
 	} {
 		_, err := create("c-"+c.mode, c.mode)
 		if status.Code(err) != c.code {

@@ -8,7 +8,9 @@
 //	adjust   env, a bind mount, a device, an rlimit, OOM score, memory limit
 //	fail     refuses the create
 //	invalid  adjusts a device outside /dev
-//	hooks    adds an OCI hook (berth runs none)
+//	hooks    adds createRuntime, poststart and poststop hooks that keep
+//	         their state in mount-src/<kind>.json
+//	ctrhooks adds a startContainer hook (berth refuses those)
 //	hang     never answers the create
 //	crash    exits while answering the create
 //	update   after the start, raises the container's memory limit unasked
@@ -84,7 +86,14 @@ func (p *plugin) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Co
 	case "invalid":
 		a.AddDevice(&api.LinuxDevice{Path: "/etc/not-a-device", Type: "c", Major: 1, Minor: 3})
 	case "hooks":
-		a.AddHooks(&api.Hooks{Poststart: []*api.Hook{{Path: "/bin/true"}}})
+		// Each hook keeps the state it was given in the mount-src dir.
+		a.AddHooks(&api.Hooks{
+			CreateRuntime: []*api.Hook{stateHook(p.mountSrc, "createRuntime")},
+			Poststart:     []*api.Hook{stateHook(p.mountSrc, "poststart")},
+			Poststop:      []*api.Hook{stateHook(p.mountSrc, "poststop")},
+		})
+	case "ctrhooks":
+		a.AddHooks(&api.Hooks{StartContainer: []*api.Hook{{Path: "/bin/true"}}})
 	case "hang":
 		time.Sleep(time.Hour)
 	case "crash":
@@ -92,6 +101,10 @@ func (p *plugin) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Co
 		os.Exit(3)
 	}
 	return a, nil, nil
+}
+
+func stateHook(dir, kind string) *api.Hook {
+	return &api.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + dir + "/" + kind + ".json"}}
 }
 
 func (p *plugin) PostStartContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
