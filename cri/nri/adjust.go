@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -144,8 +145,7 @@ func checkAdjustment(a *api.ContainerAdjustment) error {
 		}
 	}
 	if h := a.GetHooks(); h != nil {
-		//lint:ignore SA1019 NRI still hands out prestart hooks.
-		for _, hook := range append(append(append(h.Prestart, h.CreateRuntime...), h.Poststart...), h.Poststop...) {
+		for _, hook := range slices.Concat(h.Prestart, h.CreateRuntime, h.Poststart, h.Poststop) {
 			if !filepath.IsAbs(hook.GetPath()) {
 				return fmt.Errorf("hook %q: need an absolute path", hook.GetPath())
 			}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +22,9 @@ import (
 )
 
 // newNRIEnv is a ctrEnv whose berthd serves NRI on a socket of its own,
-// with requestTimeout for plugin requests ("" the default).
-func newNRIEnv(t *testing.T, requestTimeout string) (*ctrEnv, string) {
+// with requestTimeout for plugin requests ("" the default), and metrics on
+// the address it returns last.
+func newNRIEnv(t *testing.T, requestTimeout string) (*ctrEnv, string, string) {
 	t.Helper()
 	reg := framework.StartRegistry(t)
 	dir := framework.NewDirs(t)
@@ -35,6 +38,8 @@ func newNRIEnv(t *testing.T, requestTimeout string) (*ctrEnv, string) {
 	if requestTimeout != "" {
 		cfg += fmt.Sprintf("plugin_request_timeout = %q\n", requestTimeout)
 	}
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg = fmt.Sprintf("metrics_address = %q\n", metrics) + cfg
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +57,7 @@ func newNRIEnv(t *testing.T, requestTimeout string) (*ctrEnv, string) {
 	if _, err := e.d.Images.PullImage(framework.Context(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
 		t.Fatalf("pull busybox: %v", err)
 	}
-	return e, sock
+	return e, sock, metrics
 }
 
 // nriPluginBinary builds test/nriplugin into the test's temp dir (the
@@ -155,7 +160,7 @@ func nriCtr(name, mode string) *runtimeapi.ContainerConfig {
 // rlimit, OOM score, memory limit) is in the running container, plugins
 // hear of its lifecycle, and Status(verbose) lists the plugin.
 func TestNRIAdjustments(t *testing.T) {
-	e, sock := newNRIEnv(t, "")
+	e, sock, _ := newNRIEnv(t, "")
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("from-the-node\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -237,7 +242,7 @@ func TestNRIAdjustments(t *testing.T) {
 // TestNRIUnsolicitedUpdate: a plugin's UpdateContainers, unasked, changes
 // a running container's resources.
 func TestNRIUnsolicitedUpdate(t *testing.T) {
-	e, sock := newNRIEnv(t, "")
+	e, sock, _ := newNRIEnv(t, "")
 	p := startNRIPlugin(t, nriPluginBinary(t), sock, t.TempDir())
 	podID, podCfg := e.pod(t, "nri-upd")
 	id := e.run(t, podID, podCfg, nriCtr("updated", "update"))
@@ -253,7 +258,7 @@ func TestNRIUnsolicitedUpdate(t *testing.T) {
 // dropped, as NRI's adaptation does), leaves nothing of the container, and
 // berthd goes on.
 func TestNRIPluginFailures(t *testing.T) {
-	e, sock := newNRIEnv(t, "3s")
+	e, sock, metrics := newNRIEnv(t, "3s")
 	bin := nriPluginBinary(t)
 	p := startNRIPlugin(t, bin, sock, t.TempDir())
 	podID, podCfg := e.pod(t, "nri-fail")
@@ -328,6 +333,22 @@ func TestNRIPluginFailures(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("crashing plugin still runs")
+	}
+	// The calls and failures are in berthd's metrics, by plugin.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`berth_nri_plugin_errors_total{operation="CreateContainer",plugin="50-berthtest"} 3`,
+		`berth_nri_plugin_call_duration_seconds_count{operation="CreateContainer",plugin="50-berthtest"}`,
+		`berth_nri_plugins 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics have no %s", want)
+		}
 	}
 	// berthd is healthy: a container runs without the plugin.
 	id := e.run(t, podID, podCfg, ctrConfig("after", "sleep", "3600"))
