@@ -98,7 +98,10 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if req.GetContainerId() == "" {
 		return nil, fmt.Errorf("container id: %w: empty", errdefs.ErrInvalidArgument)
 	}
-	gone, _ := m.Status(ctx, req.GetContainerId())
+	var gone *container.Record // what NRI plugins are told of
+	if s.opts.NRI != nil {
+		gone, _ = m.Status(ctx, req.GetContainerId())
+	}
 	if err := m.Remove(ctx, req.GetContainerId()); err != nil {
 		return nil, err
 	}
