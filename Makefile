@@ -26,7 +26,7 @@ build:
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 # Unit tests, then end-to-end tests against real berthd daemons, then the
-# critest suite less skip.txt and pending.txt (about a minute), then the node
+# critest suite less skip.txt and pending.txt (about two minutes), then the node
 # e2e suite's CI subset with the real kubelet (node-e2e-ci: 13 specs, about 2
 # minutes once e2e_node.test is cached), then the VM checks and critest in
 # the cgroup v2 VMs (test-vm-ci-critest).
@@ -68,7 +68,7 @@ test-vm-ci: build test-images
 	BERTH_VM_PKGS="$(TEST_VM_CI_PKGS)" bash hack/vm/test.sh
 
 # critest's guard run inside the cgroup v2 initramfs VM, berthd with the
-# cgroupfs driver: the same 114 specs pass as on the host (critest about 8
+# cgroupfs driver: the same 127 specs pass as on the host (critest about 8
 # minutes under emulation).
 VM_CRITEST_INITRAMFS = BERTH_VM_VARIANTS=initramfs BERTH_VM_ENV="BERTH_CRITEST BERTH_CRITEST_CGROUP_DRIVER" \
 	BERTH_CRITEST=guard BERTH_CRITEST_CGROUP_DRIVER=cgroupfs BERTH_VM_TEST_TIMEOUT=45m

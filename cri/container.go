@@ -33,10 +33,13 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err := s.checkCreate(req); err != nil {
 		return nil, err
 	}
+	unblock := s.opts.NRI.BlockSync()
 	id, err := m.Create(ctx, req.GetPodSandboxId(), req.GetConfig(), req.GetSandboxConfig())
+	unblock()
 	if err != nil {
 		return nil, err
 	}
+	s.opts.NRI.ContainerCreated(ctx, id)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
@@ -62,9 +65,13 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if err != nil {
 		return nil, err
 	}
+	if err := s.opts.NRI.ContainerStarting(ctx, req.GetContainerId()); err != nil {
+		return nil, err
+	}
 	if err := m.Start(ctx, req.GetContainerId()); err != nil {
 		return nil, err
 	}
+	s.opts.NRI.ContainerStarted(ctx, req.GetContainerId())
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -79,6 +86,7 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 	if err := m.Stop(ctx, req.GetContainerId(), time.Duration(req.GetTimeout())*time.Second); err != nil {
 		return nil, err
 	}
+	s.opts.NRI.ContainerStopped(ctx, req.GetContainerId())
 	return &runtimeapi.StopContainerResponse{}, nil
 }
 
@@ -90,9 +98,14 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if req.GetContainerId() == "" {
 		return nil, fmt.Errorf("container id: %w: empty", errdefs.ErrInvalidArgument)
 	}
+	var gone *container.Record // what NRI plugins are told of
+	if s.opts.NRI != nil {
+		gone, _ = m.Status(ctx, req.GetContainerId())
+	}
 	if err := m.Remove(ctx, req.GetContainerId()); err != nil {
 		return nil, err
 	}
+	s.opts.NRI.ContainerRemoved(ctx, gone)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 
@@ -283,9 +296,14 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err := s.fits("linux", req.GetLinux()); err != nil {
 		return nil, err
 	}
-	if err := m.UpdateResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
+	linux, err := s.nriUpdate(ctx, req.GetContainerId(), req.GetLinux())
+	if err != nil {
 		return nil, err
 	}
+	if err := m.UpdateResources(ctx, req.GetContainerId(), linux); err != nil {
+		return nil, err
+	}
+	s.opts.NRI.ContainerUpdated(ctx, req.GetContainerId())
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 

@@ -45,7 +45,7 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if req.GetVerbose() {
-		resp.Info = map[string]string{"config": s.opts.ConfigJSON}
+		resp.Info = map[string]string{"config": s.opts.ConfigJSON, "nri": s.nriInfo()}
 		if s.opts.CgroupVersion != "" {
 			resp.Info["cgroupVersion"] = s.opts.CgroupVersion
 		}

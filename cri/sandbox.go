@@ -32,7 +32,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
+	unblock := s.opts.NRI.BlockSync()
 	id, err := m.Run(ctx, *cfg)
+	unblock()
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/cri/nri"
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/runtime/cdi"
 	"github.com/berth-dev/berth/runtime/container"
@@ -47,6 +48,9 @@ type Options struct {
 	// checks what they reach (cri/stream.go); nil: Unimplemented.
 	Streams       StreamServer
 	StreamTargets StreamTargets
+	// NRI tells NRI plugins of the lifecycle events and applies their
+	// adjustments (cri/nri); nil: NRI is disabled.
+	NRI *nri.NRI
 	// Node reads what this node's CPUs, memory nodes and hugepages allow
 	// (nil: spec.ReadNode, read at each request, as CPUs come and go).
 	Node func() spec.Node

@@ -70,7 +70,9 @@ type Manager struct {
 	// callers gave up before they were ready, kept for their retry.
 	runs     *inflight.Group
 	podLocks map[string]*sync.Mutex
-	hooks    Hooks
+	// ext are the runtime extensions' hooks (extensions.go).
+	ext   Extensions
+	hooks Hooks
 }
 
 // New opens the pod records, makes the pin dir a private mount and repairs

@@ -138,6 +138,7 @@ func (m *Manager) run(ctx context.Context, cfg Config) (_ string, err error) {
 		{"network+shim", r.startNetworkAndShim},
 		{"pause", r.pinPausePID},
 		{"pod files", r.writePodFiles},
+		{"extensions", r.tellRun},
 		{"recorded", r.record},
 	} {
 		if err := step.do(ctx); err != nil {

@@ -44,6 +44,9 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop containers of pod %s: %w", sb.ID, err)
 		}
 	}
+	if err := m.tellStop(ctx, sb); err != nil {
+		return err
+	}
 	// Edit a copy; the record changes only once persisted. The shim stops
 	// while CNI DEL runs: neither needs the other.
 	c := *sb
@@ -108,6 +111,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		if err := hook(ctx, sb.ID); err != nil {
 			return fmt.Errorf("remove containers of pod %s: %w", sb.ID, err)
 		}
+	}
+	if err := m.tellRemove(ctx, sb); err != nil {
+		return err
 	}
 	if err := m.opts.Cgroups.DeletePod(sb.Cgroup); err != nil {
 		return fmt.Errorf("remove pod %s: %w", sb.ID, err)

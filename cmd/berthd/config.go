@@ -52,6 +52,9 @@ type Config struct {
 	// wins over an earlier one for a device both define.
 	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs" doc:"directories of CDI device spec files (watched; a later dir wins for a device both define; [] turns CDI off)"`
 
+	// NRI is the [nri] table (cmd/berthd/nri.go).
+	NRI NRIConfig `toml:"nri" json:"nri"`
+
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
 	warnings []string
@@ -70,6 +73,7 @@ func defaultConfig() Config {
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
 		CDISpecDirs:              append([]string(nil), cdi.DefaultSpecDirs...),
+		NRI:                      defaultNRIConfig(),
 	}
 }
 
@@ -218,6 +222,9 @@ func (c *Config) validate() error {
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)
+	}
+	if err := c.NRI.validate(); err != nil {
+		return err
 	}
 	if len(c.CNIBinDirs) == 0 {
 		return configErrorf("cni_bin_dirs: need at least one directory")

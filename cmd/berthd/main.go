@@ -16,6 +16,7 @@ import (
 	cgroups "github.com/containerd/cgroups/v3"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cni"
@@ -144,7 +145,16 @@ func serve(cfg Config, shim string) error {
 	// Status(verbose) shows the address bound (port 0 was a free port).
 	cfg.StreamAddress = streams.addr
 
+	nriRuntime, err := newNRI(cfg, pods, containers, bus, cdiDevices, func(field string, r *runtimeapi.LinuxContainerResources) error {
+		return srv.Fits(field, r)
+	})
+	if err != nil {
+		return err
+	}
+	defer nriRuntime.Stop()
+
 	srv = cri.NewServer(cri.Options{
+		NRI:           nriRuntime,
 		Images:        images,
 		Sandboxes:     pods,
 		Containers:    containers,
@@ -161,7 +171,13 @@ func serve(cfg Config, shim string) error {
 		CgroupVersion:  nodeCgroupVersion(),
 		UserNamespaces: usernsErr,
 		CDI:            cdiDevices,
+		PodResize:      nriPodResize{nriRuntime},
 	})
+	// Plugins connect from here on: the server their updates are checked
+	// by exists.
+	if err := nriRuntime.Start(cfg.NRI.SocketPath); err != nil {
+		return err
+	}
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(cri.StreamInterceptor),

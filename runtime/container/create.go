@@ -220,6 +220,10 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", err
 	}
+	if err := m.runAdjust(ctx, rec, s, &u); err != nil {
+		return "", err
+	}
+	rec.Hooks = hasHooks(s)
 	if err := boundCaps(s); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -306,6 +310,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		Stdin: rec.Stdin, StdinOnce: rec.StdinOnce, Tty: rec.Tty,
 	}, &st)
 	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+	if err := createHooks(ctx, rec, s, st.Pid); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
 	steps.mark("shim")

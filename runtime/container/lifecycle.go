@@ -88,6 +88,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return err
 	}
 	klog.V(2).InfoS("Container started", "container", id, "pid", st.Pid)
+	m.laterHooks(ctx, rec, "poststart", st.Pid)
 	return nil
 }
 
@@ -346,6 +347,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	// The shim removes the cgroup once the exit is recorded; without a
 	// shim nobody else would.
 	killCgroup(rec.Cgroup)
+	m.laterHooks(ctx, rec, "poststop", 0)
 	steps.mark("shim")
 	if err := rootfs.Unmount(rec.StateDir + "/" + rootfsDir); err != nil {
 		return fmt.Errorf("remove container %s: %w", id, err)

@@ -112,6 +112,8 @@ type Manager struct {
 	creates *inflight.Group
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
+	// adjust is the runtime extensions' spec hook (adjust.go).
+	adjust AdjustFunc
 	// done stops the exit watcher (watch.go).
 	done      chan struct{}
 	closeOnce sync.Once

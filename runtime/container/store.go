@@ -100,6 +100,8 @@ type Record struct {
 	Resources *Resources `json:"resources,omitempty"`
 	// CDIDevices are the CDI devices the container got (runtime/cdi).
 	CDIDevices []string `json:"cdiDevices,omitempty"`
+	// Hooks: the spec names OCI hooks to run at start and removal (hooks.go).
+	Hooks bool `json:"hooks,omitempty"`
 }
 
 // Resources are a container's cgroup limits as the CRI states them.

@@ -86,6 +86,8 @@ func TestCritest(t *testing.T) {
 	default:
 		t.Fatalf("BERTH_CRITEST_CGROUP_DRIVER=%q: want cgroupfs or systemd", driver)
 	}
+	// critest's NRI specs connect their own plugins to berthd's NRI socket.
+	nriSocket := enableNRI(t, dir)
 	// BERTH_CRITEST_BERTHD_ARGS are more berthd flags.
 	d := framework.StartDaemon(t, dir, append(berthdArgs, strings.Fields(os.Getenv("BERTH_CRITEST_BERTHD_ARGS"))...)...)
 	t.Cleanup(func() {
@@ -101,6 +103,7 @@ func TestCritest(t *testing.T) {
 		"--ginkgo.no-color",
 		"--ginkgo.timeout=" + timeout.String(),
 		"--ginkgo.json-report=" + reportPath,
+		"--nri-socket=" + nriSocket,
 	}
 	args = append(args, SkipArgs(skipped)...)
 	if f := os.Getenv("BERTH_CRITEST_FOCUS"); f != "" {
@@ -397,4 +400,21 @@ func mountsBelow(dir string) []string {
 		}
 	}
 	return out
+}
+
+// enableNRI writes the daemon's config file with NRI enabled on a socket
+// (and plugin dirs) of dir's own, and returns the socket's path. critest's
+// synchronization specs hold a plugin's Synchronize open for 2 seconds,
+// as long as the default plugin_request_timeout, after which a plugin is
+// dropped: the runner gives plugins 20 seconds (a bound on a hang under
+// load, as everywhere in the tests).
+func enableNRI(t *testing.T, dir string) string {
+	t.Helper()
+	sock := filepath.Join(dir, "nri.sock")
+	cfg := fmt.Sprintf("[nri]\nenable = true\nplugin_request_timeout = \"20s\"\nsocket_path = %q\nplugin_path = %q\nplugin_config_path = %q\n",
+		sock, filepath.Join(dir, "nri-plugins"), filepath.Join(dir, "nri-conf.d"))
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return sock
 }
