@@ -1,0 +1,183 @@
+package checkpoint
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/errdefs"
+)
+
+// MinVersion is the oldest CRIU berth uses: 3.15 brought external PID
+// namespaces (--external pid[...]), which a pod that shares its PID
+// namespace needs.
+var MinVersion = [3]int{3, 15, 0}
+
+// DumpLog is CRIU's log of a dump, in the dump's work dir (and the archive).
+const DumpLog = "dump.log"
+
+var versionRE = regexp.MustCompile(`(?m)^Version:\s*(\d+)\.(\d+)(?:\.(\d+))?`)
+
+// ParseVersion reads `criu --version`'s output.
+func ParseVersion(out string) ([3]int, error) {
+	m := versionRE.FindStringSubmatch(out)
+	if m == nil {
+		return [3]int{}, fmt.Errorf("no version in %q", strings.TrimSpace(out))
+	}
+	var v [3]int
+	for i := range 3 {
+		if m[i+1] != "" {
+			v[i], _ = strconv.Atoi(m[i+1])
+		}
+	}
+	return v, nil
+}
+
+func older(a, b [3]int) bool {
+	for i := range 3 {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+func versionString(v [3]int) string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
+
+// Check finds CRIU and makes sure it can checkpoint here: new enough and
+// `criu check` content with this kernel. Every refusal wraps
+// ErrFailedPrecondition and names the version.
+func Check(ctx context.Context) (path string, err error) {
+	path, err = exec.LookPath("criu")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint needs CRIU %s or newer, and criu is not installed (not in PATH): %w", versionString(MinVersion), errdefs.ErrFailedPrecondition)
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %v: %s: %w", path, err, lastLine(out), errdefs.ErrFailedPrecondition)
+	}
+	v, err := ParseVersion(string(out))
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %v: %w", path, err, errdefs.ErrFailedPrecondition)
+	}
+	if older(v, MinVersion) {
+		return "", fmt.Errorf("CRIU %s at %s is too old: checkpoint needs %s or newer: %w", versionString(v), path, versionString(MinVersion), errdefs.ErrFailedPrecondition)
+	}
+	out, err = exec.CommandContext(ctx, path, "check").CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("criu check: %w", ctx.Err())
+		}
+		return "", fmt.Errorf("CRIU %s cannot checkpoint on this kernel (%s): criu check: %s: %w", versionString(v), kernel(), LastError(out), errdefs.ErrFailedPrecondition)
+	}
+	return path, nil
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown kernel"
+	}
+	return "Linux " + strings.TrimSpace(string(b))
+}
+
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// LastError is the last "Error" line of a CRIU log (the first error is
+// often a consequence-free probe; the last is what made CRIU give up), or
+// its last line when none says Error.
+func LastError(log []byte) string {
+	var last string
+	sc := bufio.NewScanner(bytes.NewReader(log))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "Error") {
+			last = sc.Text()
+		}
+	}
+	if last == "" {
+		return lastLine(log)
+	}
+	return strings.TrimSpace(last)
+}
+
+// DumpOpts say what CRIU dumps and how.
+type DumpOpts struct {
+	Pid       int
+	ImagesDir string
+	WorkDir   string // CRIU's log lands here (DumpLog)
+	// LeaveRunning resumes the process after the dump (else CRIU kills it).
+	LeaveRunning bool
+	ShellJob     bool // the process has a terminal
+	// ExternalNS are namespaces CRIU does not dump (the pod's, shared
+	// with other processes): kind ("net" or "pid") to inode.
+	ExternalNS map[string]uint64
+	// ExternalMounts are mount points (container paths) whose content is
+	// not the container's: bind mounts of node dirs and files.
+	ExternalMounts []string
+}
+
+// extNSKey names an external namespace in the images, as runc and CRI-O do.
+func extNSKey(kind string) string {
+	return "ext" + strings.ToUpper(kind[:1]) + kind[1:] + "Ns"
+}
+
+// DumpArgs are the arguments of `criu dump` for o.
+func DumpArgs(o DumpOpts) []string {
+	args := []string{"dump",
+		"--tree", strconv.Itoa(o.Pid),
+		"--images-dir", o.ImagesDir,
+		"--work-dir", o.WorkDir,
+		"--log-file", DumpLog, "-v4",
+		// What a container commonly holds: open TCP connections, file
+		// locks, unlinked open files, unix sockets to outside.
+		"--tcp-established", "--file-locks", "--link-remap", "--ext-unix-sk",
+		"--manage-cgroups",
+	}
+	if o.LeaveRunning {
+		args = append(args, "--leave-running")
+	}
+	if o.ShellJob {
+		args = append(args, "--shell-job")
+	}
+	for _, kind := range []string{"net", "pid"} { // the only kinds CRIU takes as external
+		if ino, ok := o.ExternalNS[kind]; ok {
+			args = append(args, "--external", fmt.Sprintf("%s[%d]:%s", kind, ino, extNSKey(kind)))
+		}
+	}
+	for _, m := range o.ExternalMounts {
+		args = append(args, "--external", "mnt["+m+"]:"+m)
+	}
+	return args
+}
+
+// Dump runs `criu dump` (criu is Check's path). A failure wraps
+// ErrFailedPrecondition with the last error of CRIU's log.
+func Dump(ctx context.Context, criu string, o DumpOpts) error {
+	cmd := exec.CommandContext(ctx, criu, DumpArgs(o)...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("criu dump of pid %d: %w", o.Pid, ctx.Err())
+	}
+	why := lastLine(out)
+	if log, rerr := os.ReadFile(filepath.Join(o.WorkDir, DumpLog)); rerr == nil && len(log) > 0 {
+		why = LastError(log)
+	} else if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		why += fmt.Sprintf(" (log: %v)", rerr)
+	}
+	return fmt.Errorf("criu dump of pid %d failed: %s: %w", o.Pid, why, errdefs.ErrFailedPrecondition)
+}
