@@ -76,7 +76,11 @@ func Check(ctx context.Context) (path string, err error) {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("criu check: %w", ctx.Err())
 		}
-		return "", fmt.Errorf("CRIU %s cannot checkpoint on this kernel (%s): criu check: %s: %w", versionString(v), kernel(), LastError(out), errdefs.ErrFailedPrecondition)
+		why := LastError(out)
+		if first := FirstError(out); first != why {
+			why = first + " ... " + why
+		}
+		return "", fmt.Errorf("CRIU %s cannot checkpoint on this kernel (%s): criu check: %s: %w", versionString(v), kernel(), why, errdefs.ErrFailedPrecondition)
 	}
 	return path, nil
 }
@@ -110,6 +114,17 @@ func LastError(log []byte) string {
 		return lastLine(log)
 	}
 	return strings.TrimSpace(last)
+}
+
+// FirstError is the first "Error" line of CRIU's output: for `criu check`
+// the cause, where the last says what gave up.
+func FirstError(out []byte) string {
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "Error") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return LastError(out)
 }
 
 // DumpOpts say what CRIU dumps and how.
@@ -162,22 +177,27 @@ func DumpArgs(o DumpOpts) []string {
 	return args
 }
 
-// Dump runs `criu dump` (criu is Check's path). A failure wraps
-// ErrFailedPrecondition with the last error of CRIU's log.
-func Dump(ctx context.Context, criu string, o DumpOpts) error {
-	cmd := exec.CommandContext(ctx, criu, DumpArgs(o)...)
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("criu dump of pid %d: %w", o.Pid, ctx.Err())
-	}
-	why := lastLine(out)
+// DumpCommand is the `criu dump` command for o (criu is Check's path).
+// Its caller starts and waits for it; CRIU's output goes to its log, and
+// what it says before opening the log to out.
+func DumpCommand(criu string, o DumpOpts, out *os.File) *exec.Cmd {
+	cmd := exec.Command(criu, DumpArgs(o)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd
+}
+
+// DumpError explains a failed dump by the last error of CRIU's log (or of
+// its output, when it did not get as far as the log); it wraps
+// ErrFailedPrecondition.
+func DumpError(o DumpOpts, failure error, output []byte) error {
+	why := lastLine(output)
 	if log, rerr := os.ReadFile(filepath.Join(o.WorkDir, DumpLog)); rerr == nil && len(log) > 0 {
 		why = LastError(log)
 	} else if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 		why += fmt.Sprintf(" (log: %v)", rerr)
+	}
+	if why == "" {
+		why = failure.Error()
 	}
 	return fmt.Errorf("criu dump of pid %d failed: %s: %w", o.Pid, why, errdefs.ErrFailedPrecondition)
 }
