@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -47,6 +45,9 @@ func handleCheckpoint(s *server, raw json.RawMessage) (any, error) {
 		return nil, fmt.Errorf("checkpoint %s: %w", a.ID, err)
 	}
 	o.ImagesDir, o.WorkDir, o.LeaveRunning = a.ImagesDir, a.WorkDir, true
+	if err := writeDescriptors(st.Pid, a.ImagesDir); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", a.ID, err)
+	}
 	if err := runDump(s, a, o); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", a.ID, err)
 	}
@@ -67,65 +68,33 @@ func dumpOpts(spec *specs.Spec, pid int) (checkpoint.DumpOpts, error) {
 		}
 		o.ExternalNS[kind] = st.Ino
 	}
+	// Only the spec's bind mounts bring node files in: the masked and
+	// read-only paths are binds of the container's own /dev/null and /proc,
+	// which CRIU dumps and restores itself.
 	for _, m := range spec.Mounts {
 		if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
 			o.ExternalMounts = append(o.ExternalMounts, m.Destination)
 		}
 	}
-	// Mounts of part of a file system (masked and read-only paths, the
-	// ones a spec bind mount made) are bind mounts too.
-	binds, err := bindMounts(pid)
-	if err != nil {
-		return o, err
-	}
-	for _, b := range binds {
-		if !slices.Contains(o.ExternalMounts, b) {
-			o.ExternalMounts = append(o.ExternalMounts, b)
-		}
-	}
 	return o, nil
 }
 
-// bindMounts are the mount points, as the process at pid sees them, of
-// mounts whose root is not their file system's.
-func bindMounts(pid int) ([]string, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+// writeDescriptors records what the process's fds 0-2 are (a restore
+// hands new pipes in for the old ones).
+func writeDescriptors(pid int, dir string) error {
+	var fds []string
+	for fd := range 3 {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if err != nil {
+			l = "" // closed
+		}
+		fds = append(fds, l)
+	}
+	data, err := json.Marshal(fds)
 	if err != nil {
-		return nil, fmt.Errorf("mounts: %w", err)
+		return err
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[3] == "/" || fields[4] == "/" {
-			continue
-		}
-		out = append(out, unescapeMountinfo(fields[4]))
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return os.WriteFile(filepath.Join(dir, checkpoint.DescriptorsFile), data, 0o600)
 }
 
 // runDump runs criu as a child of the shim; the shim's reaper, which waits

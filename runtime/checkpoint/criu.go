@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/berth-dev/berth/errdefs"
 )
@@ -52,37 +53,68 @@ func older(a, b [3]int) bool {
 
 func versionString(v [3]int) string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
 
+// checked remembers the criu binary (path, size and mtime) that passed
+// Check: `criu check` probes the kernel at length (a minute under
+// emulation), and neither the kernel nor that binary changes meanwhile.
+var checked struct {
+	sync.Mutex
+	path string
+	id   [2]int64
+}
+
+func binaryID(path string) [2]int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return [2]int64{}
+	}
+	return [2]int64{fi.Size(), fi.ModTime().UnixNano()}
+}
+
 // Check finds CRIU and makes sure it can checkpoint here: new enough and
 // `criu check` content with this kernel. Every refusal wraps
-// ErrFailedPrecondition and names the version.
-func Check(ctx context.Context) (path string, err error) {
-	path, err = exec.LookPath("criu")
+// ErrFailedPrecondition and names the version. A failure is not
+// remembered: installing CRIU needs no restart of berthd.
+func Check(ctx context.Context) (string, error) {
+	path, err := exec.LookPath("criu")
 	if err != nil {
 		return "", fmt.Errorf("checkpoint needs CRIU %s or newer, and criu is not installed (not in PATH): %w", versionString(MinVersion), errdefs.ErrFailedPrecondition)
 	}
+	checked.Lock()
+	defer checked.Unlock()
+	if id := binaryID(path); checked.path == path && checked.id == id && id != ([2]int64{}) {
+		return path, nil
+	}
+	if err := check(ctx, path); err != nil {
+		return "", err
+	}
+	checked.path, checked.id = path, binaryID(path)
+	return path, nil
+}
+
+func check(ctx context.Context, path string) error {
 	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %v: %s: %w", path, err, lastLine(out), errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("%s --version: %v: %s: %w", path, err, lastLine(out), errdefs.ErrFailedPrecondition)
 	}
 	v, err := ParseVersion(string(out))
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %v: %w", path, err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("%s --version: %v: %w", path, err, errdefs.ErrFailedPrecondition)
 	}
 	if older(v, MinVersion) {
-		return "", fmt.Errorf("CRIU %s at %s is too old: checkpoint needs %s or newer: %w", versionString(v), path, versionString(MinVersion), errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("CRIU %s at %s is too old: checkpoint needs %s or newer: %w", versionString(v), path, versionString(MinVersion), errdefs.ErrFailedPrecondition)
 	}
 	out, err = exec.CommandContext(ctx, path, "check").CombinedOutput()
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("criu check: %w", ctx.Err())
+			return fmt.Errorf("criu check: %w", ctx.Err())
 		}
 		why := LastError(out)
 		if first := FirstError(out); first != why {
 			why = first + " ... " + why
 		}
-		return "", fmt.Errorf("CRIU %s cannot checkpoint on this kernel (%s): criu check: %s: %w", versionString(v), kernel(), why, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("CRIU %s cannot checkpoint on this kernel (%s): criu check: %s: %w", versionString(v), kernel(), why, errdefs.ErrFailedPrecondition)
 	}
-	return path, nil
+	return nil
 }
 
 func kernel() string {

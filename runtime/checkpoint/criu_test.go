@@ -8,7 +8,7 @@ import (
 
 func TestParseVersion(t *testing.T) {
 	for out, want := range map[string][3]int{
-		"Version: 3.17.1\n":                    {3, 17, 1},
+		"Version: 3.17.1\n":                   {3, 17, 1},
 		"Version: 4.0\nGitID: v4.0-12-gabc\n": {4, 0, 0},
 	} {
 		v, err := ParseVersion(out)

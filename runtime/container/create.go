@@ -109,6 +109,10 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
 	steps.mark("pod")
+	restore, cfg, err := m.checkpointSource(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
 	ref := cfg.GetImage().GetImage()
 	img, err := m.opts.Images.Resolve(ctx, ref)
 	if err != nil {
@@ -202,6 +206,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := rootfs.Mount(rootPath, withIDMap(layers(rec, img.LayerDirs), pod)); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
+	if err := restore.prepare(rec.LayerDir, rootPath); err != nil {
+		return "", err
+	}
 	steps.mark("rootfs")
 
 	if cfg, err = m.imageVolumes(ctx, rec, pod, cfg, &u); err != nil {
@@ -292,6 +299,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	err = client.Call(ctx, shim.OpCreate, shim.CreateArgs{
 		ID: id, BundleDir: rec.StateDir, StateDir: rec.StateDir, LogPath: rec.LogPath, LogDir: logDir,
 		Stdin: rec.Stdin, StdinOnce: rec.StdinOnce, Tty: rec.Tty,
+		RestoreFrom: restore.imagesDir(), CRIU: restore.criuPath(),
 	}, &st)
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)

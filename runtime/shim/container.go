@@ -66,6 +66,11 @@ type CreateArgs struct {
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	// Tty gives the process a terminal (the spec says so too).
 	Tty bool `json:"tty,omitempty"`
+	// RestoreFrom, when set, is a checkpoint's CRIU images dir: the
+	// create makes no process, and OpStart restores it with CRIU (the
+	// criu binary berthd checked) instead of starting one.
+	RestoreFrom string `json:"restoreFrom,omitempty"`
+	CRIU        string `json:"criu,omitempty"`
 }
 
 // IDArgs names one container.

@@ -24,7 +24,7 @@ import (
 // checkpoint was), writes the count to the rootfs and removes an image
 // file (the archive's rootfs changes), and listens on TCP port 7070
 // (a listening socket CRIU dumps).
-const counterScript = `rm /etc/group; nc -lk -p 7070 -e echo hello & i=0; while true; do i=$((i+1)); echo $i >/tmp/count; echo "count $i"; sleep 0.2; done`
+const counterScript = `rm /etc/group; nc -ll -p 7070 -e echo hello & i=0; while true; do i=$((i+1)); echo $i >/tmp/count; echo "count $i"; sleep 0.2; done`
 
 // TestCheckpointContainer: CheckpointContainer refuses what it cannot do
 // with a clear code and leaves nothing behind; where CRIU works on this
@@ -72,6 +72,26 @@ func TestCheckpointContainer(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/a.tar"); err == nil {
 		t.Errorf("a checkpoint went through the symlink to /etc/a.tar")
+	}
+
+	// Restores from what is no archive are refused before anything is made.
+	for _, c := range []struct {
+		what, image string
+		code        codes.Code
+	}{
+		{"missing archive", filepath.Join(out, "none.tar"), codes.NotFound},
+		{"not an archive", exists, codes.InvalidArgument},
+		{"symlink in the path", filepath.Join(out, "etc-link", "passwd"), codes.InvalidArgument},
+	} {
+		cfg := ctrConfig("restored")
+		cfg.Image = &runtimeapi.ImageSpec{Image: c.image}
+		_, err := e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		if grpcCode(err) != c.code {
+			t.Errorf("restore from %s: %v, want %v", c.what, err, c.code)
+		}
+	}
+	if l, err := e.d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err != nil || len(l.Containers) != 2 {
+		t.Errorf("refused restores left containers: %v %v", l, err)
 	}
 
 	_, criuErr := checkpoint.Check(ctx)
@@ -131,13 +151,61 @@ func TestCheckpointContainer(t *testing.T) {
 	if _, ok := archiveFiles(t, exported)["checkpoint/inventory.img"]; !ok {
 		t.Errorf("crictl's archive has no CRIU images")
 	}
+
+	// Restore into another pod: the counter goes on from where it was
+	// dumped (its memory), with the rootfs changes, and its listener.
+	pod2, pod2Cfg := e.pod(t, "ckpt-restored")
+	rcfg := ctrConfig("restored")
+	rcfg.Image = &runtimeapi.ImageSpec{Image: target}
+	rid := e.create(t, pod2, pod2Cfg, rcfg)
+	if st, _ := e.status(t, rid); st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		t.Errorf("restored container before start is %v", st.State)
+	}
+	if _, err := e.d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: rid}); err != nil {
+		t.Fatalf("StartContainer of the restored container: %v", err)
+	}
+	e.waitState(t, rid, runtimeapi.ContainerState_CONTAINER_RUNNING, time.Second)
+	logPath := filepath.Join(pod2Cfg.LogDirectory, "restored.log")
+	first := 0
+	for deadline := time.Now().Add(time.Minute); first == 0; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(logPath); err == nil {
+			for _, l := range logLines(t, logPath) {
+				if _, v, ok := strings.Cut(l, "count "); ok {
+					first, _ = strconv.Atoi(v)
+					break
+				}
+			}
+		}
+		if first == 0 && time.Now().After(deadline) {
+			t.Fatalf("the restored container printed no count")
+		}
+	}
+	if first <= before {
+		t.Errorf("the restored counter printed %d first, want more than %d (counted before the checkpoint)", first, before)
+	}
+	if r := execLong(t, e, rid, "cat", "/etc/group"); r.ExitCode == 0 {
+		t.Errorf("/etc/group, removed before the checkpoint, is back after the restore")
+	}
+	if n := counterValue(t, e, rid); n < first {
+		t.Errorf("the restored rootfs's /tmp/count is %d, below the first count %d", n, first)
+	}
+	if r := execLong(t, e, rid, "sh", "-c", "nc 127.0.0.1 7070 </dev/null"); !strings.Contains(string(r.Stdout), "hello") {
+		t.Errorf("the restored TCP listener did not answer: %q %q exit %d", r.Stdout, r.Stderr, r.ExitCode)
+	}
+	if _, err := e.d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: rid, Timeout: 5}); err != nil {
+		t.Errorf("stop the restored container: %v", err)
+	}
+	st := e.waitState(t, rid, runtimeapi.ContainerState_CONTAINER_EXITED, time.Minute)
+	if st.ExitCode == 0 {
+		t.Errorf("the restored counter exited 0 after a stop")
+	}
 }
 
 func counterValue(t *testing.T, e *ctrEnv, id string) int {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		r := e.execSync(t, id, "cat", "/tmp/count")
+		r := execLong(t, e, id, "cat", "/tmp/count")
 		if n, err := strconv.Atoi(strings.TrimSpace(string(r.Stdout))); err == nil {
 			return n
 		}
@@ -146,6 +214,17 @@ func counterValue(t *testing.T, e *ctrEnv, id string) int {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// execLong is execSync with a timeout for an emulated VM, where an exec
+// can take over ten seconds.
+func execLong(t *testing.T, e *ctrEnv, id string, cmd ...string) *runtimeapi.ExecSyncResponse {
+	t.Helper()
+	resp, err := e.d.Runtime.ExecSync(framework.Context(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 120})
+	if err != nil {
+		t.Fatalf("ExecSync %v: %v", cmd, err)
+	}
+	return resp
 }
 
 // leftWork fails the test if a checkpoint's work dir outlived it.
