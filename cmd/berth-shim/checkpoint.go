@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -45,7 +47,7 @@ func handleCheckpoint(s *server, raw json.RawMessage) (any, error) {
 		return nil, fmt.Errorf("checkpoint %s: %w", a.ID, err)
 	}
 	o.ImagesDir, o.WorkDir, o.LeaveRunning = a.ImagesDir, a.WorkDir, true
-	if err := writeDescriptors(st.Pid, a.ImagesDir); err != nil {
+	if err := writeDescriptors(st.Pid, a.ImagesDir, &o); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", a.ID, err)
 	}
 	if err := runDump(s, a, o); err != nil {
@@ -80,21 +82,73 @@ func dumpOpts(spec *specs.Spec, pid int) (checkpoint.DumpOpts, error) {
 }
 
 // writeDescriptors records what the process's fds 0-2 are (a restore
-// hands new pipes in for the old ones).
-func writeDescriptors(pid int, dir string) error {
+// hands new ones in for the old): pipes and sockets as their link, a file
+// on a mount the container does not see (the /dev/null the shim gives for
+// no stdin) as its CRIU key, which the dump must mark external too.
+func writeDescriptors(pid int, dir string, o *checkpoint.DumpOpts) error {
+	mounts, err := mountIDs(pid)
+	if err != nil {
+		return err
+	}
 	var fds []string
 	for fd := range 3 {
 		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
-		if err != nil {
-			l = "" // closed
+		if err != nil || !strings.HasPrefix(l, "/") {
+			fds = append(fds, l) // closed (""), pipe:[ino], socket:[ino]
+			continue
 		}
-		fds = append(fds, l)
+		mnt, err := fdMountID(pid, fd)
+		if err != nil {
+			return err
+		}
+		if mounts[mnt] {
+			fds = append(fds, l)
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), &st); err != nil {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+		key := fmt.Sprintf("file[%x:%x]", mnt, st.Ino)
+		o.ExternalFiles = append(o.ExternalFiles, key)
+		fds = append(fds, key)
 	}
 	data, err := json.Marshal(fds)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, checkpoint.DescriptorsFile), data, 0o600)
+}
+
+// mountIDs are the ids of the mounts the process at pid sees.
+func mountIDs(pid int) (map[int]bool, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return nil, fmt.Errorf("mounts: %w", err)
+	}
+	ids := map[int]bool{}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			if id, err := strconv.Atoi(f[0]); err == nil {
+				ids[id] = true
+			}
+		}
+	}
+	return ids, nil
+}
+
+// fdMountID is the mnt_id of the process's fd (its fdinfo).
+func fdMountID(pid, fd int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	if err != nil {
+		return 0, fmt.Errorf("fd %d: %w", fd, err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "mnt_id:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("fd %d: no mnt_id in fdinfo", fd)
 }
 
 // runDump runs criu as a child of the shim; the shim's reaper, which waits

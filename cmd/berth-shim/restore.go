@@ -113,8 +113,20 @@ func (c *container) restoreProcess(s *server) error {
 		return fmt.Errorf("restore: %s: %v: %w", checkpoint.DescriptorsFile, err, errdefs.ErrInvalidArgument)
 	}
 	for i, d := range descs {
-		if i < 3 && strings.HasPrefix(d, "pipe:") && r.stdio[i] != nil {
+		switch {
+		case i >= 3:
+		case strings.HasPrefix(d, "pipe:") && r.stdio[i] != nil:
 			inherit(d, r.stdio[i])
+		case strings.HasPrefix(d, "file["):
+			// The shim's /dev/null for no stdin, or the new pipe.
+			f := r.stdio[i]
+			if f == nil {
+				if f, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
+					return fmt.Errorf("restore: %w", err)
+				}
+				defer f.Close()
+			}
+			inherit(d, f)
 		}
 	}
 	for _, ns := range c.spec.Linux.Namespaces {
@@ -210,7 +222,7 @@ func runRestore(s *server, spec *specs.Spec, criu string, o checkpoint.RestoreOp
 		output, _ := os.ReadFile(out.Name())
 		why := strings.TrimSpace(string(output))
 		if log, err := os.ReadFile(filepath.Join(o.WorkDir, checkpoint.RestoreLog)); err == nil && len(log) > 0 {
-			why = checkpoint.LastError(log)
+			why = checkpoint.Errors(log)
 		}
 		return 0, fmt.Errorf("criu restore failed (%s): %s: %w", describe(ws), why, errdefs.ErrFailedPrecondition)
 	}

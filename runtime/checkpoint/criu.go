@@ -108,10 +108,7 @@ func check(ctx context.Context, path string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("criu check: %w", ctx.Err())
 		}
-		why := LastError(out)
-		if first := FirstError(out); first != why {
-			why = first + " ... " + why
-		}
+		why := Errors(out)
 		return fmt.Errorf("CRIU %s cannot checkpoint on this kernel (%s): criu check: %s: %w", versionString(v), kernel(), why, errdefs.ErrFailedPrecondition)
 	}
 	return nil
@@ -148,6 +145,16 @@ func LastError(log []byte) string {
 	return strings.TrimSpace(last)
 }
 
+// Errors is what a CRIU log says went wrong: its first error line (the
+// cause) and its last (what gave up) when they differ.
+func Errors(log []byte) string {
+	last, first := LastError(log), FirstError(log)
+	if first == last {
+		return last
+	}
+	return first + " ... " + last
+}
+
 // FirstError is the first "Error" line of CRIU's output: for `criu check`
 // the cause, where the last says what gave up.
 func FirstError(out []byte) string {
@@ -173,6 +180,9 @@ type DumpOpts struct {
 	// ExternalMounts are mount points (container paths) whose content is
 	// not the container's: bind mounts of node dirs and files.
 	ExternalMounts []string
+	// ExternalFiles are CRIU keys (file[mnt_id:inode]) of open files on
+	// mounts the container does not see: its stdio from the shim.
+	ExternalFiles []string
 }
 
 // extNSKey names an external namespace in the images, as runc and CRI-O do.
@@ -206,6 +216,9 @@ func DumpArgs(o DumpOpts) []string {
 	for _, m := range o.ExternalMounts {
 		args = append(args, "--external", "mnt["+m+"]:"+m)
 	}
+	for _, f := range o.ExternalFiles {
+		args = append(args, "--external", f)
+	}
 	return args
 }
 
@@ -224,7 +237,7 @@ func DumpCommand(criu string, o DumpOpts, out *os.File) *exec.Cmd {
 func DumpError(o DumpOpts, failure error, output []byte) error {
 	why := lastLine(output)
 	if log, rerr := os.ReadFile(filepath.Join(o.WorkDir, DumpLog)); rerr == nil && len(log) > 0 {
-		why = LastError(log)
+		why = Errors(log)
 	} else if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 		why += fmt.Sprintf(" (log: %v)", rerr)
 	}
