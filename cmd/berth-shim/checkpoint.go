@@ -178,10 +178,10 @@ func runDump(s *server, a shim.CheckpointArgs, o checkpoint.DumpOpts) error {
 		// CRIU unfreezes and releases the tree when killed.
 		_ = cmd.Process.Signal(unix.SIGTERM)
 		select {
-		case ws = <-exited:
+		case <-exited:
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			ws = <-exited
+			<-exited
 		}
 		return fmt.Errorf("criu dump did not finish in %s: %w", a.Timeout, context.DeadlineExceeded)
 	}

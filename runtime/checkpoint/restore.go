@@ -15,7 +15,6 @@ import (
 	"strings"
 
 	metadata "github.com/checkpoint-restore/checkpointctl/lib"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -145,19 +144,25 @@ func Unpack(r io.Reader, dir string) error {
 
 // ApplyRootfsDiff replays an unpacked archive's rootfs changes (dir's
 // rootfs-diff.tar and deleted.files) onto the container's mounted rootfs,
-// before its process exists. Every path is resolved inside rootfs.
+// before its process exists. Every path is resolved inside rootfs
+// (os.Root: a symlink in the rootfs cannot lead out of it).
 func ApplyRootfsDiff(dir, rootfs string) error {
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	defer root.Close()
 	if data, err := os.ReadFile(filepath.Join(dir, metadata.DeletedFilesFile)); err == nil {
 		var deleted []string
 		if err := json.Unmarshal(data, &deleted); err != nil {
 			return fmt.Errorf("deleted.files: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
 		for _, name := range deleted {
-			p, err := securejoin.SecureJoin(rootfs, name)
-			if err != nil {
-				return err
+			rel, ok := inRoot(name)
+			if !ok {
+				continue
 			}
-			if err := os.RemoveAll(p); err != nil {
+			if err := root.RemoveAll(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove %s: %w", name, err)
 			}
 		}
@@ -181,32 +186,40 @@ func ApplyRootfsDiff(dir, rootfs string) error {
 		if err != nil {
 			return fmt.Errorf("rootfs-diff.tar: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
-		if err := applyEntry(rootfs, h, tr); err != nil {
+		rel, ok := inRoot(h.Name)
+		if !ok {
+			continue
+		}
+		if err := applyEntry(root, rel, h, tr); err != nil {
 			return fmt.Errorf("rootfs-diff.tar: %s: %w", h.Name, err)
 		}
 	}
 }
 
-func applyEntry(rootfs string, h *tar.Header, r io.Reader) error {
-	p, err := securejoin.SecureJoin(rootfs, h.Name)
-	if err != nil {
-		return err
+// inRoot makes an archive's path (absolute or not, with .. that cannot
+// climb above /) relative to the rootfs; false for the rootfs itself.
+func inRoot(name string) (string, bool) {
+	rel := strings.TrimPrefix(filepath.Clean("/"+name), "/")
+	return rel, rel != ""
+}
+
+func applyEntry(root *os.Root, rel string, h *tar.Header, r io.Reader) error {
+	if parent := filepath.Dir(rel); parent != "." {
+		if err := root.MkdirAll(parent, 0o755); err != nil {
+			return err
+		}
 	}
-	if p == rootfs {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	mode := uint32(h.Mode & 0o7777)
+	mode := os.FileMode(h.Mode&0o777) | modeBits(uint32(h.Mode))
 	switch h.Typeflag {
 	case tar.TypeDir:
-		if err := os.Mkdir(p, os.FileMode(mode)); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := root.Mkdir(rel, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
 	case tar.TypeReg:
-		_ = os.Remove(p)
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+		if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		f, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
 		}
@@ -218,30 +231,33 @@ func applyEntry(rootfs string, h *tar.Header, r io.Reader) error {
 			return err
 		}
 	case tar.TypeSymlink:
-		_ = os.RemoveAll(p)
-		if err := os.Symlink(h.Linkname, p); err != nil {
+		if err := root.RemoveAll(rel); err != nil {
 			return err
 		}
+		return lchown(root.Symlink(h.Linkname, rel), root, rel, h)
 	case tar.TypeLink:
-		target, err := securejoin.SecureJoin(rootfs, h.Linkname)
-		if err != nil {
+		target, ok := inRoot(h.Linkname)
+		if !ok {
+			return fmt.Errorf("hard link to the rootfs itself: %w", errdefs.ErrInvalidArgument)
+		}
+		if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		_ = os.Remove(p)
-		return os.Link(target, p)
-	case tar.TypeFifo:
-		_ = os.Remove(p)
-		return unix.Mknod(p, unix.S_IFIFO|mode, 0)
+		return root.Link(target, rel)
 	default:
-		return nil // devices and sockets: not restored, as CRI-O
+		return nil // devices, fifos and sockets: not replayed
 	}
-	if err := os.Lchown(p, h.Uid, h.Gid); err != nil {
+	if err := lchown(nil, root, rel, h); err != nil {
 		return err
 	}
-	if h.Typeflag != tar.TypeSymlink {
-		return os.Chmod(p, os.FileMode(mode)|modeBits(mode))
+	return root.Chmod(rel, mode)
+}
+
+func lchown(err error, root *os.Root, rel string, h *tar.Header) error {
+	if err != nil {
+		return err
 	}
-	return nil
+	return root.Lchown(rel, h.Uid, h.Gid)
 }
 
 // modeBits carries setuid, setgid and sticky over into os.FileMode.

@@ -117,8 +117,8 @@ func TestApplyRootfsDiff(t *testing.T) {
 	must(os.WriteFile(filepath.Join(dir, metadata.RootFsDiffTar), makeTar(t,
 		entry{name: "tmp/", kind: tar.TypeDir},
 		entry{name: "tmp/count", body: "42\n", kind: tar.TypeReg},
-		entry{name: "escape/owned", body: "x", kind: tar.TypeReg},
 		entry{name: "link", link: "/tmp/count", kind: tar.TypeSymlink},
+		entry{name: "../../up", body: "stays inside", kind: tar.TypeReg},
 	), 0o600))
 	must(WriteJSON(dir, metadata.DeletedFilesFile, []string{"/etc/group", "/../../" + filepath.Base(outside)}))
 	must(ApplyRootfsDiff(dir, rootfs))
@@ -131,11 +131,23 @@ func TestApplyRootfsDiff(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(rootfs, "link")); err != nil || l != "/tmp/count" {
 		t.Errorf("link = %q, %v", l, err)
 	}
-	if _, err := os.Stat(filepath.Join(outside, "owned")); err == nil {
-		t.Errorf("a diff entry was written through a symlink out of the rootfs")
+	if b, err := os.ReadFile(filepath.Join(rootfs, "up")); err != nil || string(b) != "stays inside" {
+		t.Errorf("an entry climbing with .. = %q, %v; want it at the rootfs's top", b, err)
 	}
 	if _, err := os.Stat(outside); err != nil {
 		t.Errorf("deleted.files removed a dir outside the rootfs: %v", err)
+	}
+
+	// A hostile diff that goes through a symlink out of the rootfs is
+	// refused, and nothing is written there.
+	must(os.WriteFile(filepath.Join(dir, metadata.RootFsDiffTar), makeTar(t,
+		entry{name: "escape/owned", body: "x", kind: tar.TypeReg},
+	), 0o600))
+	if err := ApplyRootfsDiff(dir, rootfs); err == nil {
+		t.Error("a diff entry through a symlink out of the rootfs was applied")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "owned")); err == nil {
+		t.Errorf("a diff entry was written through a symlink out of the rootfs")
 	}
 }
 
