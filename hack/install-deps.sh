@@ -38,6 +38,7 @@ groups=(
 	"test|the test images and their registry|busybox docker-registry"
 	"test|the node e2e stand-in images (agnhost's curl and bash)|curl bash"
 	"test|the cgroup v2 VMs (QEMU, Debian's kernel, debootstrap)|qemu-system-x86 linux-image-amd64 debootstrap cpio e2fsprogs"
+	"test|container checkpoint (CRIU; optional at run time, CheckpointContainer needs it)|criu"
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }

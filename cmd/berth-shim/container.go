@@ -62,6 +62,10 @@ type container struct {
 	deleteMu sync.Mutex
 
 	state shim.ContainerState // guarded by containers.mu
+
+	// restore is set, and proc nil, until a container to be restored from
+	// a checkpoint is (restore.go).
+	restore *pendingRestore
 }
 
 // containers are the pod's containers by id. A nil value reserves an id

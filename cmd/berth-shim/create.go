@@ -156,6 +156,9 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 			opts.Stdin, c.stdin = inR, inW
 		}
 	}
+	if a.RestoreFrom != "" {
+		return c.awaitRestore(a, opts, &childEnds)
+	}
 	proc, err := process.Create(opts)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", a.ID, err)

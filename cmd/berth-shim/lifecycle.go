@@ -19,7 +19,7 @@ import (
 // The ops on a created container: start, state, signals, delete, and the
 // shutdown that ends them all.
 
-func handleStart(_ *server, raw json.RawMessage) (any, error) {
+func handleStart(s *server, raw json.RawMessage) (any, error) {
 	a, c, err := containerOf[shim.IDArgs](raw)
 	if err != nil {
 		return nil, err
@@ -34,7 +34,11 @@ func handleStart(_ *server, raw json.RawMessage) (any, error) {
 	}
 	c.state.StartedAt = time.Now().UTC()
 	containers.mu.Unlock()
-	err = c.proc.Start()
+	if c.restore != nil {
+		err = c.restoreProcess(s)
+	} else {
+		err = c.proc.Start()
+	}
 	containers.mu.Lock()
 	defer containers.mu.Unlock()
 	if err != nil {
@@ -74,9 +78,13 @@ func handleKill(_ *server, raw json.RawMessage) (any, error) {
 
 // kill signals the init, or every process of the container's cgroup.
 func (c *container) kill(sig syscall.Signal, all bool) error {
-	cg := c.proc.Cgroup()
+	p := c.process()
+	if p == nil {
+		return nil // not restored yet: no process
+	}
+	cg := p.Cgroup()
 	if !all || cg == nil {
-		if err := c.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			return err
 		}
 		return nil
@@ -141,11 +149,14 @@ func handleDelete(_ *server, raw json.RawMessage) (any, error) {
 func (c *container) destroy() error {
 	c.deleteMu.Lock()
 	defer c.deleteMu.Unlock()
+	c.dropRestore()
 	if err := c.stop(deleteWait); err != nil {
 		return err
 	}
-	if err := c.proc.Destroy(); err != nil {
-		return err
+	if p := c.process(); p != nil {
+		if err := p.Destroy(); err != nil {
+			return err
+		}
 	}
 	if c.stdin != nil {
 		c.stdin.Close()
@@ -171,7 +182,7 @@ func (c *container) stop(timeout time.Duration) error {
 	case <-c.done:
 		return nil
 	case <-time.After(timeout):
-		return fmt.Errorf("process %d did not end within %v after SIGKILL", c.proc.Pid(), timeout)
+		return fmt.Errorf("process %d did not end within %v after SIGKILL", c.snapshot().Pid, timeout)
 	}
 }
 

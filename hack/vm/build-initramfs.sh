@@ -86,6 +86,7 @@ progs=(
 	grep egrep sed awk mawk find xargs tar gzip gunzip zcat xz which hostname stat
 	sync timeout env
 	busybox dpkg-query ldd
+	criu
 )
 for p in "${progs[@]}"; do copy_prog "$p"; done
 # iptables dlopen()s its match and target extensions

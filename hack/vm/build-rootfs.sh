@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
 
 SUITE=${BERTH_VM_SUITE:-bookworm}
-PACKAGES=systemd,systemd-sysv,dbus,kmod,iproute2,iptables,procps,util-linux,mount,libseccomp2,psmisc
+PACKAGES=systemd,systemd-sysv,dbus,kmod,iproute2,iptables,procps,util-linux,mount,libseccomp2,psmisc,criu
 # free space for what the tests write outside /tmp (the file is sparse)
 FREE_MB=4096
 

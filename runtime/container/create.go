@@ -117,6 +117,10 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 		return "", err
 	}
 	steps.mark("pod")
+	restore, cfg, err := m.checkpointSource(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
 	ref := cfg.GetImage().GetImage()
 	img, err := m.opts.Images.Resolve(ctx, ref)
 	if err != nil {
@@ -210,6 +214,9 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	}
 	if err := rootfs.Mount(rootPath, withIDMap(layers(rec, img.LayerDirs), pod)); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
+	if err := restore.prepare(rec.LayerDir, rootPath); err != nil {
+		return "", err
 	}
 	steps.mark("rootfs")
 
@@ -308,6 +315,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	err = client.Call(ctx, shim.OpCreate, shim.CreateArgs{
 		ID: id, BundleDir: rec.StateDir, StateDir: rec.StateDir, LogPath: rec.LogPath, LogDir: logDir,
 		Stdin: rec.Stdin, StdinOnce: rec.StdinOnce, Tty: rec.Tty,
+		RestoreFrom: restore.imagesDir(), CRIU: restore.criuPath(),
 	}, &st)
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)

@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/containerinit"
 )
@@ -148,4 +150,19 @@ func (c *Container) Destroy() error {
 	}
 	// Killed processes leave the cgroup once reaped.
 	return c.cg.Remove(2 * time.Second)
+}
+
+// Adopt is a Container for a running process the caller did not create
+// but is the parent of (CRIU restored it): pid is its init, in the spec's
+// cgroup. It is started already.
+func Adopt(pid int, spec *specs.Spec) (*Container, error) {
+	cg, err := openCgroup(spec)
+	if err != nil {
+		return nil, err
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	return &Container{pid: pid, proc: p, cg: cg}, nil
 }

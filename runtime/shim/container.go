@@ -66,6 +66,11 @@ type CreateArgs struct {
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	// Tty gives the process a terminal (the spec says so too).
 	Tty bool `json:"tty,omitempty"`
+	// RestoreFrom, when set, is a checkpoint's CRIU images dir: the
+	// create makes no process, and OpStart restores it with CRIU (the
+	// criu binary berthd checked) instead of starting one.
+	RestoreFrom string `json:"restoreFrom,omitempty"`
+	CRIU        string `json:"criu,omitempty"`
 }
 
 // IDArgs names one container.
@@ -148,3 +153,23 @@ func (a KillArgs) ContainerID() string { return a.ID }
 
 // ContainerID names the container an op is on.
 func (a ExecSyncArgs) ContainerID() string { return a.ID }
+
+// OpCheckpoint: CheckpointArgs → {}. Dumps a running container's processes
+// with CRIU into ImagesDir, leaving them running. The shim runs CRIU: it is
+// the container's parent and knows its namespaces and mounts.
+const OpCheckpoint = "checkpoint"
+
+// CheckpointArgs checkpoints one container.
+type CheckpointArgs struct {
+	ID string `json:"id"`
+	// CRIU is the criu binary berthd checked.
+	CRIU string `json:"criu"`
+	// ImagesDir receives CRIU's images, WorkDir its log (dump.log); both
+	// exist.
+	ImagesDir string        `json:"imagesDir"`
+	WorkDir   string        `json:"workDir"`
+	Timeout   time.Duration `json:"timeout,omitempty"` // 0: no limit
+}
+
+// ContainerID names the container an op is on.
+func (a CheckpointArgs) ContainerID() string { return a.ID }
