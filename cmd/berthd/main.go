@@ -37,6 +37,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "config" {
+		return runConfigCommand(args[1:], os.Stdout, os.Stderr)
+	}
 	var fv flagValues
 	fs := newFlagSet(&fv)
 	if err := fs.Parse(args); err != nil {
