@@ -58,6 +58,7 @@ func run(args []string) int {
 	}
 	initLogging(fv.verbosity)
 	defer klog.Flush()
+	takeNotifySocket()
 
 	cfg, err := loadConfig(fs, &fv)
 	if err != nil {
@@ -169,6 +170,7 @@ func serve(cfg Config, shim string) error {
 	go func() {
 		sig := <-sigs
 		klog.InfoS("Shutting down", "signal", sig.String())
+		notifyStopping()
 		stopped := make(chan struct{})
 		go func() { g.GracefulStop(); close(stopped) }()
 		select {
@@ -179,6 +181,9 @@ func serve(cfg Config, shim string) error {
 	}()
 
 	klog.InfoS("berthd serving", "version", version, "listen", cfg.Listen, "root", cfg.Root, "state", cfg.State)
+	serving := make(chan struct{})
+	defer close(serving)
+	go notifyReadyWhenServing(cfg.Listen, serving)
 	if err := g.Serve(lis); err != nil {
 		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
 	}
