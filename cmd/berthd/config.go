@@ -106,6 +106,10 @@ type flagValues struct {
 
 func newFlagSet(fv *flagValues) *flag.FlagSet {
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: berthd [flags]\n       berthd config default | berthd config check [--config FILE]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	d := defaultConfig()
 	fs.StringVar(&fv.configPath, "config", defaultConfigPath, "path of the TOML config file (absent: defaults)")
 	fs.StringVar(&fv.listen, "listen", d.Listen, "CRI socket: a path or unix:// URL")

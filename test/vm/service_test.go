@@ -46,7 +46,7 @@ func TestInstalledService(t *testing.T) {
 	if out, _ := exec.Command("systemctl", "is-enabled", "berth.service").Output(); strings.TrimSpace(string(out)) != "disabled" {
 		t.Errorf("berth.service after install is %q, want disabled (enabled by the admin)", out)
 	}
-	if conf, def := readString(t, "/etc/berth/config.toml"), n.run("/usr/bin/berthd", "config", "default"); conf != def {
+	if conf, def := strings.TrimSpace(readString(t, "/etc/berth/config.toml")), n.run("/usr/bin/berthd", "config", "default"); conf != def {
 		t.Errorf("/etc/berth/config.toml is not berthd config default")
 	}
 	if !hadCNIConfig && cniConfigs("/etc/cni/net.d") != 1 {
