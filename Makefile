@@ -169,6 +169,10 @@ clean-node:
 # DESTDIR stages it. make deb: the same as a Debian package, built with
 # dpkg-deb into _output/deb/ (hack/install/build-deb.sh). make uninstall
 # removes the binaries and the unit, never the config or the pods' data.
+# The systemd VM of make test (test-vm-ci-critest) installs the package and
+# restarts, stops, kills and upgrades berth.service under a running pod
+# (test/vm TestInstalledService): hack/vm/test.sh builds the .deb for it
+# whenever test/vm runs in that variant (no extra boot).
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 UNITDIR ?= $(PREFIX)/lib/systemd/system
