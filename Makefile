@@ -164,3 +164,30 @@ clean:
 .PHONY: clean-node
 clean-node:
 	bash hack/clean-node.sh
+
+# Install on a node (README, "Install on a node"): berthd and berth-shim in
+# $(BINDIR), berth.service in $(UNITDIR), /etc/berth/config.toml (berthd
+# config default) only when there is none, and the default CNI network
+# /etc/cni/net.d/99-berth.conflist only when that dir holds no config.
+# DESTDIR stages it. make deb: the same as a Debian package, built with
+# dpkg-deb into _output/deb/ (hack/install/build-deb.sh). make uninstall
+# removes the binaries and the unit, never the config or the pods' data.
+# The systemd VM of make test (test-vm-ci-critest) installs the package and
+# restarts, stops, kills and upgrades berth.service under a running pod
+# (test/vm TestInstalledService): hack/vm/test.sh builds the .deb for it
+# whenever test/vm runs in that variant (no extra boot).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+.PHONY: install uninstall deb
+install: build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" UNITDIR="$(UNITDIR)" BIN="$(BIN)" \
+		bash hack/install/install.sh
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/berthd $(DESTDIR)$(BINDIR)/berth-shim $(DESTDIR)$(UNITDIR)/berth.service \
+		$(DESTDIR)$(PREFIX)/share/berth/99-berth.conflist
+	-rmdir $(DESTDIR)$(PREFIX)/share/berth 2>/dev/null
+
+deb: build
+	BIN="$(BIN)" bash hack/install/build-deb.sh

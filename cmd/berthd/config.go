@@ -22,38 +22,38 @@ const defaultConfigPath = "/etc/berth/config.toml"
 
 // Config is berthd's effective configuration: file values overridden by flags.
 type Config struct {
-	Listen string `toml:"listen" json:"listen"`
-	Root   string `toml:"root" json:"root"`
+	Listen string `toml:"listen" json:"listen" doc:"CRI socket the kubelet and crictl talk to: a path or unix:// URL (mode 0660)"`
+	Root   string `toml:"root" json:"root" doc:"persistent state: the database, image layers, containers' writable layers, the CNI result cache"`
 	// State is stateDir in Status(verbose), as containerd names it: critest
 	// looks there for the file system of the containers' files (to probe
 	// id-mapped mounts).
-	State         string   `toml:"state" json:"stateDir"`
-	CgroupDriver  string   `toml:"cgroup_driver" json:"cgroupDriver"`
-	CNIConfDir    string   `toml:"cni_conf_dir" json:"cniConfDir"`
-	CNIBinDirs    []string `toml:"cni_bin_dirs" json:"cniBinDirs"`
-	StreamAddress string   `toml:"stream_address" json:"streamAddress"`
+	State         string   `toml:"state" json:"stateDir" doc:"volatile state (namespace pins, pod and container files, the instance lock); gone after a reboot"`
+	CgroupDriver  string   `toml:"cgroup_driver" json:"cgroupDriver" doc:"cgroupfs or systemd; must match the kubelet's cgroupDriver"`
+	CNIConfDir    string   `toml:"cni_conf_dir" json:"cniConfDir" doc:"CNI network configs: the first in lexical order is used"`
+	CNIBinDirs    []string `toml:"cni_bin_dirs" json:"cniBinDirs" doc:"directories searched for CNI plugins, in order"`
+	StreamAddress string   `toml:"stream_address" json:"streamAddress" doc:"host:port of the exec/attach/port-forward server (port 0: a free port)"`
 	// StreamIdleTimeout closes an exec/attach/port-forward session with no
 	// traffic for this long (Go duration).
-	StreamIdleTimeout string `toml:"stream_idle_timeout" json:"streamIdleTimeout"`
-	RegistryConfigDir string `toml:"registry_config_dir" json:"registryConfigDir"`
+	StreamIdleTimeout string `toml:"stream_idle_timeout" json:"streamIdleTimeout" doc:"an exec/attach/port-forward session with no traffic for this long is closed (Go duration)"`
+	RegistryConfigDir string `toml:"registry_config_dir" json:"registryConfigDir" doc:"registry configs: <host>/hosts.toml per registry, containerd's format"`
 	// PinnedImages are image references reported Pinned (never garbage collected by the kubelet).
-	PinnedImages []string `toml:"pinned_images" json:"pinnedImages,omitempty"`
+	PinnedImages []string `toml:"pinned_images" json:"pinnedImages,omitempty" doc:"image references reported pinned, which the kubelet never garbage-collects"`
 	// ImagePullProgressTimeout cancels a pull receiving too little for this long (Go duration).
-	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout"`
+	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout" doc:"a pull receiving less than 64 KiB for this long is cancelled (Go duration)"`
 	// SeccompDefault confines a container whose request names no seccomp
 	// profile with runtime/default. Off by default: the CRI (and critest)
 	// read an unset profile as unconfined; the kubelet's --seccomp-default
 	// sets RuntimeDefault explicitly.
-	SeccompDefault bool `toml:"seccomp_default" json:"seccompDefault"`
+	SeccompDefault bool `toml:"seccomp_default" json:"seccompDefault" doc:"true: a container whose request names no seccomp profile gets runtime/default"`
 	// MetricsAddress serves Prometheus metrics at http://<address>/metrics
 	// ("127.0.0.1:9090"); empty (the default) serves none.
-	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty"`
+	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty" doc:"host:port of a Prometheus endpoint at /metrics, e.g. 127.0.0.1:9090; empty: none"`
 	// CDISpecDirs are read (and watched) for CDI device specs; a later dir
 	// wins over an earlier one for a device both define.
 	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs" doc:"directories of CDI device spec files (watched; a later dir wins for a device both define; [] turns CDI off)"`
 
 	// NRI is the [nri] table (cmd/berthd/nri.go).
-	NRI NRIConfig `toml:"nri" json:"nri"`
+	NRI NRIConfig `toml:"nri" json:"nri" doc:"NRI plugins (github.com/containerd/nri), off by default as in containerd"`
 
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
@@ -115,6 +115,10 @@ type flagValues struct {
 
 func newFlagSet(fv *flagValues) *flag.FlagSet {
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: berthd [flags]\n       berthd config default | berthd config check [--config FILE]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	d := defaultConfig()
 	fs.StringVar(&fv.configPath, "config", defaultConfigPath, "path of the TOML config file (absent: defaults)")
 	fs.StringVar(&fv.listen, "listen", d.Listen, "CRI socket: a path or unix:// URL")
@@ -155,7 +159,10 @@ func loadConfig(fs *flag.FlagSet, fv *flagValues) (Config, error) {
 			apply()
 		}
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.prepareDirs()
 }
 
 func decodeConfigFile(path string, mustExist bool, cfg *Config) error {
@@ -239,8 +246,13 @@ func (c *Config) validate() error {
 			return configErrorf("cdi_spec_dirs %q: need an absolute path", p)
 		}
 	}
-	// Directories berthd writes to must exist or be creatable, and be
-	// berthd's alone.
+	return nil
+}
+
+// prepareDirs makes the directories berthd writes to, which must be
+// berthd's alone (secureDirs). Apart from validate: `berthd config check`
+// validates a file without touching the node.
+func (c *Config) prepareDirs() error {
 	dirs := [][2]string{{"root", c.Root}, {"state", c.State}, {"listen", filepath.Dir(c.SocketPath())}}
 	for _, d := range dirs {
 		name, p := d[0], d[1]

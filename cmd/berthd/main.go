@@ -39,6 +39,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "config" {
+		return runConfigCommand(args[1:], os.Stdout, os.Stderr)
+	}
 	var fv flagValues
 	fs := newFlagSet(&fv)
 	if err := fs.Parse(args); err != nil {
@@ -57,6 +60,7 @@ func run(args []string) int {
 	}
 	initLogging(fv.verbosity)
 	defer klog.Flush()
+	takeNotifySocket()
 
 	cfg, err := loadConfig(fs, &fv)
 	if err != nil {
@@ -189,6 +193,7 @@ func serve(cfg Config, shim string) error {
 	go func() {
 		sig := <-sigs
 		klog.InfoS("Shutting down", "signal", sig.String())
+		notifyStopping()
 		stopped := make(chan struct{})
 		go func() { g.GracefulStop(); close(stopped) }()
 		select {
@@ -199,6 +204,9 @@ func serve(cfg Config, shim string) error {
 	}()
 
 	klog.InfoS("berthd serving", "version", version, "listen", cfg.Listen, "root", cfg.Root, "state", cfg.State)
+	serving := make(chan struct{})
+	defer close(serving)
+	go notifyReadyWhenServing(cfg.Listen, serving)
 	if err := g.Serve(lis); err != nil {
 		return fmt.Errorf("serve %s: %w", cfg.Listen, err)
 	}

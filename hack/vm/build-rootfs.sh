@@ -10,7 +10,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
 
 SUITE=${BERTH_VM_SUITE:-bookworm}
-PACKAGES=systemd,systemd-sysv,dbus,kmod,iproute2,iptables,procps,util-linux,mount,libseccomp2,psmisc,criu
+# containernetworking-plugins: berth's package depends on it, and test/vm
+# installs that package in the guest (its /usr/lib/cni is the host's still);
+# criu: the checkpoint/restore round trip runs in the guests
+PACKAGES=systemd,systemd-sysv,dbus,kmod,iproute2,iptables,procps,util-linux,mount,libseccomp2,psmisc,containernetworking-plugins,criu
 # free space for what the tests write outside /tmp (the file is sparse)
 FREE_MB=4096
 

@@ -46,7 +46,7 @@ fi
 mkdir -p "$VM_OUT" || exit 1
 find "$VM_OUT" -maxdepth 1 -name 'run.*' -mtime +0 -exec rm -rf {} + 2>/dev/null
 tests=$(mktemp -d "$VM_OUT/run.XXXXXX") || { vm_log "cannot make a run dir in $VM_OUT"; exit 1; }
-trap 'rm -f "$tests"/*.test' EXIT
+trap 'rm -rf "$tests"/*.test "$tests/deb"' EXIT
 : >"$tests/manifest"
 build_failed=0
 for spec in $pkgs; do
@@ -73,6 +73,15 @@ for s in ${BERTH_VM_SCRIPTS:-}; do
 	printf '%s\t%s\t\n' "script:$(readlink -f "$s")" "$VM_REPO" >>"$tests/manifest"
 done
 [ $build_failed = 0 ] || exit 1
+# The systemd guest installs berth's Debian package as a node would
+# (test/vm's TestInstalledService): built here from bin/ (make deb's script).
+case " $variants " in *" systemd "*)
+	if grep -q '^test_vm\.test' "$tests/manifest"; then
+		BERTH_DEB=$(DEB_OUT="$tests/deb" bash hack/install/build-deb.sh) || exit 1
+		export BERTH_DEB BERTH_VM_ENV="${BERTH_VM_ENV:-} BERTH_DEB"
+	fi
+	;;
+esac
 # The guest reads the binaries and the manifest at this path: share the run
 # dir when it is not inside the repo (BERTH_VM_OUT elsewhere).
 case "$(readlink -f "$tests")/" in "$(readlink -f "$VM_REPO")"/*) ;; *) export BERTH_VM_SHARES="${BERTH_VM_SHARES:-} $tests" ;; esac
