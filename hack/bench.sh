@@ -14,6 +14,10 @@ if [ -z "$endpoint" ]; then
 		mkdir -p "$dir/net.d"
 		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 256)).0/24|" \
 			-e "s|@IPAMDIR@|$dir/ipam|" hack/cni-default.conflist >"$dir/net.d/10-bench.conflist"
+		# BENCH_NO_NAT=1: the same bridge without the masquerade.
+		if [ -n "${BENCH_NO_NAT:-}" ]; then
+			sed -i 's|"ipMasq": true|"ipMasq": false|' "$dir/net.d/10-bench.conflist"
+		fi
 	fi
 	pid=""
 	cleanup() {
@@ -21,6 +25,7 @@ if [ -z "$endpoint" ]; then
 		[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
 		[ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null
 		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh stop 2>/dev/null
+		[ -n "${BENCH_KEEP_LOG:-}" ] && cp "$dir/berthd.log" "$BENCH_KEEP_LOG"
 		rm -rf "$dir"
 	}
 	trap cleanup EXIT
@@ -32,7 +37,7 @@ if [ -z "$endpoint" ]; then
 	fi
 	./bin/berthd --listen "unix://$dir/berth.sock" --root "$dir/root" --state "$dir/state" \
 		--config "$dir/config.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
-		--registry-config-dir "$regdir" 2>"$dir/berthd.log" &
+		--registry-config-dir "$regdir" ${BENCH_BERTHD_ARGS:-} 2>"$dir/berthd.log" &
 	pid=$!
 	endpoint="unix://$dir/berth.sock"
 	for _ in $(seq 100); do [ -S "$dir/berth.sock" ] && break; sleep 0.1; done

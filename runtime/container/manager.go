@@ -109,7 +109,9 @@ type Manager struct {
 	creates *inflight.Group
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
-	// done stops the exit watcher (watch.go).
+	// trash holds the cleanups of removed containers (trash.go).
+	trash *trash
+	// done stops the exit watcher (watch.go) and the trash's sweeper.
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -138,14 +140,23 @@ func New(opts Options) (*Manager, error) {
 		creates:  inflight.New("CreateContainer", createTimeout),
 		cpu:      map[string]cpuSample{},
 		done:     make(chan struct{}),
+		trash:    newTrash(),
 	}
 	for _, d := range []string{m.layerDir, m.stateDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("container dirs: %w", err)
 		}
 	}
+	trashed, err := st.loadTrash()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range trashed {
+		m.throwAway(r)
+	}
 	m.recover()
 	go m.watch()
+	go m.sweep()
 	return m, nil
 }
 
@@ -158,6 +169,11 @@ func (m *Manager) recover() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	known := map[string]bool{}
+	m.trash.mu.Lock()
+	for id := range m.trash.items {
+		known[id] = true // the sweeper's to clean up
+	}
+	m.trash.mu.Unlock()
 	for _, r := range m.store.List(nil) {
 		known[r.ID] = true
 		if r.Status.State == Exited {
@@ -293,14 +309,21 @@ func (m *Manager) StopPod(ctx context.Context, podID string) error {
 	return nil
 }
 
-// RemovePod removes every container of a pod. It is the sandbox's
-// RemoveContainers hook.
+// RemovePod removes every container of a pod and cleans up after them
+// before it returns (the pod's cgroup and shim go next). It is the
+// sandbox's RemoveContainers hook.
 func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 	var errs []string
 	for _, r := range m.store.List(func(r *Record) bool { return r.PodID == podID }) {
-		if err := m.Remove(ctx, r.ID); err != nil {
+		rec, err := m.trashOne(ctx, r.ID)
+		if err != nil {
 			errs = append(errs, err.Error())
+		} else if rec != nil {
+			m.throwAway(rec)
 		}
+	}
+	if err := m.finishPod(ctx, podID); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("remove containers: %s", strings.Join(errs, "; "))

@@ -1,0 +1,143 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/test/framework"
+)
+
+// holdCleanup keeps berthd's background cleanup from running: what a crash
+// right after a fast removal returned would leave.
+const holdCleanup = "BERTH_TEST_HOLD_CLEANUP"
+
+// waitGone polls until none of paths exists and no mount is at or below
+// them; it reports what is left after within.
+func waitGone(t *testing.T, within time.Duration, paths ...string) {
+	t.Helper()
+	var left []string
+	for end := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		left = left[:0]
+		for _, p := range paths {
+			if _, err := os.Lstat(p); err == nil {
+				left = append(left, p)
+			}
+			left = append(left, mountsBelow(p)...)
+		}
+		if len(left) == 0 || time.Now().After(end) {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("left after %s: %v", within, left)
+	}
+}
+
+// A removed container is gone from every list and its name is free when
+// RemoveContainer returns, while its files are cleaned up in the
+// background; berthd killed before that cleanup finishes it at its next
+// start: no mount, dir, cgroup or image lease leaks. A pod's removal
+// cleans its containers up itself.
+func TestContainerRemoveCrashSafe(t *testing.T) {
+	t.Setenv(holdCleanup, "1")
+	e := newCtrEnv(t)
+	ctx := framework.Context(t)
+	pod, podCfg := e.pod(t, "rmfast")
+	id := e.run(t, pod, podCfg, ctrConfig("victim", "sleep", "1000"))
+	_, info := e.status(t, id)
+	paths := []string{info["stateDir"].(string), info["layerDir"].(string)}
+	cgroup := info["cgroup"].(string)
+	if _, err := e.d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id}); grpcCode(err) != codes.NotFound {
+		t.Errorf("status after remove: %v, want NotFound", err)
+	}
+	list, err := e.d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil || len(list.Containers) != 0 {
+		t.Errorf("listed after remove: %v %v", list, err)
+	}
+	// The cleanup is held: the files are still there, and the name free.
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("cleanup was not deferred (%v): the test does not test the crash", err)
+		}
+	}
+	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(cgs) > 0 {
+		t.Errorf("container cgroup outlived RemoveContainer: %v", cgs)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup" + cgroup); err == nil {
+		t.Errorf("container cgroup %s outlived RemoveContainer", cgroup)
+	}
+	again := e.run(t, pod, podCfg, ctrConfig("victim", "sleep", "1000"))
+	_, info2 := e.status(t, again)
+	paths2 := []string{info2["stateDir"].(string), info2["layerDir"].(string)}
+	// A running container's removal ends its process before it returns.
+	pid := int(info2["pid"].(float64))
+	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: again}); err != nil {
+		t.Fatal(err)
+	}
+	if processAlive(pid) {
+		t.Errorf("process %d of a removed running container still runs", pid)
+	}
+
+	e.d.Kill()
+	t.Setenv(holdCleanup, "")
+	e.restart(t)
+	waitGone(t, 30*time.Second, append(paths, paths2...)...)
+	e.nothingLeft(t)
+
+	// Removing the pod finishes the cleanups of its containers, even held.
+	e.d.Kill()
+	t.Setenv(holdCleanup, "1")
+	e.restart(t)
+	third := e.run(t, pod, podCfg, ctrConfig("third", "sleep", "1000"))
+	_, info3 := e.status(t, third)
+	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: third}); err != nil {
+		t.Fatal(err)
+	}
+	removePod(t, e.d, pod)
+	for _, p := range []string{info3["stateDir"].(string), info3["layerDir"].(string)} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s left after the pod's removal", p)
+		}
+	}
+	e.nothingLeft(t)
+	// No image lease was left: the image's layers go with it.
+	if _, err := e.d.Images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.d.Root, "images", "layers")); len(ents) != 0 {
+		names := make([]string, 0, len(ents))
+		for _, d := range ents {
+			names = append(names, d.Name())
+		}
+		slices.Sort(names)
+		t.Errorf("image layers kept after every container and the image went: %v", names)
+	}
+}
+
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// A zombie waits for its reaper; it runs no more.
+	s := string(b)
+	for i := len(s) - 1; i > 0; i-- {
+		if s[i] == ')' {
+			return len(s) > i+2 && s[i+2] != 'Z'
+		}
+	}
+	return true
+}
