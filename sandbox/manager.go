@@ -71,6 +71,8 @@ type Manager struct {
 	runs     *inflight.Group
 	podLocks map[string]*sync.Mutex
 	hooks    Hooks
+	// rel are the network releases running after their pods' stop.
+	rel *releases
 }
 
 // New opens the pod records, makes the pin dir a private mount and repairs
@@ -90,6 +92,7 @@ func New(opts Options) (*Manager, error) {
 		names:    map[string]string{},
 		podLocks: map[string]*sync.Mutex{},
 		runs:     inflight.New("RunPodSandbox", runTimeout),
+		rel:      newReleases(),
 	}
 	if err := m.store.init(); err != nil {
 		return nil, fmt.Errorf("pod records: %w", err)
@@ -119,8 +122,12 @@ func (m *Manager) SetHooks(h Hooks) {
 	m.hooks = h
 }
 
-// Close releases the pin dir's own mount when no pod pins remain in it.
+// Close waits a while for the network releases still running, then
+// releases the pin dir's own mount when no pod pins remain in it.
 func (m *Manager) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
+	m.waitReleases(ctx)
+	cancel()
 	mps, err := mountsUnder(m.nsDir)
 	if err != nil {
 		return err
@@ -272,6 +279,10 @@ func (m *Manager) recover(ctx context.Context) {
 			if err := m.stop(ctx, sb); err != nil {
 				klog.ErrorS(err, "Releasing pod", "pod", sb.ID)
 			}
+		} else if sb.State != StateReady && sb.NetworkAttached && m.opts.Network != nil {
+			// Stopped, and berthd ended before its network was released.
+			klog.InfoS("Releasing the network of a stopped pod", "pod", sb.ID)
+			m.releaseLater(*sb)
 		}
 	}
 	// Shims of pods we have no record of (a crash before the record, or a
@@ -351,8 +362,18 @@ func (m *Manager) cleanOrphan(ctx context.Context, id string) {
 
 // unmountAll unmounts every mount under the pod's pin and pod dirs.
 func (m *Manager) unmountAll(id string) error {
+	return m.unmountBelow(filepath.Join(m.nsDir, id), filepath.Join(m.podsDir, id))
+}
+
+// unmountPodDir unmounts what is mounted in the pod's dir (its /dev/shm),
+// leaving its namespace pins.
+func (m *Manager) unmountPodDir(id string) error {
+	return m.unmountBelow(filepath.Join(m.podsDir, id))
+}
+
+func (m *Manager) unmountBelow(dirs ...string) error {
 	var errs []error
-	for _, dir := range []string{filepath.Join(m.nsDir, id), filepath.Join(m.podsDir, id)} {
+	for _, dir := range dirs {
 		mps, err := mountsUnder(dir)
 		if err != nil {
 			return err

@@ -44,37 +44,42 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop containers of pod %s: %w", sb.ID, err)
 		}
 	}
-	// Edit a copy; the record changes only once persisted. The shim stops
-	// while CNI DEL runs: neither needs the other.
+	// Edit a copy; the record changes only once persisted. The network is
+	// released after the stop returns (netrelease.go), the netns pinned
+	// until then; the record keeps it attached until it is released.
 	c := *sb
 	start := time.Now()
-	var shimTook time.Duration
-	shimDone := make(chan struct{})
-	go func() { m.stopShim(&c); shimTook = time.Since(start); close(shimDone) }()
-	err := m.teardown(&c)
-	netTook := time.Since(start)
-	<-shimDone
-	if err != nil {
-		return fmt.Errorf("stop pod %s: release network: %w", sb.ID, err)
+	later := m.opts.Network != nil && c.NetworkAttached
+	if later && m.rel.hold {
+		klog.V(4).InfoS("Network release held", "pod", sb.ID)
 	}
+	m.stopShim(&c)
 	defer func() {
-		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "network", netTook, "shim", shimTook, "total", time.Since(start))
+		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "networkLater", later, "total", time.Since(start))
 	}()
-	if err := m.unmountAll(sb.ID); err != nil {
-		return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+	if later {
+		if err := m.unmountPodDir(sb.ID); err != nil {
+			return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+		}
+	} else {
+		if err := m.unmountAll(sb.ID); err != nil {
+			return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+		}
+		_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
 	}
-	_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
 	c.State = StateNotReady
-	if c.State == sb.State && c.NetworkAttached == sb.NetworkAttached {
-		return nil
-	}
-	if err := m.store.put(&c); err != nil {
-		return err
+	if c.State != sb.State || c.NetworkAttached != sb.NetworkAttached {
+		if err := m.store.put(&c); err != nil {
+			return err
+		}
 	}
 	was := sb.State
 	m.mu.Lock()
 	*sb = c
 	m.mu.Unlock()
+	if later {
+		m.releaseLater(c)
+	}
 	if was == StateReady {
 		m.publish(&c, events.Stopped)
 	}

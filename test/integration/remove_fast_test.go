@@ -2,9 +2,11 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +142,60 @@ func processAlive(pid int) bool {
 		}
 	}
 	return true
+}
+
+// A pod's network is released (CNI DEL) after StopPodSandbox returned, its
+// netns pinned until then; berthd killed before the release runs releases
+// it at its next start, whether the pod was only stopped or also removed:
+// no veth, IP, iptables rule (ipMasq) or pin is left.
+func TestPodNetworkReleaseCrashSafe(t *testing.T) {
+	t.Setenv(holdCleanup, "1")
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	n.writeConf(t, strings.Replace(n.conflist(), `"ipMasq":false`, `"ipMasq":true`, 1))
+	d := n.start(t)
+	ctx := framework.Context(t)
+	stopped := runPod(t, d, n.podConfig("stopped"))
+	removed := runPod(t, d, n.podConfig("removed"))
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: stopped}); err != nil {
+		t.Fatal(err)
+	}
+	removePod(t, d, removed)
+	if st := inspectPod(t, d, stopped).status.State; st != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("stopped pod: %v, want NotReady", st)
+	}
+	// Held: both pods' networks are still attached (the test tests the crash).
+	if allocs := ipamAllocations(filepath.Join(n.ipamDir, n.bridge)); len(allocs) != 2 {
+		t.Fatalf("IPs allocated with the release held: %v, want 2", allocs)
+	}
+	if out, _ := exec.Command("iptables-save", "-t", "nat").Output(); !strings.Contains(string(out), n.bridge) {
+		t.Fatalf("no masquerade rules of %s with the release held", n.bridge)
+	}
+
+	d.Kill()
+	t.Setenv(holdCleanup, "")
+	d = n.start(t)
+	// The stopped pod keeps its cgroup until it is removed.
+	if left := n.leftoversAfter(30*time.Second, filepath.Join(d.State, "ns"), "cgroups "); len(left) > 0 {
+		t.Errorf("after restart: %v", left)
+	}
+	resp, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil || len(resp.Items) != 1 || resp.Items[0].Id != stopped {
+		t.Errorf("pods after restart: %v %v, want only %s", resp, err, stopped)
+	}
+	removePod(t, d, stopped)
+	// Without a hold, and with berthd stopping normally right after a
+	// stop: berthd waits for the release.
+	id := runPod(t, d, n.podConfig("last"))
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(t); err != nil {
+		t.Errorf("berthd stop: %v", err)
+	}
+	if allocs := ipamAllocations(filepath.Join(n.ipamDir, n.bridge)); len(allocs) != 0 {
+		t.Errorf("IP allocated after berthd stopped: %v", allocs)
+	}
+	d = n.start(t)
+	removePod(t, d, id)
 }
