@@ -22,7 +22,7 @@ import (
 // holdReleaseEnv, when set in berthd's environment, keeps the released
 // networks from being released (a test's stand-in for a crash right after
 // a stop returned).
-const holdReleaseEnv = "BERTH_TEST_HOLD_CLEANUP"
+const holdReleaseEnv = "BERTH_TEST_HOLD_NET_RELEASE"
 
 // releaseWait bounds how long Close waits for releases still running.
 const releaseWait = time.Minute

@@ -20,6 +20,9 @@ import (
 // right after a fast removal returned would leave.
 const holdCleanup = "BERTH_TEST_HOLD_CLEANUP"
 
+// holdRelease keeps berthd from releasing a stopped pod's network.
+const holdRelease = "BERTH_TEST_HOLD_NET_RELEASE"
+
 // waitGone polls until none of paths exists and no mount is at or below
 // them; it reports what is left after within.
 func waitGone(t *testing.T, within time.Duration, paths ...string) {
@@ -149,7 +152,7 @@ func processAlive(pid int) bool {
 // it at its next start, whether the pod was only stopped or also removed:
 // no veth, IP, iptables rule (ipMasq) or pin is left.
 func TestPodNetworkReleaseCrashSafe(t *testing.T) {
-	t.Setenv(holdCleanup, "1")
+	t.Setenv(holdRelease, "1")
 	dir := framework.NewDirs(t)
 	n := newPodNet(t, dir)
 	n.writeConf(t, strings.Replace(n.conflist(), `"ipMasq":false`, `"ipMasq":true`, 1))
@@ -173,7 +176,7 @@ func TestPodNetworkReleaseCrashSafe(t *testing.T) {
 	}
 
 	d.Kill()
-	t.Setenv(holdCleanup, "")
+	t.Setenv(holdRelease, "")
 	d = n.start(t)
 	// The stopped pod keeps its cgroup until it is removed.
 	if left := n.leftoversAfter(30*time.Second, filepath.Join(d.State, "ns"), "cgroups "); len(left) > 0 {
