@@ -73,6 +73,8 @@ type Manager struct {
 	hooks    Hooks
 	// rel are the network releases running after their pods' stop.
 	rel *releases
+	// live is what List knows of the ready pods' processes (liveness.go).
+	live *liveness
 }
 
 // New opens the pod records, makes the pin dir a private mount and repairs
@@ -93,6 +95,7 @@ func New(opts Options) (*Manager, error) {
 		podLocks: map[string]*sync.Mutex{},
 		runs:     inflight.New("RunPodSandbox", runTimeout),
 		rel:      newReleases(),
+		live:     newLiveness(),
 	}
 	if err := m.store.init(); err != nil {
 		return nil, fmt.Errorf("pod records: %w", err)
@@ -112,6 +115,7 @@ func New(opts Options) (*Manager, error) {
 		m.names[sb.Config.Metadata.key()] = sb.ID
 	}
 	m.recover(context.Background())
+	go m.checkLive()
 	return m, nil
 }
 
@@ -125,6 +129,7 @@ func (m *Manager) SetHooks(h Hooks) {
 // Close waits a while for the network releases still running, then
 // releases the pin dir's own mount when no pod pins remain in it.
 func (m *Manager) Close() error {
+	m.live.once.Do(func() { close(m.live.done) })
 	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
 	m.waitReleases(ctx)
 	cancel()
@@ -224,7 +229,8 @@ func liveStatus(sb *Sandbox) *Status {
 // List returns the pods the filter selects, oldest first.
 func (m *Manager) List(f Filter) []*Status {
 	m.mu.Lock()
-	var sbs []*Sandbox
+	type pair struct{ sb, c *Sandbox }
+	var sbs []pair
 	for id, sb := range m.pods {
 		if f.ID != "" && !strings.HasPrefix(id, f.ID) {
 			continue
@@ -233,13 +239,13 @@ func (m *Manager) List(f Filter) []*Status {
 			continue
 		}
 		c := *sb
-		sbs = append(sbs, &c)
+		sbs = append(sbs, pair{sb, &c})
 	}
 	m.mu.Unlock()
-	sort.Slice(sbs, func(i, j int) bool { return sbs[i].CreatedAt.Before(sbs[j].CreatedAt) })
-	var out []*Status
-	for _, sb := range sbs {
-		st := liveStatus(sb)
+	sort.Slice(sbs, func(i, j int) bool { return sbs[i].c.CreatedAt.Before(sbs[j].c.CreatedAt) })
+	out := make([]*Status, 0, len(sbs))
+	for _, p := range sbs {
+		st := m.cachedStatus(p.sb, p.c)
 		if f.State != nil && (*f.State == StateReady) != st.Ready {
 			continue
 		}

@@ -109,6 +109,8 @@ type Manager struct {
 	creates *inflight.Group
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
+	// exits tells of exit records as the shims write them (exitwatch.go).
+	exits *exits
 	// trash holds the cleanups of removed containers (trash.go).
 	trash *trash
 	// done stops the exit watcher (watch.go) and the trash's sweeper.
@@ -154,6 +156,7 @@ func New(opts Options) (*Manager, error) {
 	for _, r := range trashed {
 		m.throwAway(r)
 	}
+	m.exits = newExits(m)
 	m.recover()
 	go m.watch()
 	go m.sweep()
@@ -179,6 +182,7 @@ func (m *Manager) recover() {
 		if r.Status.State == Exited {
 			continue
 		}
+		m.exits.add(r.ID, r.StateDir)
 		if _, err := m.refresh(ctx, r, true); err != nil {
 			klog.ErrorS(err, "Recover container", "container", r.ID)
 		}
