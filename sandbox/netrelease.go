@@ -33,18 +33,14 @@ type releases struct {
 	running map[string]chan struct{}
 	wg      sync.WaitGroup
 	hold    bool
+	// one lets one release run at a time: many at once (a node stopping
+	// pods in a row) would only fight the calls still coming for the CPU
+	// and the iptables lock.
+	one chan struct{}
 }
 
 func newReleases() *releases {
-	return &releases{running: map[string]chan struct{}{}, hold: os.Getenv(holdReleaseEnv) != ""}
-}
-
-// releasing says whether the network of pod id is being released.
-func (m *Manager) releasing(id string) bool {
-	m.rel.mu.Lock()
-	defer m.rel.mu.Unlock()
-	_, ok := m.rel.running[id]
-	return ok
+	return &releases{running: map[string]chan struct{}{}, hold: os.Getenv(holdReleaseEnv) != "", one: make(chan struct{}, 1)}
 }
 
 // releaseLater releases sb's network (a copy of the record, as it was
@@ -72,6 +68,8 @@ func (m *Manager) releaseLater(sb Sandbox) {
 		if m.rel.hold {
 			return
 		}
+		m.rel.one <- struct{}{}
+		defer func() { <-m.rel.one }()
 		m.release(&sb)
 	}()
 }
