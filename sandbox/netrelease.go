@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -31,8 +32,10 @@ const releaseWait = time.Minute
 type releases struct {
 	mu      sync.Mutex
 	running map[string]chan struct{}
-	wg      sync.WaitGroup
-	hold    bool
+	// ports are those of running whose pods have host ports.
+	ports map[string]chan struct{}
+	wg    sync.WaitGroup
+	hold  bool
 	// one lets one release run at a time: many at once (a node stopping
 	// pods in a row) would only fight the calls still coming for the CPU
 	// and the iptables lock.
@@ -40,7 +43,7 @@ type releases struct {
 }
 
 func newReleases() *releases {
-	return &releases{running: map[string]chan struct{}{}, hold: os.Getenv(holdReleaseEnv) != "", one: make(chan struct{}, 1)}
+	return &releases{running: map[string]chan struct{}{}, ports: map[string]chan struct{}{}, hold: os.Getenv(holdReleaseEnv) != "", one: make(chan struct{}, 1)}
 }
 
 // releaseLater releases sb's network (a copy of the record, as it was
@@ -55,6 +58,9 @@ func (m *Manager) releaseLater(sb Sandbox) {
 	}
 	done := make(chan struct{})
 	m.rel.running[sb.ID] = done
+	if len(sb.Config.PortMappings) > 0 {
+		m.rel.ports[sb.ID] = done
+	}
 	m.rel.wg.Add(1)
 	m.rel.mu.Unlock()
 	go func() {
@@ -62,6 +68,7 @@ func (m *Manager) releaseLater(sb Sandbox) {
 		defer func() {
 			m.rel.mu.Lock()
 			delete(m.rel.running, sb.ID)
+			delete(m.rel.ports, sb.ID)
 			m.rel.mu.Unlock()
 			close(done)
 		}()
@@ -122,6 +129,25 @@ func (m *Manager) release(sb *Sandbox) {
 		m.mu.Unlock()
 	}
 	klog.V(4).InfoS("Pod network released", "pod", sb.ID, "took", time.Since(start))
+}
+
+// waitPortReleases waits for the releases of pods with host ports that
+// are running now (a held release is not waited for).
+func (m *Manager) waitPortReleases(ctx context.Context) error {
+	m.rel.mu.Lock()
+	chans := make([]chan struct{}, 0, len(m.rel.ports))
+	for _, c := range m.rel.ports {
+		chans = append(chans, c)
+	}
+	m.rel.mu.Unlock()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the network release of a pod with host ports: %w", ctx.Err())
+		}
+	}
+	return nil
 }
 
 // waitReleases waits, up to ctx's end, for the releases running.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,4 +202,33 @@ func TestPodNetworkReleaseCrashSafe(t *testing.T) {
 	}
 	d = n.start(t)
 	removePod(t, d, id)
+}
+
+// A pod recreated with the host port of a pod just stopped gets the
+// port's traffic: its CNI ADD waits for the stopped pod's release, which
+// runs after StopPodSandbox returned.
+func TestPodHostPortAfterStop(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := newPodNet(t, dir)
+	d := n.start(t)
+	ctx := framework.Context(t)
+	port := func(name string) *runtimeapi.PodSandboxConfig {
+		cfg := n.podConfig(name)
+		cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: n.hostPort, HostIp: n.gateway}}
+		return cfg
+	}
+	for i, name := range []string{"first", "second", "third"} {
+		id := runPod(t, d, port(name))
+		listenIn(t, inspectPod(t, d, id).NetNS, "0.0.0.0:8080", "hello from "+name)
+		got, err := readFrom(func() (net.Conn, error) {
+			return net.DialTimeout("tcp4", net.JoinHostPort(n.gateway, strconv.Itoa(int(n.hostPort))), 5*time.Second)
+		})
+		if err != nil || got != "hello from "+name {
+			t.Errorf("pod %d: hostPort %d answered %q, %v", i, n.hostPort, got, err)
+		}
+		if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatal(err)
+		}
+		defer removePod(t, d, id)
+	}
 }
