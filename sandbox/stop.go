@@ -54,8 +54,9 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 		klog.V(4).InfoS("Network release held", "pod", sb.ID)
 	}
 	m.stopShim(&c)
+	shimTook := time.Since(start)
 	defer func() {
-		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "networkLater", later, "total", time.Since(start))
+		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "networkLater", later, "shim", shimTook, "total", time.Since(start))
 	}()
 	if later {
 		if err := m.unmountPodDir(sb.ID); err != nil {
@@ -106,6 +107,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if !still {
 		return nil
 	}
+	start := time.Now()
 	if err := m.stop(ctx, sb); err != nil {
 		return err
 	}
@@ -114,15 +116,19 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove containers of pod %s: %w", sb.ID, err)
 		}
 	}
+	containersTook := time.Since(start)
 	if err := m.opts.Cgroups.DeletePod(sb.Cgroup); err != nil {
 		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
 	}
+	cgroupTook := time.Since(start)
 	if err := os.RemoveAll(sb.StateDir); err != nil {
 		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
 	}
+	dirsTook := time.Since(start)
 	if err := m.store.delete(sb.ID); err != nil {
 		return err
 	}
+	klog.V(4).InfoS("Pod sandbox remove steps", "pod", sb.ID, "containers", containersTook, "cgroup", cgroupTook, "dirs", dirsTook, "total", time.Since(start))
 	m.mu.Lock()
 	delete(m.pods, sb.ID)
 	key := sb.Config.Metadata.key()
