@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,10 @@ type exits struct {
 	f   *os.File
 	mu  sync.Mutex
 	wds map[int32]string // watch descriptor → container id
+	ids map[string]bool  // the containers watched
+	// lost is set when the kernel dropped events (its queue overflowed):
+	// the watcher's next round then reads every exit record.
+	lost atomic.Bool
 }
 
 // newExits starts the exit notifications; nil when inotify is unavailable.
@@ -32,7 +37,7 @@ func newExits(m *Manager) *exits {
 		return nil
 	}
 	// Non-blocking: reads wait in Go's poller, not on a thread.
-	x := &exits{fd: fd, f: os.NewFile(uintptr(fd), "inotify"), wds: map[int32]string{}}
+	x := &exits{fd: fd, f: os.NewFile(uintptr(fd), "inotify"), wds: map[int32]string{}, ids: map[string]bool{}}
 	go x.run(m)
 	return x
 }
@@ -50,6 +55,17 @@ func (x *exits) add(id, stateDir string) {
 		return
 	}
 	x.wds[int32(wd)] = id
+	x.ids[id] = true
+}
+
+// watching says whether an exit record of id would be noticed.
+func (x *exits) watching(id string) bool {
+	if x == nil || x.lost.Load() {
+		return false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.ids[id]
 }
 
 func (x *exits) close() {
@@ -71,10 +87,15 @@ func (x *exits) run(m *Manager) {
 			nameAt := off + unix.SizeofInotifyEvent
 			name := string(trimNUL(buf[nameAt : nameAt+int(ev.Len)]))
 			off = nameAt + int(ev.Len)
+			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
+				x.lost.Store(true)
+				continue
+			}
 			x.mu.Lock()
 			id := x.wds[ev.Wd]
 			if ev.Mask&unix.IN_IGNORED != 0 {
 				delete(x.wds, ev.Wd) // the dir is gone
+				delete(x.ids, id)
 			}
 			x.mu.Unlock()
 			if id == "" || name != shim.ExitFile {
