@@ -28,6 +28,10 @@ if [ -z "$endpoint" ]; then
 		mkdir -p "$dir/net.d"
 		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 64 * 4)).0/22|" \
 			-e "s|@IPAMDIR@|$dir/ipam|" hack/cni-default.conflist >"$dir/net.d/10-bench.conflist"
+		# BENCH_NO_NAT=1: the same bridge without the masquerade.
+		if [ -n "${BENCH_NO_NAT:-}" ]; then
+			sed -i 's|"ipMasq": true|"ipMasq": false|' "$dir/net.d/10-bench.conflist"
+		fi
 	fi
 	pid=""
 	cleanup() {
@@ -43,6 +47,7 @@ if [ -z "$endpoint" ]; then
 		fi
 		[ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null
 		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh stop 2>/dev/null
+		[ -n "${BENCH_KEEP_LOG:-}" ] && cp "$dir/berthd.log" "$BENCH_KEEP_LOG"
 		rm -rf "$dir"
 	}
 	trap cleanup EXIT
@@ -54,7 +59,7 @@ if [ -z "$endpoint" ]; then
 	fi
 	./bin/berthd --listen "unix://$dir/berth.sock" --root "$dir/root" --state "$dir/state" \
 		--config "$dir/config.toml" --cni-conf-dir "${BENCH_CNI_CONF_DIR:-$dir/net.d}" \
-		--registry-config-dir "$regdir" 2>"$dir/berthd.log" &
+		--registry-config-dir "$regdir" ${BENCH_BERTHD_ARGS:-} 2>"$dir/berthd.log" &
 	pid=$!
 	echo "$pid" >"$dir/berthd.pid"
 	args+=(-berthd-pidfile "$dir/berthd.pid")

@@ -73,6 +73,10 @@ type Manager struct {
 	// ext are the runtime extensions' hooks (extensions.go).
 	ext   Extensions
 	hooks Hooks
+	// rel are the network releases running after their pods' stop.
+	rel *releases
+	// live is what List knows of the ready pods' processes (liveness.go).
+	live *liveness
 }
 
 // New opens the pod records, makes the pin dir a private mount and repairs
@@ -92,6 +96,8 @@ func New(opts Options) (*Manager, error) {
 		names:    map[string]string{},
 		podLocks: map[string]*sync.Mutex{},
 		runs:     inflight.New("RunPodSandbox", runTimeout),
+		rel:      newReleases(),
+		live:     newLiveness(),
 	}
 	if err := m.store.init(); err != nil {
 		return nil, fmt.Errorf("pod records: %w", err)
@@ -111,6 +117,7 @@ func New(opts Options) (*Manager, error) {
 		m.names[sb.Config.Metadata.key()] = sb.ID
 	}
 	m.recover(context.Background())
+	go m.checkLive()
 	return m, nil
 }
 
@@ -121,8 +128,13 @@ func (m *Manager) SetHooks(h Hooks) {
 	m.hooks = h
 }
 
-// Close releases the pin dir's own mount when no pod pins remain in it.
+// Close waits a while for the network releases still running, then
+// releases the pin dir's own mount when no pod pins remain in it.
 func (m *Manager) Close() error {
+	m.live.once.Do(func() { close(m.live.done) })
+	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
+	m.waitReleases(ctx)
+	cancel()
 	mps, err := mountsUnder(m.nsDir)
 	if err != nil {
 		return err
@@ -219,7 +231,8 @@ func liveStatus(sb *Sandbox) *Status {
 // List returns the pods the filter selects, oldest first.
 func (m *Manager) List(f Filter) []*Status {
 	m.mu.Lock()
-	var sbs []*Sandbox
+	type pair struct{ sb, c *Sandbox }
+	var sbs []pair
 	for id, sb := range m.pods {
 		if f.ID != "" && !strings.HasPrefix(id, f.ID) {
 			continue
@@ -228,13 +241,13 @@ func (m *Manager) List(f Filter) []*Status {
 			continue
 		}
 		c := *sb
-		sbs = append(sbs, &c)
+		sbs = append(sbs, pair{sb, &c})
 	}
 	m.mu.Unlock()
-	sort.Slice(sbs, func(i, j int) bool { return sbs[i].CreatedAt.Before(sbs[j].CreatedAt) })
-	var out []*Status
-	for _, sb := range sbs {
-		st := liveStatus(sb)
+	sort.Slice(sbs, func(i, j int) bool { return sbs[i].c.CreatedAt.Before(sbs[j].c.CreatedAt) })
+	out := make([]*Status, 0, len(sbs))
+	for _, p := range sbs {
+		st := m.cachedStatus(p.sb, p.c)
 		if f.State != nil && (*f.State == StateReady) != st.Ready {
 			continue
 		}
@@ -274,6 +287,10 @@ func (m *Manager) recover(ctx context.Context) {
 			if err := m.stop(ctx, sb); err != nil {
 				klog.ErrorS(err, "Releasing pod", "pod", sb.ID)
 			}
+		} else if sb.State != StateReady && sb.NetworkAttached && m.opts.Network != nil {
+			// Stopped, and berthd ended before its network was released.
+			klog.InfoS("Releasing the network of a stopped pod", "pod", sb.ID)
+			m.releaseLater(*sb)
 		}
 	}
 	// Shims of pods we have no record of (a crash before the record, or a
@@ -353,8 +370,18 @@ func (m *Manager) cleanOrphan(ctx context.Context, id string) {
 
 // unmountAll unmounts every mount under the pod's pin and pod dirs.
 func (m *Manager) unmountAll(id string) error {
+	return m.unmountBelow(filepath.Join(m.nsDir, id), filepath.Join(m.podsDir, id))
+}
+
+// unmountPodDir unmounts what is mounted in the pod's dir (its /dev/shm),
+// leaving its namespace pins.
+func (m *Manager) unmountPodDir(id string) error {
+	return m.unmountBelow(filepath.Join(m.podsDir, id))
+}
+
+func (m *Manager) unmountBelow(dirs ...string) error {
 	var errs []error
-	for _, dir := range []string{filepath.Join(m.nsDir, id), filepath.Join(m.podsDir, id)} {
+	for _, dir := range dirs {
 		mps, err := mountsUnder(dir)
 		if err != nil {
 			return err

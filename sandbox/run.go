@@ -329,6 +329,14 @@ func (r *podRun) setupNetwork(ctx context.Context) error {
 		podCIDR = m.opts.PodCIDR()
 	}
 	bw, _ := cni.BandwidthFromAnnotations(cfg.Annotations) // validated
+	if len(cfg.PortMappings) > 0 {
+		// A hostPort of a stopped pod not yet released would still lead
+		// to that pod (the kubelet recreating a pod's sandbox asks for the
+		// same ports at once).
+		if err := m.waitPortReleases(ctx); err != nil {
+			return err
+		}
+	}
 	att, err := m.opts.Network.Setup(ctx, cni.Pod{
 		ID: sb.ID, Name: cfg.Metadata.Name, Namespace: cfg.Metadata.Namespace, UID: cfg.Metadata.UID,
 		NetNS: sb.NetNS, PortMappings: cfg.PortMappings, PodCIDR: podCIDR, Bandwidth: bw,

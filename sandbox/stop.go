@@ -47,37 +47,43 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 	if err := m.tellStop(ctx, sb); err != nil {
 		return err
 	}
-	// Edit a copy; the record changes only once persisted. The shim stops
-	// while CNI DEL runs: neither needs the other.
+	// Edit a copy; the record changes only once persisted. The network is
+	// released after the stop returns (netrelease.go), the netns pinned
+	// until then; the record keeps it attached until it is released.
 	c := *sb
 	start := time.Now()
-	var shimTook time.Duration
-	shimDone := make(chan struct{})
-	go func() { m.stopShim(&c); shimTook = time.Since(start); close(shimDone) }()
-	err := m.teardown(&c)
-	netTook := time.Since(start)
-	<-shimDone
-	if err != nil {
-		return fmt.Errorf("stop pod %s: release network: %w", sb.ID, err)
+	later := m.opts.Network != nil && c.NetworkAttached
+	if later && m.rel.hold {
+		klog.V(4).InfoS("Network release held", "pod", sb.ID)
 	}
+	m.stopShim(&c)
+	shimTook := time.Since(start)
 	defer func() {
-		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "network", netTook, "shim", shimTook, "total", time.Since(start))
+		klog.V(4).InfoS("Pod sandbox stop steps", "pod", sb.ID, "networkLater", later, "shim", shimTook, "total", time.Since(start))
 	}()
-	if err := m.unmountAll(sb.ID); err != nil {
-		return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+	if later {
+		if err := m.unmountPodDir(sb.ID); err != nil {
+			return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+		}
+	} else {
+		if err := m.unmountAll(sb.ID); err != nil {
+			return fmt.Errorf("stop pod %s: %w", sb.ID, err)
+		}
+		_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
 	}
-	_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
 	c.State = StateNotReady
-	if c.State == sb.State && c.NetworkAttached == sb.NetworkAttached {
-		return nil
-	}
-	if err := m.store.put(&c); err != nil {
-		return err
+	if c.State != sb.State || c.NetworkAttached != sb.NetworkAttached {
+		if err := m.store.put(&c); err != nil {
+			return err
+		}
 	}
 	was := sb.State
 	m.mu.Lock()
 	*sb = c
 	m.mu.Unlock()
+	if later {
+		m.releaseLater(c)
+	}
 	if was == StateReady {
 		m.publish(&c, events.Stopped)
 	}
@@ -104,6 +110,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if !still {
 		return nil
 	}
+	start := time.Now()
 	if err := m.stop(ctx, sb); err != nil {
 		return err
 	}
@@ -115,15 +122,19 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.tellRemove(ctx, sb); err != nil {
 		return err
 	}
+	containersTook := time.Since(start)
 	if err := m.opts.Cgroups.DeletePod(sb.Cgroup); err != nil {
 		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
 	}
+	cgroupTook := time.Since(start)
 	if err := os.RemoveAll(sb.StateDir); err != nil {
 		return fmt.Errorf("remove pod %s: %w", sb.ID, err)
 	}
+	dirsTook := time.Since(start)
 	if err := m.store.delete(sb.ID); err != nil {
 		return err
 	}
+	klog.V(4).InfoS("Pod sandbox remove steps", "pod", sb.ID, "containers", containersTook, "cgroup", cgroupTook, "dirs", dirsTook, "total", time.Since(start))
 	m.mu.Lock()
 	delete(m.pods, sb.ID)
 	key := sb.Config.Metadata.key()

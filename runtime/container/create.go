@@ -209,6 +209,7 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := os.MkdirAll(rootPath, 0o755); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
+	m.exits.add(id, rec.StateDir)
 	if err := os.MkdirAll(rec.LayerDir, 0o700); err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}

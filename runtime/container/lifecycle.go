@@ -15,7 +15,6 @@ import (
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/cgroupfs"
-	"github.com/berth-dev/berth/runtime/rootfs"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -325,55 +324,54 @@ func (m *Manager) waitExit(ctx context.Context, rec *Record, timeout time.Durati
 	}
 }
 
-// Remove kills the container if it runs and removes all of it: process,
-// cgroup, rootfs, writable layer, state and record. Removing an unknown
-// container succeeds.
+// Remove kills the container if it runs and removes it: once it returns
+// the container is in no list and its name is free. What it leaves
+// (cgroup, rootfs mount, state and upper dirs, image leases) is cleaned up
+// in the background (trash.go), crash-safely. Removing an unknown container
+// succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
+	rec, err := m.trashOne(ctx, id)
+	if err != nil || rec == nil {
+		return err
+	}
+	m.throwAway(rec)
+	return nil
+}
+
+// trashOne ends a container's process if it may still run and moves its
+// record to the trash; it returns the trashed record (nil: none).
+func (m *Manager) trashOne(ctx context.Context, id string) (*Record, error) {
 	rec, unlock, err := m.locked(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer unlock()
 	id = rec.ID
-	steps := newStepTimer()
-	if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
-		if !shimGone(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
-			return fmt.Errorf("remove container %s: %w", id, err)
+	if r, err := m.refresh(ctx, rec, false); err == nil {
+		rec = r
+	}
+	if rec.Status.State != Exited {
+		// A process must not outlive its RemoveContainer: the shim kills
+		// it now. An exited one only leaves files for the background.
+		if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
+			if !shimGone(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
+				return nil, fmt.Errorf("remove container %s: %w", id, err)
+			}
 		}
 	}
-	// The shim removes the cgroup once the exit is recorded; without a
-	// shim nobody else would.
+	// Gone with the container's exit (the shim removes it), so mostly one
+	// stat; what would be left must not outlive the removal either.
 	killCgroup(rec.Cgroup)
 	m.laterHooks(ctx, rec, "poststop", 0)
-	steps.mark("shim")
-	if err := rootfs.Unmount(rec.StateDir + "/" + rootfsDir); err != nil {
-		return fmt.Errorf("remove container %s: %w", id, err)
-	}
-	steps.mark("unmount")
-	if err := removeDirs(rec.StateDir); err != nil {
-		return fmt.Errorf("remove container %s: %w", id, err)
-	}
-	steps.mark("state")
-	if err := os.RemoveAll(rec.LayerDir); err != nil {
-		return fmt.Errorf("remove container %s: %w", id, err)
-	}
-	steps.mark("dirs")
-	if err := m.opts.Images.RemoveUser(id); err != nil {
-		return fmt.Errorf("remove container %s: %w", id, err)
-	}
-	if err := m.releaseVolumes(rec); err != nil {
-		return fmt.Errorf("remove container %s: %w", id, err)
-	}
-	steps.mark("lease")
-	if err := m.store.Delete(id); err != nil {
-		return err
+	trashed, err := m.store.Trash(id)
+	if err != nil {
+		return nil, fmt.Errorf("remove container %s: %w", id, err)
 	}
 	m.forget(id)
 	m.creates.Forget(nameKey(rec.PodID, rec.Name, rec.Attempt), id)
-	steps.mark("record")
-	klog.V(2).InfoS("Container removed", "container", id, "steps", steps)
-	return nil
+	klog.V(2).InfoS("Container removed", "container", id)
+	return trashed, nil
 }

@@ -114,7 +114,11 @@ type Manager struct {
 	cpu map[string]cpuSample
 	// adjust is the runtime extensions' spec hook (adjust.go).
 	adjust AdjustFunc
-	// done stops the exit watcher (watch.go).
+	// exits tells of exit records as the shims write them (exitwatch.go).
+	exits *exits
+	// trash holds the cleanups of removed containers (trash.go).
+	trash *trash
+	// done stops the exit watcher (watch.go) and the trash's sweeper.
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -143,14 +147,24 @@ func New(opts Options) (*Manager, error) {
 		creates:  inflight.New("CreateContainer", createTimeout),
 		cpu:      map[string]cpuSample{},
 		done:     make(chan struct{}),
+		trash:    newTrash(),
 	}
 	for _, d := range []string{m.layerDir, m.stateDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("container dirs: %w", err)
 		}
 	}
+	trashed, err := st.loadTrash()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range trashed {
+		m.throwAway(r)
+	}
+	m.exits = newExits(m)
 	m.recover()
 	go m.watch()
+	go m.sweep()
 	return m, nil
 }
 
@@ -163,12 +177,20 @@ func (m *Manager) recover() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	known := map[string]bool{}
+	m.trash.mu.Lock()
+	for id := range m.trash.items {
+		known[id] = true // the sweeper's to clean up
+	}
+	m.trash.mu.Unlock()
 	var live []*Record
 	for _, r := range m.store.List(nil) {
 		known[r.ID] = true
-		if r.Status.State != Exited {
-			live = append(live, r)
+		if r.Status.State == Exited {
+			continue
 		}
+		// Watched before the refresh, so that an exit after it is seen.
+		m.exits.add(r.ID, r.StateDir)
+		live = append(live, r)
 	}
 	m.refreshAtStart(ctx, live)
 	for _, dir := range []string{m.stateDir, m.layerDir} {
@@ -297,14 +319,21 @@ func (m *Manager) StopPod(ctx context.Context, podID string) error {
 	return nil
 }
 
-// RemovePod removes every container of a pod. It is the sandbox's
-// RemoveContainers hook.
+// RemovePod removes every container of a pod and cleans up after them
+// before it returns (the pod's cgroup and shim go next). It is the
+// sandbox's RemoveContainers hook.
 func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 	var errs []string
 	for _, r := range m.store.List(func(r *Record) bool { return r.PodID == podID }) {
-		if err := m.Remove(ctx, r.ID); err != nil {
+		rec, err := m.trashOne(ctx, r.ID)
+		if err != nil {
 			errs = append(errs, err.Error())
+		} else if rec != nil {
+			m.throwAway(rec)
 		}
+	}
+	if err := m.finishPod(ctx, podID); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("remove containers: %s", strings.Join(errs, "; "))

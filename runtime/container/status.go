@@ -56,23 +56,12 @@ func (m *Manager) Status(ctx context.Context, id string) (*Record, error) {
 	return r, nil
 }
 
-// List returns the containers the filter selects, oldest first, with
-// their exits up to date. It reads exit records; it asks a shim only when
-// the pod's shim is gone, so listing stays cheap with many containers.
-func (m *Manager) List(ctx context.Context, f Filter) []*Record {
-	state := f.State
-	f.State = nil
-	recs := m.refreshAll(ctx, m.store.List(f.Match))
-	if state == nil {
-		return recs
-	}
-	out := recs[:0]
-	for _, r := range recs {
-		if r.Status.State == *state {
-			out = append(out, r)
-		}
-	}
-	return out
+// List returns the containers the filter selects, oldest first, as the
+// records say: exits reach the records as the shims write them
+// (exitwatch.go) and the watcher's rounds (watch.go), so listing costs no
+// file read or shim call per container. The records are shared: read only.
+func (m *Manager) List(_ context.Context, f Filter) []*Record {
+	return m.store.view(f.Match)
 }
 
 // Info is the runtime detail of a container shown by a verbose status.

@@ -8,6 +8,7 @@ package container
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -275,6 +276,22 @@ func (s *Store) Delete(id string) error {
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
 	s.changed(r, nil)
 	return nil
+}
+
+// view returns the records for which keep returns true, oldest first,
+// without copies: a record is never changed in place (Update stores a new
+// one), so the caller may read them, never write.
+func (s *Store) view(keep func(*Record) bool) []*Record {
+	s.mu.RLock()
+	out := make([]*Record, 0, len(s.records))
+	for _, r := range s.records {
+		if keep(r) {
+			out = append(out, r)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Record) int { return a.Status.CreatedAt.Compare(b.Status.CreatedAt) })
+	return out
 }
 
 // List returns copies of the records for which keep returns true (all when

@@ -22,8 +22,15 @@ func (m *Manager) watch() {
 		case <-m.done:
 			return
 		case <-t.C:
+			// Exits of watched containers arrive by inotify (exitwatch.go):
+			// a round reads their records only after the kernel dropped
+			// events, and otherwise only looks for shims that died.
+			var trusted func(*Record) bool
+			if m.exits != nil && !m.exits.lost.Swap(false) {
+				trusted = func(r *Record) bool { return m.exits.watching(r.ID) }
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			m.refreshAll(ctx, m.store.List(func(r *Record) bool { return r.Status.State != Exited }))
+			m.refreshAll(ctx, m.store.view(func(r *Record) bool { return r.Status.State != Exited }), trusted)
 			cancel()
 		}
 	}
@@ -31,13 +38,15 @@ func (m *Manager) watch() {
 
 // Close stops the exit watcher.
 func (m *Manager) Close() {
-	m.closeOnce.Do(func() { close(m.done) })
+	m.closeOnce.Do(func() { close(m.done); m.exits.close() })
 }
 
 // refreshAll brings records up to date: exit records for all, the shim
-// asked only for the pods whose shim is gone (one pod lookup per pod). A
-// record removed meanwhile is left out of the result.
-func (m *Manager) refreshAll(ctx context.Context, recs []*Record) []*Record {
+// asked only for the pods whose shim is gone (one pod lookup per pod). The
+// records trusted says so (their exits arrive by inotify) are looked at
+// only in a pod whose shim is gone. A record removed meanwhile is left out
+// of the result.
+func (m *Manager) refreshAll(ctx context.Context, recs []*Record, trusted func(*Record) bool) []*Record {
 	podLive := map[string]bool{}
 	out := recs[:0]
 	for _, r := range recs {
@@ -47,6 +56,10 @@ func (m *Manager) refreshAll(ctx context.Context, recs []*Record) []*Record {
 				p, err := m.opts.Pods.Pod(r.PodID)
 				live = err == nil && p.Ready
 				podLive[r.PodID] = live
+			}
+			if live && trusted != nil && trusted(r) {
+				out = append(out, r)
+				continue
 			}
 			nr, err := m.refresh(ctx, r, !live)
 			if errors.Is(err, errdefs.ErrNotFound) {

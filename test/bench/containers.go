@@ -103,17 +103,19 @@ func benchContainers(e *env) error {
 	}
 	summary("ExecSync (true)", execs)
 
-	var stops []time.Duration
+	var stops, removes []time.Duration
 	for _, id := range ids[1:] {
 		start := time.Now()
 		if _, err := e.runtime.StopContainer(e.ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 			return fmt.Errorf("StopContainer: %w", err)
 		}
+		stopped := time.Now()
 		if _, err := e.runtime.RemoveContainer(e.ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 			return fmt.Errorf("RemoveContainer: %w", err)
 		}
-		stops = append(stops, time.Since(start))
+		stops, removes = append(stops, time.Since(start)), append(removes, time.Since(stopped))
 	}
+	summary("RemoveContainer (exited)", removes)
 	summary("Stop(0)+RemoveContainer", stops)
 	fmt.Printf("   %-28s %s\n", "pod processes, 1 container", shimOne)
 	fmt.Printf("   %-28s %s\n", fmt.Sprintf("pod processes, %d containers", latencyContainers), shimAll)

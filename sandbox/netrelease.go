@@ -1,0 +1,161 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// A stopped pod's network is released (CNI DEL: the veth, the plugins'
+// iptables rules, the IP) after StopPodSandbox returned: it is most of a
+// stop's time and nothing the caller waits for needs it. The netns stays
+// pinned until the DEL ran, so the plugins find the pod's interface. It is
+// crash-safe without a record of its own: until the DEL is done the pod's
+// record says NotReady with its network attached, which the next start
+// releases (recover); once the record is removed, the pin dir and the CNI
+// cache entry of an unknown pod are what the next start releases.
+
+// holdReleaseEnv, when set in berthd's environment, keeps the released
+// networks from being released (a test's stand-in for a crash right after
+// a stop returned).
+const holdReleaseEnv = "BERTH_TEST_HOLD_NET_RELEASE"
+
+// releaseWait bounds how long Close waits for releases still running.
+const releaseWait = time.Minute
+
+// releases are the network releases running in the background.
+type releases struct {
+	mu      sync.Mutex
+	running map[string]chan struct{}
+	// ports are those of running whose pods have host ports.
+	ports map[string]chan struct{}
+	wg    sync.WaitGroup
+	hold  bool
+	// one lets one release run at a time: many at once (a node stopping
+	// pods in a row) would only fight the calls still coming for the CPU
+	// and the iptables lock.
+	one chan struct{}
+}
+
+func newReleases() *releases {
+	return &releases{running: map[string]chan struct{}{}, ports: map[string]chan struct{}{}, hold: os.Getenv(holdReleaseEnv) != "", one: make(chan struct{}, 1)}
+}
+
+// releaseLater releases sb's network (a copy of the record, as it was
+// persisted: NotReady, network attached) in the background, then unpins
+// its namespaces and notes the network released in the record, if the pod
+// still has one.
+func (m *Manager) releaseLater(sb Sandbox) {
+	m.rel.mu.Lock()
+	if _, ok := m.rel.running[sb.ID]; ok {
+		m.rel.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	m.rel.running[sb.ID] = done
+	if len(sb.Config.PortMappings) > 0 {
+		m.rel.ports[sb.ID] = done
+	}
+	m.rel.wg.Add(1)
+	m.rel.mu.Unlock()
+	go func() {
+		defer m.rel.wg.Done()
+		defer func() {
+			m.rel.mu.Lock()
+			delete(m.rel.running, sb.ID)
+			delete(m.rel.ports, sb.ID)
+			m.rel.mu.Unlock()
+			close(done)
+		}()
+		if m.rel.hold {
+			return
+		}
+		m.rel.one <- struct{}{}
+		defer func() { <-m.rel.one }()
+		m.release(&sb)
+	}()
+}
+
+// release runs one pod's CNI DEL and what follows it.
+func (m *Manager) release(sb *Sandbox) {
+	start := time.Now()
+	if err := m.teardown(sb); err != nil {
+		// Left attached in the record (or to the start-up repair of an
+		// unknown pod's cache entry): the next start tries again.
+		klog.ErrorS(err, "Release pod network", "pod", sb.ID)
+		return
+	}
+	if err := m.unmountAll(sb.ID); err != nil {
+		klog.ErrorS(err, "Unpin pod namespaces", "pod", sb.ID)
+		return
+	}
+	_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
+	m.mu.Lock()
+	_, ok := m.pods[sb.ID]
+	m.mu.Unlock()
+	if !ok {
+		klog.V(4).InfoS("Pod network released", "pod", sb.ID, "took", time.Since(start))
+		return
+	}
+	// The record changes under the pod's lock, so that a removal running
+	// now cannot have its deleted record written again.
+	l := m.podLock(sb.ID)
+	l.Lock()
+	defer l.Unlock()
+	m.mu.Lock()
+	cur, ok := m.pods[sb.ID]
+	var c Sandbox
+	if ok {
+		c = *cur
+	} else if m.podLocks[sb.ID] == l {
+		delete(m.podLocks, sb.ID)
+	}
+	m.mu.Unlock()
+	if ok && c.NetworkAttached && c.State != StateReady {
+		c.NetworkAttached = false
+		if err := m.store.put(&c); err != nil {
+			klog.ErrorS(err, "Record pod network released", "pod", sb.ID)
+			return
+		}
+		m.mu.Lock()
+		if m.pods[sb.ID] == cur {
+			*cur = c
+		}
+		m.mu.Unlock()
+	}
+	klog.V(4).InfoS("Pod network released", "pod", sb.ID, "took", time.Since(start))
+}
+
+// waitPortReleases waits for the releases of pods with host ports that
+// are running now (a held release is not waited for).
+func (m *Manager) waitPortReleases(ctx context.Context) error {
+	m.rel.mu.Lock()
+	chans := make([]chan struct{}, 0, len(m.rel.ports))
+	for _, c := range m.rel.ports {
+		chans = append(chans, c)
+	}
+	m.rel.mu.Unlock()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the network release of a pod with host ports: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// waitReleases waits, up to ctx's end, for the releases running.
+func (m *Manager) waitReleases(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { m.rel.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var (
+	listSizes = flag.String("list-containers", "100,1000", "list benchmark: the container counts to measure at, spread over -list-pods pods")
+	listPods  = flag.Int("list-pods", 10, "list benchmark: pods the containers run in")
+)
+
+const listCalls = 200
+
+// The List and Status calls' latency with many containers: the kubelet
+// relists every second, so their cost per container is paid all the time.
+func init() {
+	register("list", benchList)
+}
+
+func benchList(e *env) error {
+	var sizes []int
+	for _, s := range strings.Split(*listSizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad -list-containers %q", *listSizes)
+		}
+		sizes = append(sizes, n)
+	}
+	if err := ensureImage(e, *containerImage); err != nil {
+		return err
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var pods []string
+	var cfgs []*runtimeapi.PodSandboxConfig
+	defer func() {
+		for _, id := range pods {
+			e.removePod(id)
+		}
+	}()
+	for i := 0; i < *listPods; i++ {
+		cfg := podConfig(run+"l", i)
+		cfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+		id, err := e.runPod(cfg)
+		if err != nil {
+			return err
+		}
+		pods, cfgs = append(pods, id), append(cfgs, cfg)
+	}
+	var ids []string
+	for _, size := range sizes {
+		for len(ids) < size {
+			p := len(ids) % len(pods)
+			resp, err := e.runtime.CreateContainer(e.ctx, &runtimeapi.CreateContainerRequest{
+				PodSandboxId: pods[p], Config: containerConfig(fmt.Sprintf("l%d", len(ids))), SandboxConfig: cfgs[p],
+			})
+			if err != nil {
+				return fmt.Errorf("CreateContainer %d: %w", len(ids), err)
+			}
+			if _, err := e.runtime.StartContainer(e.ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+				return fmt.Errorf("StartContainer: %w", err)
+			}
+			ids = append(ids, resp.ContainerId)
+		}
+		time.Sleep(time.Second)
+		label := func(s string) string { return fmt.Sprintf("%s %d ctrs/%d pods", s, size, len(pods)) }
+		measure := func(call func(i int) error) ([]time.Duration, error) {
+			var ds []time.Duration
+			for i := 0; i < listCalls; i++ {
+				start := time.Now()
+				if err := call(i); err != nil {
+					return nil, err
+				}
+				ds = append(ds, time.Since(start))
+			}
+			return ds, nil
+		}
+		ds, err := measure(func(int) error {
+			r, err := e.runtime.ListContainers(e.ctx, &runtimeapi.ListContainersRequest{})
+			if err == nil && len(r.Containers) < size {
+				err = fmt.Errorf("ListContainers: %d containers, want %d", len(r.Containers), size)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		summary(label("ListContainers"), ds)
+		ds, err = measure(func(i int) error {
+			_, err := e.runtime.ListContainers(e.ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[i%len(pods)]}})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		summary(label("ListContainers(pod)"), ds)
+		ds, err = measure(func(int) error {
+			_, err := e.runtime.ListPodSandbox(e.ctx, &runtimeapi.ListPodSandboxRequest{})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		summary(label("ListPodSandbox"), ds)
+		ds, err = measure(func(i int) error {
+			_, err := e.runtime.ContainerStatus(e.ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ids[i%len(ids)]})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		summary(label("ContainerStatus"), ds)
+		ds, err = measure(func(i int) error {
+			_, err := e.runtime.PodSandboxStatus(e.ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pods[i%len(pods)]})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		summary(label("PodSandboxStatus"), ds)
+	}
+	return nil
+}
