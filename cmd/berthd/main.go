@@ -151,9 +151,10 @@ func serve(cfg Config, shim string) error {
 			_, err := cni.LoadNetwork(cfg.CNIConfDir)
 			return err
 		},
-		ConfigJSON:     cfg.JSON(),
-		CgroupVersion:  nodeCgroupVersion(),
-		UserNamespaces: usernsErr,
+		ConfigJSON:      cfg.JSON(),
+		CgroupVersion:   nodeCgroupVersion(),
+		UserNamespaces:  usernsErr,
+		RuntimeHandlers: cfg.RuntimeHandlers,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
