@@ -78,9 +78,16 @@ func BuildNodeE2E(ctx context.Context, cacheRoot, agnhost string) (string, error
 }
 
 // agnhostLayer is agnhost at /agnhost (and /agnhost-2, as the real image
-// links it), curl and bash with their libraries, agnhost's users, /uploads.
+// links it), curl and bash with their libraries, agnhost's users, /uploads,
+// and /localhost.crt and /localhost.key for netexec's TLS.
 func (c *catalog) agnhostLayer(agnhost []byte) ([]file, error) {
+	crt, key, err := localhostCert()
+	if err != nil {
+		return nil, err
+	}
 	files := []file{
+		text("localhost.crt", string(crt)),
+		reg("localhost.key", 0o644, 0, 0, key),
 		reg("agnhost", 0o755, 0, 0, agnhost),
 		symlink("agnhost-2", "agnhost"),
 		dir("uploads", 0o755, 0, 0),
@@ -88,11 +95,22 @@ func (c *catalog) agnhostLayer(agnhost []byte) ([]file, error) {
 		text("etc/group", agnhostGroup),
 		dir("home/user-defined-in-image", 0o755, 1000, 1000),
 	}
+	tools, err := c.hostTools(agnhostTools...)
+	if err != nil {
+		return nil, err
+	}
+	return append(files, tools...), nil
+}
+
+// hostTools is the host's binaries at their paths with every library ldd
+// names for them that the base layers lack.
+func (c *catalog) hostTools(tools ...struct{ path, pkg string }) ([]file, error) {
+	var files []file
 	seen := map[string]bool{}
 	for _, l := range c.libs {
 		seen[l.name] = true
 	}
-	for _, t := range agnhostTools {
+	for _, t := range tools {
 		f, err := hostFile(t.path[1:], t.path, 0o755)
 		if err != nil {
 			return nil, fmt.Errorf("%s (Debian package %s): %w", filepath.Base(t.path), t.pkg, err)
@@ -118,6 +136,16 @@ func (c *catalog) buildNodeE2E(agnhost []byte) error {
 	nmeter := layerSpec{"imagebin as busybox's nmeter", []file{reg("bin/nmeter", 0o755, 0, 0, c.imagebin)}, gzipped}
 	base := with(c.baseLayers(), nmeter)
 	bbCfg := busyboxConfig()
+	// Debian's busybox 1.35 ash drops environment variables whose names are
+	// no shell identifiers ("data-1" of a configMap's envFrom) and refuses
+	// "exit -1"; the busybox 1.37 of the real image keeps and takes them, and
+	// specs rely on both. bash, as /bin/sh of the busybox images, does too.
+	shFiles, err := c.hostTools(struct{ path, pkg string }{"/bin/bash", "bash"})
+	if err != nil {
+		return err
+	}
+	shLayer := layerSpec{"bash as /bin/sh (busybox 1.37's ash keeps env names like data-1, takes exit -1)", append(shFiles, symlink("bin/sh", "bash")), gzipped}
+	bbBase := with(base, shLayer)
 	agnFiles, err := c.agnhostLayer(agnhost)
 	if err != nil {
 		return err
@@ -143,8 +171,8 @@ func (c *catalog) buildNodeE2E(agnhost []byte) error {
 		spec imageSpec
 		refs []string
 	}{
-		{imageSpec{layers: base, config: bbCfg}, []string{e2e + "busybox:1.37.0-2", e2e + "glibc-dns-testing:2.1.1", e2e + "ipc-utils:1.4"}},
-		{imageSpec{layers: base, config: withUser(bbCfg, "1234")}, []string{e2e + "nonroot:1.5"}},
+		{imageSpec{layers: bbBase, config: bbCfg}, []string{e2e + "busybox:1.37.0-2", e2e + "glibc-dns-testing:2.1.1", e2e + "ipc-utils:1.4"}},
+		{imageSpec{layers: bbBase, config: withUser(bbCfg, "1234")}, []string{e2e + "nonroot:1.5"}},
 		{imageSpec{layers: with(base, agn), config: v1.Config{
 			Env: []string{defaultPath}, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
 			ExposedPorts: ports("80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"),
