@@ -40,10 +40,17 @@ const (
 // of the default set run (the lifecycle hook specs curl an agnhost server
 // from an agnhost container; some pods run bash), from Debian with every
 // library ldd names for them.
-var agnhostTools = []struct{ path, pkg string }{
-	{"/usr/bin/curl", "curl"},
-	{"/bin/bash", "bash"},
+var agnhostTools = []hostTool{
+	{"/usr/bin/curl", "curl", ""},
+	{"/bin/bash", "bash", ""},
+	// Alpine's busybox nc takes -u (the UDP networking specs send with
+	// "nc -w 1 -u"); Debian's does not. Before busybox's /bin/nc in PATH.
+	{"/bin/nc.openbsd", "netcat-openbsd", "/usr/bin/nc"},
 }
+
+// hostTool is a binary of the host (path, of Debian package pkg) put in an
+// image at its own path or at at.
+type hostTool struct{ path, pkg, at string }
 
 // BuildNodeE2E returns the OCI layout dir of the node e2e stand-ins, with
 // agnhost (a static binary of k8s.io/kubernetes/test/images/agnhost) in
@@ -104,14 +111,18 @@ func (c *catalog) agnhostLayer(agnhost []byte) ([]file, error) {
 
 // hostTools is the host's binaries at their paths with every library ldd
 // names for them that the base layers lack.
-func (c *catalog) hostTools(tools ...struct{ path, pkg string }) ([]file, error) {
+func (c *catalog) hostTools(tools ...hostTool) ([]file, error) {
 	var files []file
 	seen := map[string]bool{}
 	for _, l := range c.libs {
 		seen[l.name] = true
 	}
 	for _, t := range tools {
-		f, err := hostFile(t.path[1:], t.path, 0o755)
+		at := t.path
+		if t.at != "" {
+			at = t.at
+		}
+		f, err := hostFile(at[1:], t.path, 0o755)
 		if err != nil {
 			return nil, fmt.Errorf("%s (Debian package %s): %w", filepath.Base(t.path), t.pkg, err)
 		}
@@ -140,7 +151,7 @@ func (c *catalog) buildNodeE2E(agnhost []byte) error {
 	// no shell identifiers ("data-1" of a configMap's envFrom) and refuses
 	// "exit -1"; the busybox 1.37 of the real image keeps and takes them, and
 	// specs rely on both. bash, as /bin/sh of the busybox images, does too.
-	shFiles, err := c.hostTools(struct{ path, pkg string }{"/bin/bash", "bash"})
+	shFiles, err := c.hostTools(hostTool{"/bin/bash", "bash", ""})
 	if err != nil {
 		return err
 	}
@@ -150,7 +161,7 @@ func (c *catalog) buildNodeE2E(agnhost []byte) error {
 	if err != nil {
 		return err
 	}
-	agn := layerSpec{"agnhost, curl, bash, agnhost's users", agnFiles, gzipped}
+	agn := layerSpec{"agnhost, curl, bash, nc, agnhost's users", agnFiles, gzipped}
 	imagebin := layerSpec{"imagebin (nginx)", c.imagebinLayer(), gzipped}
 	nginxConf := layerSpec{"nginx configuration, port 80", []file{
 		text("etc/nginx/nginx.conf", "# berth test image: imagebin reads only conf.d/*.conf listen lines\n"),
