@@ -2,7 +2,7 @@
 # The CI subset of the node e2e suite (make node-e2e-ci): a spec or two of
 # each area, picked from the default set ([NodeConformance] less
 # [Flaky]|[Slow]|[Serial]), through hack/node-e2e.sh; part of make test. 18
-# specs, about 3 minutes on the 2-core machine once e2e_node.test is built
+# specs, under 2 minutes on the 2-core machine once e2e_node.test is built
 # (cached outside the checkout).
 set -euo pipefail
 areas=(
@@ -13,7 +13,7 @@ areas=(
 	# lifecycle hooks
 	'Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart exec hook properly'
 	# an HTTPS hook (agnhost netexec with the stand-in's /localhost.crt)
-	'^\[sig-node\] Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart https hook properly'
+	'\] Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart https hook properly'
 	# init containers and sidecars
 	'InitContainer should invoke init containers on a RestartAlways pod'
 	'Restartable Init Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart exec hook properly'
