@@ -38,7 +38,7 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		// runtime says so; runtime/spec honours it. Handler features:
 		// cri/handlers.go.
 		RuntimeHandlers: s.runtimeHandlers(),
-		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		Features:        &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"config": s.opts.ConfigJSON}
