@@ -27,7 +27,7 @@ build:
 
 # Unit tests, then end-to-end tests against real berthd daemons, then the
 # critest suite less skip.txt and pending.txt (about two minutes), then the node
-# e2e suite's CI subset with the real kubelet (node-e2e-ci: 13 specs, about 2
+# e2e suite's CI subset with the real kubelet (node-e2e-ci: 18 specs, about 2
 # minutes once e2e_node.test is cached), then the VM checks and critest in
 # the cgroup v2 VMs (test-vm-ci-critest).
 test: deps-test build lint unit integration critest-guard node-e2e-ci test-vm-ci-critest

@@ -34,15 +34,11 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 	}
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
-		// The kubelet (and critest) enable these only when the runtime says
-		// so: rro mounts go through mount_setattr(2) in the container init,
-		// and runtime/spec honours SupplementalGroupsPolicy Strict. User
-		// namespaces need id-mapped mounts (probed at start).
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
-			Name:     "",
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.opts.UserNamespaces == nil},
-		}},
-		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		// The kubelet enables SupplementalGroupsPolicy Strict only when the
+		// runtime says so; runtime/spec honours it. Handler features:
+		// cri/handlers.go.
+		RuntimeHandlers: s.runtimeHandlers(),
+		Features:        &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if req.GetVerbose() {
 		resp.Info = map[string]string{"config": s.opts.ConfigJSON, "nri": s.nriInfo()}

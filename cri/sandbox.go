@@ -48,6 +48,9 @@ func (s *Server) podRequest(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Conf
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkHandler(req.GetRuntimeHandler()); err != nil {
+		return nil, err
+	}
 	if err := s.podFits(req.GetConfig().GetLinux()); err != nil {
 		return nil, err
 	}
@@ -64,9 +67,6 @@ func sandboxConfig(req *runtimeapi.RunPodSandboxRequest) (*sandbox.Config, error
 	md := c.GetMetadata()
 	if err := spec.CheckSandboxLSM(c.GetLinux().GetSecurityContext()); err != nil {
 		return nil, err
-	}
-	if h := req.GetRuntimeHandler(); h != "" && h != runtimeName {
-		return nil, fmt.Errorf("runtime handler %q: %w: berth has only the default handler", h, errdefs.ErrInvalidArgument)
 	}
 	linux := c.GetLinux()
 	nsOpts := linux.GetSecurityContext().GetNamespaceOptions()

@@ -34,6 +34,9 @@ type Options struct {
 	// UserNamespaces is why pods cannot have user namespaces here (no
 	// id-mapped mounts where the containers' files live); nil: they can.
 	UserNamespaces error
+	// RuntimeHandlers are more names of the default runtime handler that
+	// a pod may ask for (cri/handlers.go).
+	RuntimeHandlers []string
 	// Images serves the ImageService (nil: its calls are Unimplemented).
 	Images *imageservice.Service
 	// Sandboxes runs pod sandboxes (cri/sandbox.go).

@@ -36,7 +36,7 @@ groups=(
 	"run|CNI plugins (/usr/lib/cni: bridge, host-local, portmap, loopback)|containernetworking-plugins"
 	"run|the cgo build of seccomp support|libseccomp-dev pkg-config gcc"
 	"test|the test images and their registry|busybox docker-registry"
-	"test|the node e2e stand-in images (agnhost's curl and bash)|curl bash"
+	"test|the node e2e stand-in images (agnhost's curl, bash and nc)|curl bash netcat-openbsd"
 	"test|the cgroup v2 VMs (QEMU, Debian's kernel, debootstrap)|qemu-system-x86 linux-image-amd64 debootstrap cpio e2fsprogs"
 	"test|container checkpoint (CRIU; optional at run time, CheckpointContainer needs it)|criu"
 )

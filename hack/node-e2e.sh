@@ -212,8 +212,11 @@ cat >"$work/net.d/10-node-e2e.conflist" <<EOF
 EOF
 # The suite runs registry.k8s.io/pause:3.10.2 as an ordinary pod image and
 # expects the runtime to keep it (the kubelet's image GC must not take it).
+# The PodOverhead spec runs a RuntimeClass of handler "test-handler", which
+# containerd's and CRI-O's CI configure as a second name of their runtime.
 cat >"$work/berthd.toml" <<EOF
 pinned_images = ["registry.k8s.io/pause:3.10.2"]
+runtime_handlers = ["test-handler"]
 EOF
 "$bindir/berthd" --config "$work/berthd.toml" --listen "unix://$work/berth.sock" --root "$work/berth-root" \
 	--state "$work/berth-state" --cni-conf-dir "$work/net.d" --cni-bin-dir /usr/lib/cni \

@@ -45,6 +45,10 @@ type Config struct {
 	// read an unset profile as unconfined; the kubelet's --seccomp-default
 	// sets RuntimeDefault explicitly.
 	SeccompDefault bool `toml:"seccomp_default" json:"seccompDefault" doc:"true: a container whose request names no seccomp profile gets runtime/default"`
+	// RuntimeHandlers are more names of the one runtime that a
+	// RuntimeClass's handler may give (e.g. "test-handler", which the
+	// Kubernetes node e2e suite expects preconfigured).
+	RuntimeHandlers []string `toml:"runtime_handlers" json:"runtimeHandlers,omitempty" doc:"more names a RuntimeClass handler may give for berth's one runtime (pods asking for them run as the default does)"`
 	// MetricsAddress serves Prometheus metrics at http://<address>/metrics
 	// ("127.0.0.1:9090"); empty (the default) serves none.
 	MetricsAddress string `toml:"metrics_address" json:"metricsAddress,omitempty" doc:"host:port of a Prometheus endpoint at /metrics, e.g. 127.0.0.1:9090; empty: none"`
@@ -217,6 +221,11 @@ func (c *Config) validate() error {
 			return configErrorf("%s %q: need an absolute path", name, p)
 		}
 	}
+	for _, h := range c.RuntimeHandlers {
+		if !isDNSLabel(h) || h == "berth" {
+			return configErrorf("runtime_handlers: %q is not a DNS label (lower-case letters, digits and '-', at most 63) other than \"berth\"", h)
+		}
+	}
 	for _, ref := range c.PinnedImages {
 		if _, err := reference.Parse(ref); err != nil {
 			if _, isID := reference.IDPrefix(ref); !isID {
@@ -272,4 +281,17 @@ func (c *Config) prepareDirs() error {
 func (c Config) JSON() string {
 	b, _ := json.Marshal(c)
 	return string(b)
+}
+
+// isDNSLabel tells an RFC 1123 label, what a RuntimeClass's handler is.
+func isDNSLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -55,6 +55,8 @@ func TestConfigErrors(t *testing.T) {
 		"root = 3\n":                               "root",
 		"pinned_images = [\"Bad Ref\"]\n":          "pinned_images",
 		"image_pull_progress_timeout = \"soon\"\n": "image_pull_progress_timeout",
+		"runtime_handlers = [\"Test_Handler\"]\n":  "runtime_handlers",
+		"runtime_handlers = [\"berth\"]\n":         "runtime_handlers",
 	} {
 		_, err := parse(t, file)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -63,5 +65,15 @@ func TestConfigErrors(t *testing.T) {
 		if _, ok := err.(*configError); err != nil && !ok {
 			t.Errorf("file %q: error %T is not a configError", file, err)
 		}
+	}
+}
+
+func TestConfigRuntimeHandlers(t *testing.T) {
+	cfg, err := parse(t, "runtime_handlers = [\"test-handler\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.RuntimeHandlers) != 1 || cfg.RuntimeHandlers[0] != "test-handler" {
+		t.Errorf("runtime_handlers = %q", cfg.RuntimeHandlers)
 	}
 }

@@ -171,11 +171,12 @@ func serve(cfg Config, shim string) error {
 			_, err := cni.LoadNetwork(cfg.CNIConfDir)
 			return err
 		},
-		ConfigJSON:     cfg.JSON(),
-		CgroupVersion:  nodeCgroupVersion(),
-		UserNamespaces: usernsErr,
-		CDI:            cdiDevices,
-		PodResize:      nriPodResize{nriRuntime},
+		ConfigJSON:      cfg.JSON(),
+		CgroupVersion:   nodeCgroupVersion(),
+		UserNamespaces:  usernsErr,
+		CDI:             cdiDevices,
+		PodResize:       nriPodResize{nriRuntime},
+		RuntimeHandlers: cfg.RuntimeHandlers,
 	})
 	// Plugins connect from here on: the server their updates are checked
 	// by exists.

@@ -125,12 +125,14 @@ func label(l string, underscore bool) bool {
 }
 
 // Hostname checks a pod hostname: RFC 1123 labels joined by dots (a
-// setHostnameAsFQDN pod's is a full name), at most HOST_NAME_MAX.
+// setHostnameAsFQDN pod's is a full name), at most HOST_NAME_MAX. One
+// trailing dot is allowed: the kubelet of a node without a cluster domain
+// makes a setHostnameAsFQDN pod's name "<pod>.<subdomain>.<ns>.svc.".
 func Hostname(field, v string) error {
 	if len(v) > MaxHostnameLen {
 		return invalid(field, v, fmt.Sprintf("longer than %d bytes", MaxHostnameLen))
 	}
-	for _, l := range strings.Split(v, ".") {
+	for _, l := range strings.Split(strings.TrimSuffix(v, "."), ".") {
 		if !label(l, false) {
 			return invalid(field, v, "not an RFC 1123 host name (labels of letters, digits and '-', joined by '.')")
 		}

@@ -61,6 +61,12 @@ func TestValidAccepted(t *testing.T) {
 	if err := PodSandbox(p); err != nil {
 		t.Errorf("longest names: %v", err)
 	}
+	// A setHostnameAsFQDN pod's name on a node without a cluster domain.
+	p = pod()
+	p.Hostname = "hostfqdn-75011.t.hostfqdn-8171.svc."
+	if err := PodSandbox(p); err != nil {
+		t.Errorf("FQDN with a trailing dot: %v", err)
+	}
 	// crictl's and critest's configs.
 	p = &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "PodSandbox-for-test-8c2e", Namespace: "cri-test-namespace", Uid: "hdishd83djaidwnduwk28bcsb"}}
 	if err := PodSandbox(p); err != nil {
@@ -86,6 +92,8 @@ func TestRefused(t *testing.T) {
 		{name: "hostname newline", pod: func(p *runtimeapi.PodSandboxConfig) { p.Hostname = "a\n10.0.0.1 evil" }, field: "hostname"},
 		{name: "hostname long", pod: func(p *runtimeapi.PodSandboxConfig) { p.Hostname = strings.Repeat("a.", 40) + "b" }, field: "hostname"},
 		{name: "hostname label", pod: func(p *runtimeapi.PodSandboxConfig) { p.Hostname = "-a" }, field: "hostname"},
+		{name: "hostname dot only", pod: func(p *runtimeapi.PodSandboxConfig) { p.Hostname = "." }, field: "hostname"},
+		{name: "hostname two trailing dots", pod: func(p *runtimeapi.PodSandboxConfig) { p.Hostname = "a.." }, field: "hostname"},
 		{name: "dns server newline", pod: func(p *runtimeapi.PodSandboxConfig) { p.DnsConfig.Servers = []string{"1.1.1.1\nnameserver 6.6.6.6"} }, field: "dns_config.servers"},
 		{name: "dns server name", pod: func(p *runtimeapi.PodSandboxConfig) { p.DnsConfig.Servers = []string{"dns.example"} }, field: "dns_config.servers"},
 		{name: "dns server zone space", pod: func(p *runtimeapi.PodSandboxConfig) { p.DnsConfig.Servers = []string{"fe80::1%eth0 x"} }, field: "dns_config.servers"},

@@ -5,6 +5,7 @@ package crilog
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -150,24 +151,48 @@ func (l *File) record(stream string, partial bool, text []byte) error {
 
 // Copy reads r until EOF and writes every line as records of stream
 // ("stdout" or "stderr"). Text left without a newline at EOF is written as
-// a full record so nothing is lost when the container exits mid-line.
+// a partial (P) record, as containerd does: the kubelet then reads it back
+// without a newline it never had (a FallbackToLogsOnError termination
+// message of "echo -n DONE" is "DONE", not "DONE\n").
 func (l *File) Copy(stream string, r io.Reader, maxLine int) error {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLine
 	}
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
-		line, isPrefix, err := br.ReadLine()
-		if len(line) > 0 || (err == nil && !isPrefix) {
-			if werr := l.record(stream, isPrefix, line); werr != nil {
+		line, err := br.ReadSlice('\n')
+		partial := true
+		switch {
+		case err == nil:
+			line, partial = dropLineEnd(line), false
+		case errors.Is(err, bufio.ErrBufferFull):
+			// A "\r\n" split across two reads: the '\r' goes with the
+			// next read, so that the line end is dropped whole.
+			if n := len(line); n > 1 && line[n-1] == '\r' {
+				_ = br.UnreadByte()
+				line = line[:n-1]
+			}
+		}
+		if len(line) > 0 || !partial {
+			if werr := l.record(stream, partial, line); werr != nil {
 				return werr
 			}
 		}
-		if err == io.EOF {
+		switch {
+		case err == nil, errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF):
 			return nil
-		}
-		if err != nil {
+		default:
 			return fmt.Errorf("read container %s: %w", stream, err)
 		}
 	}
+}
+
+// dropLineEnd drops the "\n" or "\r\n" a line ends with.
+func dropLineEnd(line []byte) []byte {
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line
 }

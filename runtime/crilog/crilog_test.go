@@ -42,7 +42,8 @@ func TestCopyFormat(t *testing.T) {
 	}{
 		{"lines", "a\nbc\n", 0, []string{ts + " stdout F a", ts + " stdout F bc"}},
 		{"empty line kept", "a\n\nb\n", 0, []string{ts + " stdout F a", ts + " stdout F ", ts + " stdout F b"}},
-		{"no newline at EOF", "tail", 0, []string{ts + " stdout F tail"}},
+		{"no newline at EOF: partial", "a\ntail", 0, []string{ts + " stdout F a", ts + " stdout P tail"}},
+		{"CRLF line end dropped", "a\r\nb\n", 0, []string{ts + " stdout F a", ts + " stdout F b"}},
 		{"line under the limit", "abcdefghij\n", 16, []string{ts + " stdout F abcdefghij"}},
 		{"nothing", "", 0, nil},
 	}

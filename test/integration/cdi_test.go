@@ -137,7 +137,7 @@ devices:
 	}
 
 	// Unknown: refused naming it, before anything is made.
-	before := containerLeftovers(t, e)
+	before := refusedCreateLeftovers(t, e)
 	bad := ctrConfig("unknown", "sleep", "1000")
 	bad.CDIDevices = []*runtimeapi.CDIDevice{{Name: dev}, {Name: "example.com/dev=nope"}}
 	_, err = e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: bad, SandboxConfig: podCfg})
@@ -149,7 +149,7 @@ devices:
 	if _, err := e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: bad, SandboxConfig: podCfg}); grpcCode(err) != codes.InvalidArgument {
 		t.Errorf("malformed cdi.k8s.io annotation: %v, want InvalidArgument", err)
 	}
-	if after := containerLeftovers(t, e); !slices.Equal(before, after) {
+	if after := refusedCreateLeftovers(t, e); !slices.Equal(before, after) {
 		t.Errorf("a refused create left something: before %v, after %v", before, after)
 	}
 
@@ -228,7 +228,7 @@ func cdiDevicesListed(t *testing.T, d *framework.Daemon) []string {
 
 // containerLeftovers is what berthd keeps of containers: ids listed, state
 // and layer dirs, mounts.
-func containerLeftovers(t *testing.T, e *ctrEnv) []string {
+func refusedCreateLeftovers(t *testing.T, e *ctrEnv) []string {
 	t.Helper()
 	var out []string
 	resp, err := e.d.Runtime.ListContainers(framework.Context(t), &runtimeapi.ListContainersRequest{})

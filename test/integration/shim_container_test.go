@@ -257,7 +257,7 @@ func TestShimContainerLifecycle(t *testing.T) {
 	}
 	got := logRecords(t, c.logPath)
 	sort.Strings(got) // stdout and stderr race
-	if want := []string{"stderr F err", "stdout F out", "stdout F tail"}; strings.Join(got, "|") != strings.Join(want, "|") {
+	if want := []string{"stderr F err", "stdout F out", "stdout P tail"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("log records %q, want %q", got, want)
 	}
 	if err := e.call(t, shim.OpKill, shim.KillArgs{ID: c.id, Signal: 9, All: true}, nil); err != nil {

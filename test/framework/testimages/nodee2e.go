@@ -40,10 +40,17 @@ const (
 // of the default set run (the lifecycle hook specs curl an agnhost server
 // from an agnhost container; some pods run bash), from Debian with every
 // library ldd names for them.
-var agnhostTools = []struct{ path, pkg string }{
-	{"/usr/bin/curl", "curl"},
-	{"/bin/bash", "bash"},
+var agnhostTools = []hostTool{
+	{"/usr/bin/curl", "curl", ""},
+	{"/bin/bash", "bash", ""},
+	// Alpine's busybox nc takes -u (the UDP networking specs send with
+	// "nc -w 1 -u"); Debian's does not. Before busybox's /bin/nc in PATH.
+	{"/bin/nc.openbsd", "netcat-openbsd", "/usr/bin/nc"},
 }
+
+// hostTool is a binary of the host (path, of Debian package pkg) put in an
+// image at its own path or at at.
+type hostTool struct{ path, pkg, at string }
 
 // BuildNodeE2E returns the OCI layout dir of the node e2e stand-ins, with
 // agnhost (a static binary of k8s.io/kubernetes/test/images/agnhost) in
@@ -78,9 +85,16 @@ func BuildNodeE2E(ctx context.Context, cacheRoot, agnhost string) (string, error
 }
 
 // agnhostLayer is agnhost at /agnhost (and /agnhost-2, as the real image
-// links it), curl and bash with their libraries, agnhost's users, /uploads.
+// links it), curl and bash with their libraries, agnhost's users, /uploads,
+// and /localhost.crt and /localhost.key for netexec's TLS.
 func (c *catalog) agnhostLayer(agnhost []byte) ([]file, error) {
+	crt, key, err := localhostCert()
+	if err != nil {
+		return nil, err
+	}
 	files := []file{
+		text("localhost.crt", string(crt)),
+		reg("localhost.key", 0o644, 0, 0, key),
 		reg("agnhost", 0o755, 0, 0, agnhost),
 		symlink("agnhost-2", "agnhost"),
 		dir("uploads", 0o755, 0, 0),
@@ -88,12 +102,27 @@ func (c *catalog) agnhostLayer(agnhost []byte) ([]file, error) {
 		text("etc/group", agnhostGroup),
 		dir("home/user-defined-in-image", 0o755, 1000, 1000),
 	}
+	tools, err := c.hostTools(agnhostTools...)
+	if err != nil {
+		return nil, err
+	}
+	return append(files, tools...), nil
+}
+
+// hostTools is the host's binaries at their paths with every library ldd
+// names for them that the base layers lack.
+func (c *catalog) hostTools(tools ...hostTool) ([]file, error) {
+	var files []file
 	seen := map[string]bool{}
 	for _, l := range c.libs {
 		seen[l.name] = true
 	}
-	for _, t := range agnhostTools {
-		f, err := hostFile(t.path[1:], t.path, 0o755)
+	for _, t := range tools {
+		at := t.path
+		if t.at != "" {
+			at = t.at
+		}
+		f, err := hostFile(at[1:], t.path, 0o755)
 		if err != nil {
 			return nil, fmt.Errorf("%s (Debian package %s): %w", filepath.Base(t.path), t.pkg, err)
 		}
@@ -118,11 +147,21 @@ func (c *catalog) buildNodeE2E(agnhost []byte) error {
 	nmeter := layerSpec{"imagebin as busybox's nmeter", []file{reg("bin/nmeter", 0o755, 0, 0, c.imagebin)}, gzipped}
 	base := with(c.baseLayers(), nmeter)
 	bbCfg := busyboxConfig()
+	// Debian's busybox 1.35 ash drops environment variables whose names are
+	// no shell identifiers ("data-1" of a configMap's envFrom) and refuses
+	// "exit -1"; the busybox 1.37 of the real image keeps and takes them, and
+	// specs rely on both. bash, as /bin/sh of the busybox images, does too.
+	shFiles, err := c.hostTools(hostTool{"/bin/bash", "bash", ""})
+	if err != nil {
+		return err
+	}
+	shLayer := layerSpec{"bash as /bin/sh (busybox 1.37's ash keeps env names like data-1, takes exit -1)", append(shFiles, symlink("bin/sh", "bash")), gzipped}
+	bbBase := with(base, shLayer)
 	agnFiles, err := c.agnhostLayer(agnhost)
 	if err != nil {
 		return err
 	}
-	agn := layerSpec{"agnhost, curl, bash, agnhost's users", agnFiles, gzipped}
+	agn := layerSpec{"agnhost, curl, bash, nc, agnhost's users", agnFiles, gzipped}
 	imagebin := layerSpec{"imagebin (nginx)", c.imagebinLayer(), gzipped}
 	nginxConf := layerSpec{"nginx configuration, port 80", []file{
 		text("etc/nginx/nginx.conf", "# berth test image: imagebin reads only conf.d/*.conf listen lines\n"),
@@ -143,8 +182,8 @@ func (c *catalog) buildNodeE2E(agnhost []byte) error {
 		spec imageSpec
 		refs []string
 	}{
-		{imageSpec{layers: base, config: bbCfg}, []string{e2e + "busybox:1.37.0-2", e2e + "glibc-dns-testing:2.1.1", e2e + "ipc-utils:1.4"}},
-		{imageSpec{layers: base, config: withUser(bbCfg, "1234")}, []string{e2e + "nonroot:1.5"}},
+		{imageSpec{layers: bbBase, config: bbCfg}, []string{e2e + "busybox:1.37.0-2", e2e + "glibc-dns-testing:2.1.1", e2e + "ipc-utils:1.4"}},
+		{imageSpec{layers: bbBase, config: withUser(bbCfg, "1234")}, []string{e2e + "nonroot:1.5"}},
 		{imageSpec{layers: with(base, agn), config: v1.Config{
 			Env: []string{defaultPath}, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
 			ExposedPorts: ports("80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"),
