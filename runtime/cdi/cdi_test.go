@@ -40,6 +40,14 @@ devices:
     hooks:
     - hookName: createContainer
       path: /bin/true
+- name: node
+  containerEdits:
+    hooks:
+    - hookName: createRuntime
+      path: /bin/true
+      args: [true, cdi]
+    - hookName: poststop
+      path: /bin/true
 `
 
 func newRegistry(t *testing.T, files map[string]string) (*Registry, string) {
@@ -84,7 +92,7 @@ func TestRequested(t *testing.T) {
 
 func TestInject(t *testing.T) {
 	r, dir := newRegistry(t, map[string]string{"example.yaml": testSpec, "hooked.yaml": hookSpec})
-	if got := r.Devices(); len(got) != 2 || got[0] != (Device{"example.com/dev=null0", filepath.Join(dir, "example.yaml")}) {
+	if got := r.Devices(); len(got) != 3 || got[0] != (Device{"example.com/dev=null0", filepath.Join(dir, "example.yaml")}) {
 		t.Errorf("Devices = %v", got)
 	}
 	s := &specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin"}}, Linux: &specs.Linux{}}
@@ -129,6 +137,14 @@ func TestInject(t *testing.T) {
 	}
 	if len(clean.Process.Env) != 0 || len(clean.Linux.Devices) != 0 || len(clean.Mounts) != 0 {
 		t.Errorf("a refused inject changed the spec: %+v", clean)
+	}
+	// Hooks berthd runs on the node are applied.
+	hooked := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
+	if err := r.InjectDevices(hooked, "example.com/hooked=node"); err != nil {
+		t.Fatalf("node hooks: %v", err)
+	}
+	if h := hooked.Hooks; h == nil || len(h.CreateRuntime) != 1 || h.CreateRuntime[0].Path != "/bin/true" || len(h.Poststop) != 1 || len(h.CreateContainer) != 0 {
+		t.Errorf("node hooks: %+v", h)
 	}
 	var nilReg *Registry
 	if err := nilReg.Check([]string{"example.com/dev=null0"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
