@@ -298,16 +298,22 @@ static const char *look_path(const char *file, char **env)
 
 // reset_signals gives the command default signal handling and an empty
 // mask (containerinit.resetSignals).
+//
+// The raw system call, not sigaction(3): glibc refuses its own two
+// real-time signals (32 and 33) with EINVAL, so an ignored 32 inherited
+// from berthd's environment would have reached the command. The kernel's
+// struct starts with the handler; SIG_DFL is all zeroes; 8 is the size of
+// the kernel's sigset_t (64 signals).
 static void reset_signals(void)
 {
 	sigset_t none;
 
 	for (int sig = 1; sig < NSIG; sig++) {
-		struct sigaction old;
+		unsigned long old[4] = {0}, dfl[4] = {0};
 		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
-			signal(sig, SIG_DFL);
+		if (syscall(SYS_rt_sigaction, sig, NULL, old, 8) == 0 && old[0] == (unsigned long)SIG_IGN)
+			syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
 	}
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);

@@ -280,9 +280,9 @@ func TestSecondInstanceAndStaleSocket(t *testing.T) {
 
 func TestUnimplementedNamesMethod(t *testing.T) {
 	d := framework.StartDaemon(t, "")
-	_, err := d.Runtime.CheckpointContainer(framework.Context(t), &runtimeapi.CheckpointContainerRequest{ContainerId: "x"})
-	if err == nil || !strings.Contains(err.Error(), "CheckpointContainer") || !strings.Contains(err.Error(), "Unimplemented") {
-		t.Errorf("CheckpointContainer error = %v, want Unimplemented naming it", err)
+	_, err := d.Runtime.CheckpointPod(framework.Context(t), &runtimeapi.CheckpointPodRequest{PodSandboxId: "x"})
+	if err == nil || !strings.Contains(err.Error(), "CheckpointPod") || !strings.Contains(err.Error(), "Unimplemented") {
+		t.Errorf("CheckpointPod error = %v, want Unimplemented naming it", err)
 	}
 }
 
