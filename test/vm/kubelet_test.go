@@ -163,6 +163,12 @@ imageGCLowThresholdPercent: 99
 		if out, err := exec.Command("systemctl", "stop", "kubepods.slice").CombinedOutput(); err != nil {
 			t.Errorf("systemctl stop kubepods.slice: %v\n%s", err, out)
 		}
+		if _, err := os.Stat("/sys/fs/cgroup/kubepods.slice"); !os.IsNotExist(err) {
+			t.Errorf("the kubelet's kubepods.slice cgroup left (%v)", err)
+		}
+		if left := mountsUnder(root); len(left) > 0 {
+			t.Errorf("mounts left below the kubelet's root: %v", left)
+		}
 		for _, s := range kubeletSysctls {
 			if err := os.WriteFile("/proc/sys/"+s, []byte(sysctls[s]), 0o644); err != nil {
 				t.Errorf("restore sysctl %s: %v", s, err)
