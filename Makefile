@@ -174,8 +174,10 @@ clean-node:
 # removes the binaries and the unit, never the config or the pods' data.
 # The systemd VM of make test (test-vm-ci-critest) installs the package and
 # restarts, stops, kills and upgrades berth.service under a running pod
-# (test/vm TestInstalledService): hack/vm/test.sh builds the .deb for it
-# whenever test/vm runs in that variant (no extra boot).
+# (test/vm TestInstalledService), then runs the real kubelet with a static
+# pod on it (about a minute): hack/vm/test.sh builds the .deb for it and
+# finds (or builds) the kubelet with hack/build-kubelet.sh whenever test/vm
+# runs in that variant (no extra boot).
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 UNITDIR ?= $(PREFIX)/lib/systemd/system

@@ -79,6 +79,18 @@ case " $variants " in *" systemd "*)
 	if grep -q '^test_vm\.test' "$tests/manifest"; then
 		BERTH_DEB=$(DEB_OUT="$tests/deb" bash hack/install/build-deb.sh) || exit 1
 		export BERTH_DEB BERTH_VM_ENV="${BERTH_VM_ENV:-} BERTH_DEB"
+		# and runs the real kubelet on that service: the one
+		# hack/build-kubelet.sh keeps in its cache (built there now when
+		# missing). A failed build makes the test skip, loudly.
+		if BERTH_KUBELET=$(bash hack/build-kubelet.sh 2>"$tests/kubelet-build.log"); then
+			export BERTH_KUBELET BERTH_VM_SHARES="${BERTH_VM_SHARES:-} $BERTH_KUBELET"
+			export BERTH_VM_ENV="$BERTH_VM_ENV BERTH_KUBELET"
+		else
+			vm_log "cannot build the kubelet: TestInstalledService/kubelet will skip"
+			BERTH_KUBELET_BUILD_ERROR=$(tail -n 30 "$tests/kubelet-build.log")
+			export BERTH_KUBELET_BUILD_ERROR BERTH_VM_ENV="$BERTH_VM_ENV BERTH_KUBELET_BUILD_ERROR"
+			unset BERTH_KUBELET
+		fi
 	fi
 	;;
 esac

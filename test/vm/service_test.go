@@ -23,7 +23,8 @@ const serviceEndpoint = "unix:///run/berth/berth.sock"
 // as berth.service and a pod with crictl, and proves that restarting,
 // stopping, SIGKILLing and upgrading the service keeps the pod: the same
 // container process runs on, its log grows, and berthd comes back and finds
-// the pod. Then it purges the package, which keeps /var/lib/berth.
+// the pod. Then the real kubelet runs a static pod on the service
+// (kubeletOnService), and the package is purged, which keeps /var/lib/berth.
 func TestInstalledService(t *testing.T) {
 	if variant(t) != "systemd" {
 		t.Skip("systemd variant only")
@@ -113,8 +114,12 @@ func TestInstalledService(t *testing.T) {
 	}
 	p.check("package upgrade")
 
-	// Purge: binaries, unit and config go, the pods' data stays.
+	// The real kubelet on the installed service, on a node without the
+	// test's pod (the kubelet stops every pod it does not know).
 	n.crictl("rmp", "-f", p.pod)
+	t.Run("kubelet", kubeletOnService)
+
+	// Purge: binaries, unit and config go, the pods' data stays.
 	n.dpkg("dpkg", "--purge", "berth")
 	for _, f := range []string{"/usr/bin/berthd", "/usr/bin/berth-shim", "/lib/systemd/system/berth.service", "/etc/berth/config.toml"} {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
