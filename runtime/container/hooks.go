@@ -19,7 +19,8 @@ import (
 // container's process exists (a failure fails the create, which is
 // undone), poststart hooks after its start and poststop hooks at its
 // removal (a failure is logged). createContainer and startContainer hooks
-// would have to run inside the container; cri/nri refuses them.
+// run inside the container: the container's init runs them
+// (runtime/containerinit/hooks.go).
 
 // hookTimeout bounds a hook that names no timeout of its own.
 const hookTimeout = time.Minute

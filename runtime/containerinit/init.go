@@ -93,7 +93,11 @@ func runCreate(bundle string, sync *os.File) error {
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(bundle, rootfs)
 	}
-	if err := setupRootfs(spec, rootfs); err != nil {
+	var hooks *hookRunner
+	if spec.Hooks != nil {
+		hooks = newHookRunner(spec, bundle)
+	}
+	if err := setupRootfs(spec, rootfs, hooks); err != nil {
 		return err
 	}
 	if err := setupNamespaced(spec); err != nil {
@@ -102,7 +106,7 @@ func runCreate(bundle string, sync *os.File) error {
 	if err := protectRootfs(spec); err != nil {
 		return err
 	}
-	return finish(spec, r, sync)
+	return finish(spec, r, sync, hooks)
 }
 
 // readSpecLine reads a spec sent on the sync socket (one line).
@@ -141,11 +145,12 @@ func runExec(_ string, sync *os.File) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	return finish(spec, r, sync)
+	return finish(spec, r, sync, nil)
 }
 
 // finish drops privileges, reports ready, waits for start and execs.
-func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
+// An exec runs no hooks (nil).
+func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File, hooks *hookRunner) error {
 	if spec.Process.Terminal {
 		if err := setupConsole(spec.Process, sync); err != nil {
 			return err
@@ -175,6 +180,11 @@ func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 	}
 	if strings.TrimSpace(line) != MsgStart {
 		return fmt.Errorf("unexpected message %q", line)
+	}
+	if hooks != nil {
+		if err := hooks.run("startContainer", spec.Hooks.StartContainer, specs.StateCreated); err != nil {
+			return err
+		}
 	}
 	resetSignals()
 	closeExtraFDs()

@@ -29,6 +29,11 @@ func TestParseSpecKeepsWhatTheInitUses(t *testing.T) {
 			Resources:         &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr(int64(5))}},
 		},
 		Annotations: map[string]string{"x": "y"},
+		Hooks: &specs.Hooks{
+			CreateRuntime:   []specs.Hook{{Path: "/node"}},
+			CreateContainer: []specs.Hook{{Path: "/c", Args: []string{"c", "1"}}},
+			StartContainer:  []specs.Hook{{Path: "/s", Env: []string{"E=1"}}},
+		},
 	}
 	data, err := json.Marshal(full)
 	if err != nil {
@@ -39,7 +44,9 @@ func TestParseSpecKeepsWhatTheInitUses(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := *full
-	want.Version, want.Annotations = "", nil
+	want.Version = ""
+	// The hooks berthd runs are not the init's.
+	want.Hooks = &specs.Hooks{CreateContainer: full.Hooks.CreateContainer, StartContainer: full.Hooks.StartContainer}
 	wl := *full.Linux
 	wl.Resources = nil
 	want.Linux = &wl

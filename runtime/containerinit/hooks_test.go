@@ -1,0 +1,56 @@
+package containerinit
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestHooksGetStateAndFailByName(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "state")
+	r := newHookRunner(&specs.Spec{Annotations: map[string]string{"a": "b"}}, "/run/berth/c1")
+	ok := specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", `cat > "$OUT"`}, Env: []string{"OUT=" + out}}
+	if err := r.run("createContainer", []specs.Hook{ok}, specs.StateCreating); err != nil {
+		t.Fatal(err)
+	}
+	var st specs.State
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatalf("state %q: %v", data, err)
+	}
+	if st.ID != "c1" || st.Bundle != "/run/berth/c1" || st.Status != specs.StateCreating || st.Pid != os.Getpid() || st.Annotations["a"] != "b" {
+		t.Errorf("state %+v", st)
+	}
+
+	// The second hook fails: its index, path and output name it.
+	bad := specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no gpu; exit 3"}}
+	err = r.run("startContainer", []specs.Hook{ok, bad}, specs.StateCreated)
+	if err == nil || !strings.Contains(err.Error(), "startContainer hook 1 (/bin/sh)") || !strings.Contains(err.Error(), "no gpu") {
+		t.Errorf("failing hook: %v", err)
+	}
+
+	// A hook past its timeout is killed and says so.
+	one := 1
+	slow := specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "sleep 60"}, Timeout: &one}
+	start := time.Now()
+	err = r.run("createContainer", []specs.Hook{slow}, specs.StateCreating)
+	if err == nil || !strings.Contains(err.Error(), "timed out after 1s") {
+		t.Errorf("slow hook: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("slow hook held the init %s", d)
+	}
+	var none *hookRunner
+	if err := none.run("startContainer", []specs.Hook{bad}, specs.StateCreated); err != nil {
+		t.Errorf("no runner (an exec) ran hooks: %v", err)
+	}
+}
