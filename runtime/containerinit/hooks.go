@@ -46,6 +46,11 @@ func newHookRunner(spec *specs.Spec, bundle string) *hookRunner {
 	}}
 }
 
+// IsHookError reports whether an init's error message is a hook's failure.
+func IsHookError(msg string) bool {
+	return strings.HasPrefix(msg, "createContainer hook ") || strings.HasPrefix(msg, "startContainer hook ")
+}
+
 // run runs hooks one after another; the first failure ends them.
 func (r *hookRunner) run(kind string, hooks []specs.Hook, status specs.ContainerState) error {
 	if r == nil || len(hooks) == 0 {

@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/containerinit"
 	"github.com/berth-dev/berth/runtime/nsenter"
 	"github.com/berth-dev/berth/runtime/seccomp/filter"
@@ -141,7 +142,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			_ = cmd.Wait()
 			// An init that failed before reading (nsenter) said why.
 			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
-				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+				return initError(line)
 			}
 			return fmt.Errorf("send to init: %w", err)
 		}
@@ -157,7 +158,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		}
 		pidStr, ok := strings.CutPrefix(line, "pid ")
 		if !ok {
-			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			return initError(line)
 		}
 		if c.pid, err = strconv.Atoi(pidStr); err != nil {
 			return fmt.Errorf("init reported a bad pid %q", pidStr)
@@ -173,7 +174,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			// An init that failed early (no such command, bad mount) may be
 			// gone before it was placed: its report says why.
 			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
-				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+				return initError(line)
 			}
 			return err
 		}
@@ -194,7 +195,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		case line == containerinit.MsgConsole:
 			// readMsg took the pty master.
 		case strings.HasPrefix(line, containerinit.MsgError+" "):
-			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			return initError(line)
 		default:
 			return fmt.Errorf("unexpected message %q from init", line)
 		}
@@ -257,4 +258,14 @@ func seccompFile(bundle string, p *specs.LinuxSeccomp) (*os.File, error) {
 		}
 	}
 	return containerinit.SeccompFile(p)
+}
+
+// initError is the error an init reported; a hook of the container's
+// that failed is FailedPrecondition (the node is not as the hook needs it).
+func initError(line string) error {
+	msg := strings.TrimPrefix(line, containerinit.MsgError+" ")
+	if containerinit.IsHookError(msg) {
+		return fmt.Errorf("%s: %w", msg, errdefs.ErrFailedPrecondition)
+	}
+	return errors.New(msg)
 }
