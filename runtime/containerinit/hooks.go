@@ -46,6 +46,24 @@ func newHookRunner(spec *specs.Spec, bundle string) *hookRunner {
 	}}
 }
 
+// HooksTimeout is the longest hooks may take, one after another: a
+// creator waiting for the init adds it to its own bound, so that a hook's
+// timeout, not the creator's, ends a slow hook.
+func HooksTimeout(hooks []specs.Hook) time.Duration {
+	var d time.Duration
+	for _, h := range hooks {
+		d += timeoutOf(h)
+	}
+	return d
+}
+
+func timeoutOf(h specs.Hook) time.Duration {
+	if h.Timeout != nil && *h.Timeout > 0 {
+		return time.Duration(*h.Timeout) * time.Second
+	}
+	return hookTimeout
+}
+
 // IsHookError reports whether an init's error message is a hook's failure.
 func IsHookError(msg string) bool {
 	return strings.HasPrefix(msg, "createContainer hook ") || strings.HasPrefix(msg, "startContainer hook ")
@@ -71,10 +89,7 @@ func (r *hookRunner) run(kind string, hooks []specs.Hook, status specs.Container
 }
 
 func runHook(h specs.Hook, state []byte) error {
-	timeout := hookTimeout
-	if h.Timeout != nil && *h.Timeout > 0 {
-		timeout = time.Duration(*h.Timeout) * time.Second
-	}
+	timeout := timeoutOf(h)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, h.Path)

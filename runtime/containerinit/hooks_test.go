@@ -49,6 +49,9 @@ func TestHooksGetStateAndFailByName(t *testing.T) {
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("slow hook held the init %s", d)
 	}
+	if d := HooksTimeout([]specs.Hook{slow, ok}); d != time.Second+hookTimeout {
+		t.Errorf("HooksTimeout %s, want %s", d, time.Second+hookTimeout)
+	}
 	var none *hookRunner
 	if err := none.run("startContainer", []specs.Hook{bad}, specs.StateCreated); err != nil {
 		t.Errorf("no runner (an exec) ran hooks: %v", err)

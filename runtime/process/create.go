@@ -156,9 +156,17 @@ func Create(o CreateOpts) (*Container, error) {
 			f.Close()
 		}
 	}()
+	timeout := o.Timeout
+	if h := spec.Hooks; h != nil && len(h.CreateContainer) > 0 {
+		// The init runs them before it is ready.
+		if timeout == 0 {
+			timeout = defaultReadyTimeout
+		}
+		timeout += containerinit.HooksTimeout(h.CreateContainer)
+	}
 	err = c.launch(launchOpts{
 		initPath: o.InitPath, args: []string{o.BundleDir}, ns: nsc,
-		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
+		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: timeout,
 		seccomp: spec.Linux.Seccomp, bundle: o.BundleDir, sources: sources, sourceIndex: index,
 		first: data,
 	})

@@ -133,7 +133,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	timeout := o.timeout
 	if timeout == 0 {
-		timeout = 30 * time.Second
+		timeout = defaultReadyTimeout
 	}
 	_ = c.sync.SetDeadline(time.Now().Add(timeout))
 	if o.first != nil {
@@ -259,6 +259,9 @@ func seccompFile(bundle string, p *specs.LinuxSeccomp) (*os.File, error) {
 	}
 	return containerinit.SeccompFile(p)
 }
+
+// defaultReadyTimeout bounds an init's setup when the caller names no bound.
+const defaultReadyTimeout = 30 * time.Second
 
 // initError is the error an init reported; a hook of the container's
 // that failed is FailedPrecondition (the node is not as the hook needs it).
