@@ -17,7 +17,8 @@ import (
 // berthd, in the node's namespaces, with the container's state on stdin as
 // the runtime spec says: prestart and createRuntime hooks once the
 // container's process exists (a failure fails the create, which is
-// undone), poststart hooks after its start and poststop hooks at its
+// undone; with createContainer hooks, which must come after them, the shim
+// runs them instead, while the init waits), poststart hooks after its start and poststop hooks at its
 // removal (a failure is logged). createContainer and startContainer hooks
 // run inside the container: the container's init runs them
 // (runtime/containerinit/hooks.go).

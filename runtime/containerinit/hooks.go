@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +22,9 @@ import (
 // and what it touches resolve on the node (GPU vendors' CDI specs rely on
 // it); startContainer hooks after the start message, just before the
 // command is executed, with the container's root, user and capabilities.
-// Either one failing fails the create or the start, naming the hook.
+// Either one failing fails the create or the start, naming the hook. The
+// node's prestart and createRuntime hooks come before the createContainer
+// ones: the init asks its creator to run them (MsgNodeHooks) and waits.
 
 // hookTimeout bounds a hook that names no timeout of its own (as berthd's).
 const hookTimeout = time.Minute
@@ -29,7 +32,17 @@ const hookTimeout = time.Minute
 // hookRunner holds the container's state the hooks get on stdin.
 type hookRunner struct {
 	state specs.State
+	// nodeFirst, when set, has the creator run its hooks before the
+	// createContainer ones.
+	nodeFirst func() error
+	// wait, when set, waits for a started hook (see Waiter).
+	wait Waiter
 }
+
+// Waiter waits for a started hook's process to end, killing it past the
+// timeout: for a creator that reaps every child itself (the shim is a
+// subreaper), where exec.Cmd.Wait would find no child.
+type Waiter func(p *os.Process, timeout time.Duration) error
 
 // newHookRunner must be called before pivot_root: the pid is read from the
 // node's /proc, which is the pid the spec means ("as seen by the host").
@@ -64,9 +77,30 @@ func timeoutOf(h specs.Hook) time.Duration {
 	return hookTimeout
 }
 
+// RunNodeHooks runs a new container's prestart and createRuntime hooks in
+// the creator's namespaces, when its init asks (MsgNodeHooks).
+func RunNodeHooks(spec *specs.Spec, id, bundle string, pid int, wait Waiter) error {
+	if spec.Hooks == nil {
+		return nil
+	}
+	r := &hookRunner{state: specs.State{
+		Version: specs.Version, ID: id, Pid: pid, Bundle: bundle, Annotations: spec.Annotations,
+	}, wait: wait}
+	//lint:ignore SA1019 prestart hooks are still handed out (NRI's generator).
+	if err := r.run("prestart", spec.Hooks.Prestart, specs.StateCreated); err != nil {
+		return err
+	}
+	return r.run("createRuntime", spec.Hooks.CreateRuntime, specs.StateCreated)
+}
+
 // IsHookError reports whether an init's error message is a hook's failure.
 func IsHookError(msg string) bool {
-	return strings.HasPrefix(msg, "createContainer hook ") || strings.HasPrefix(msg, "startContainer hook ")
+	for _, kind := range []string{"createContainer", "startContainer", "prestart", "createRuntime"} {
+		if strings.HasPrefix(msg, kind+" hook ") {
+			return true
+		}
+	}
+	return false
 }
 
 // run runs hooks one after another; the first failure ends them.
@@ -81,7 +115,11 @@ func (r *hookRunner) run(kind string, hooks []specs.Hook, status specs.Container
 		return err
 	}
 	for i, h := range hooks {
-		if err := runHook(h, data); err != nil {
+		run := runHook
+		if r.wait != nil {
+			run = func(h specs.Hook, data []byte) error { return runHookWaiter(h, data, r.wait) }
+		}
+		if err := run(h, data); err != nil {
 			return fmt.Errorf("%s hook %d (%s): %w", kind, i, h.Path, err)
 		}
 	}
@@ -111,6 +149,64 @@ func runHook(h specs.Hook, state []byte) error {
 		err = fmt.Errorf("timed out after %s: %w", timeout, err)
 	}
 	msg := strings.TrimSpace(out.String())
+	if len(msg) > 512 {
+		msg = msg[:512] + "..."
+	}
+	if msg != "" {
+		return fmt.Errorf("%w: %s", err, msg)
+	}
+	return err
+}
+
+// runHookWaiter is runHook for a creator that reaps its children itself.
+func runHookWaiter(h specs.Hook, state []byte, wait Waiter) error {
+	timeout := timeoutOf(h)
+	cmd := exec.Command(h.Path)
+	if len(h.Args) > 0 {
+		cmd.Args = h.Args
+	}
+	cmd.Env = h.Env
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, outW
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return err
+	}
+	go func() {
+		_, _ = inW.Write(state)
+		inW.Close()
+	}()
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(&out, outR)
+		close(done)
+	}()
+	err = wait(cmd.Process, timeout)
+	msg := ""
+	select {
+	case <-done:
+		msg = strings.TrimSpace(out.String())
+	case <-time.After(time.Second):
+		// A child of the hook holds its output open: no message.
+	}
+	outR.Close()
+	if err == nil {
+		return nil
+	}
 	if len(msg) > 512 {
 		msg = msg[:512] + "..."
 	}

@@ -2,6 +2,7 @@ package containerinit
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,5 +56,40 @@ func TestHooksGetStateAndFailByName(t *testing.T) {
 	var none *hookRunner
 	if err := none.run("startContainer", []specs.Hook{bad}, specs.StateCreated); err != nil {
 		t.Errorf("no runner (an exec) ran hooks: %v", err)
+	}
+}
+
+// The shim runs the node's create hooks with its own waiter (its reaper
+// takes every child's status).
+func TestRunNodeHooksWithWaiter(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "log")
+	hook := func(kind string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", `echo ` + kind + ` $(cat) >> "$OUT"`}, Env: []string{"OUT=" + out}}
+	}
+	waited := 0
+	wait := func(p *os.Process, _ time.Duration) error {
+		waited++
+		st, err := p.Wait()
+		if err != nil {
+			return err
+		}
+		if !st.Success() {
+			return errors.New(st.String())
+		}
+		return nil
+	}
+	//lint:ignore SA1019 prestart hooks are still handed out (NRI's generator).
+	spec := &specs.Spec{Hooks: &specs.Hooks{Prestart: []specs.Hook{hook("prestart")}, CreateRuntime: []specs.Hook{hook("createRuntime")}}}
+	if err := RunNodeHooks(spec, "c1", "/b/c1", 42, wait); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if waited != 2 || len(lines) != 2 || !strings.HasPrefix(lines[0], "prestart {") || !strings.HasPrefix(lines[1], "createRuntime {") || !strings.Contains(lines[1], `"pid":42`) || !strings.Contains(lines[1], `"status":"created"`) {
+		t.Errorf("waited %d, hooks logged %q", waited, lines)
+	}
+	spec.Hooks.CreateRuntime = []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo broken >&2; exit 4"}}}
+	if err := RunNodeHooks(spec, "c1", "/b/c1", 42, wait); err == nil || !strings.Contains(err.Error(), "createRuntime hook 0 (/bin/sh)") || !strings.Contains(err.Error(), "broken") || !IsHookError(err.Error()) {
+		t.Errorf("failing createRuntime hook: %v", err)
 	}
 }

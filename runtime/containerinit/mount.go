@@ -152,6 +152,11 @@ func setupRootfs(spec *specs.Spec, rootfs string, hooks *hookRunner) error {
 		}
 		unix.Close(d)
 	}
+	if hooks != nil && hooks.nodeFirst != nil {
+		if err := hooks.nodeFirst(); err != nil {
+			return err
+		}
+	}
 	if hooks != nil {
 		if err := hooks.run("createContainer", spec.Hooks.CreateContainer, specs.StateCreating); err != nil {
 			return err

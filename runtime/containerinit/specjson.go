@@ -25,6 +25,9 @@ type initSpec struct {
 }
 
 type initHooks struct {
+	// Those the creator runs, which must come first (hooks.go).
+	Prestart        []specs.Hook `json:"prestart,omitempty"`
+	CreateRuntime   []specs.Hook `json:"createRuntime,omitempty"`
 	CreateContainer []specs.Hook `json:"createContainer,omitempty"`
 	StartContainer  []specs.Hook `json:"startContainer,omitempty"`
 }
@@ -48,7 +51,11 @@ func parseSpec(data []byte) (*specs.Spec, error) {
 	}
 	out := &specs.Spec{Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname, Mounts: s.Mounts, Annotations: s.Annotations}
 	if h := s.Hooks; h != nil && len(h.CreateContainer)+len(h.StartContainer) > 0 {
-		out.Hooks = &specs.Hooks{CreateContainer: h.CreateContainer, StartContainer: h.StartContainer}
+		out.Hooks = &specs.Hooks{
+			//lint:ignore SA1019 prestart hooks are still handed out (NRI's generator).
+			Prestart: h.Prestart, CreateRuntime: h.CreateRuntime,
+			CreateContainer: h.CreateContainer, StartContainer: h.StartContainer,
+		}
 	}
 	if l := s.Linux; l != nil {
 		out.Linux = &specs.Linux{

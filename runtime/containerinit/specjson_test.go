@@ -45,8 +45,9 @@ func TestParseSpecKeepsWhatTheInitUses(t *testing.T) {
 	}
 	want := *full
 	want.Version = ""
-	// The hooks berthd runs are not the init's.
-	want.Hooks = &specs.Hooks{CreateContainer: full.Hooks.CreateContainer, StartContainer: full.Hooks.StartContainer}
+	// The init waits for the creator's createRuntime hooks before its
+	// createContainer hooks; poststart and poststop are not its business.
+	want.Hooks = &specs.Hooks{CreateRuntime: full.Hooks.CreateRuntime, CreateContainer: full.Hooks.CreateContainer, StartContainer: full.Hooks.StartContainer}
 	wl := *full.Linux
 	wl.Resources = nil
 	want.Linux = &wl

@@ -29,6 +29,7 @@ type launchOpts struct {
 	ns                    nsenter.Config
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
+	nodeHooks             func(pid int) error
 	// first is sent to the init before anything else: its spec
 	// (initSpecJSON) or an exec plan (containerinit.ExecPlan).
 	first []byte
@@ -194,6 +195,16 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			return nil
 		case line == containerinit.MsgConsole:
 			// readMsg took the pty master.
+		case line == containerinit.MsgNodeHooks:
+			if o.nodeHooks == nil {
+				return errors.New("init asked for createRuntime hooks no one runs")
+			}
+			if err := o.nodeHooks(c.pid); err != nil {
+				return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+			}
+			if _, err := c.sync.Write([]byte(containerinit.MsgNodeHooksDone + "\n")); err != nil {
+				return fmt.Errorf("createRuntime hooks done: %w", err)
+			}
 		case strings.HasPrefix(line, containerinit.MsgError+" "):
 			return initError(line)
 		default:

@@ -18,8 +18,9 @@ import (
 
 // TestContainerHooks runs the OCI hooks that belong inside the container,
 // handed out by a CDI spec as GPU vendors' are: a createContainer hook (a
-// script on the node) runs in the container's mount namespace with the
-// container's mounts made and before pivot_root, gets the state on stdin
+// script on the node) runs after the createRuntime hook, in the
+// container's mount namespace with the container's mounts made and before
+// pivot_root, gets the state on stdin
 // and can write into the container's root; a startContainer hook runs in
 // the container's root (its path resolved there) before the command. A
 // failing or hanging createContainer hook fails CreateContainer naming the
@@ -40,6 +41,7 @@ set -e
 state=$(cat)
 printf '%s' "$state" > "$OUT/create-state.json"
 readlink /proc/self/ns/mnt > "$OUT/create-mntns"
+if [ -f "$OUT/runtime-state.json" ]; then echo createRuntime-first > "$OUT/order"; else echo createContainer-first > "$OUT/order"; fi
 bundle=$(printf '%s' "$state" | sed -n 's/.*"bundle":"\([^"]*\)".*/\1/p')
 cat "$bundle/rootfs/opt/hooked/hello" > "$OUT/create-saw-mount"
 echo from-create-hook > "$bundle/rootfs/created-by-hook"
@@ -61,6 +63,9 @@ devices:
       containerPath: /opt/hooked
       options: [ro, bind]
     hooks:
+    - hookName: createRuntime
+      path: /bin/sh
+      args: [sh, -c, "cat > %[3]s/runtime-state.json"]
     - hookName: createContainer
       path: %[2]s
       env: ["OUT=%[3]s"]
@@ -73,6 +78,14 @@ devices:
     - hookName: createContainer
       path: /bin/sh
       args: [sh, -c, "echo no such gpu >&2; exit 3"]
+- name: failruntime
+  containerEdits:
+    hooks:
+    - hookName: createRuntime
+      path: /bin/false
+    - hookName: createContainer
+      path: /bin/sh
+      args: [sh, -c, "touch %[3]s/failruntime-ran"]
 - name: hang
   containerEdits:
     hooks:
@@ -126,6 +139,17 @@ devices:
 	if got := read(filepath.Join(out, "create-saw-mount")); got != "mounted" {
 		t.Errorf("createContainer hook saw %q at the container's /opt/hooked, want the CDI mount made", got)
 	}
+	// The spec's order: createRuntime (on the node), then createContainer.
+	if got := read(filepath.Join(out, "order")); got != "createRuntime-first" {
+		t.Errorf("hook order: %s", got)
+	}
+	var rst specs.State
+	if err := json.Unmarshal([]byte(read(filepath.Join(out, "runtime-state.json"))), &rst); err != nil {
+		t.Errorf("createRuntime hook's state: %v", err)
+	}
+	if rst.ID != id || rst.Pid != pid || rst.Status != specs.StateCreated {
+		t.Errorf("createRuntime hook's state %+v, want id %s pid %d status created", rst, id, pid)
+	}
 	var st specs.State
 	if err := json.Unmarshal([]byte(read(filepath.Join(out, "create-state.json"))), &st); err != nil {
 		t.Errorf("createContainer hook's state: %v", err)
@@ -149,6 +173,8 @@ devices:
 	for dev, msg := range map[string]string{
 		"fail": "createContainer hook 0 (/bin/sh): exit status 3: no such gpu",
 		"hang": "createContainer hook 0 (/bin/sleep): timed out after 1s",
+		// The node's hooks come first; one failing runs no createContainer hook.
+		"failruntime": "createRuntime hook 0 (/bin/false): exit status 1",
 	} {
 		bad := ctrConfig("bad-"+dev, "sleep", "1000")
 		bad.CDIDevices = []*runtimeapi.CDIDevice{{Name: "example.com/hook=" + dev}}
@@ -159,6 +185,9 @@ devices:
 	}
 	if after := refusedCreateLeftovers(t, e); !slices.Equal(before, after) {
 		t.Errorf("a failed create left something: before %v, after %v", before, after)
+	}
+	if _, err := os.Stat(filepath.Join(out, "failruntime-ran")); err == nil {
+		t.Errorf("a createContainer hook ran after a createRuntime hook failed")
 	}
 
 	// A failing startContainer hook fails the start and runs no command.
