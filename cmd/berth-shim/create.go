@@ -7,11 +7,13 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/containerinit"
 	"github.com/berth-dev/berth/runtime/crilog"
 	"github.com/berth-dev/berth/runtime/process"
 	"github.com/berth-dev/berth/runtime/safefile"
@@ -159,6 +161,11 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 	if a.RestoreFrom != "" {
 		return c.awaitRestore(a, opts, &childEnds)
 	}
+	nodeHooksRan := false
+	opts.NodeHooks = func(pid int) error {
+		nodeHooksRan = true
+		return containerinit.RunNodeHooks(spec, a.ID, a.BundleDir, pid, s.waitHook)
+	}
 	proc, err := process.Create(opts)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", a.ID, err)
@@ -182,7 +189,7 @@ func createContainer(s *server, a shim.CreateArgs) (_ *container, retErr error) 
 		c.copiers.Add(1)
 		go c.copyOutput(streams[i], r)
 	}
-	c.state = shim.ContainerState{ID: a.ID, Pid: proc.Pid(), Status: shim.StatusCreated}
+	c.state = shim.ContainerState{ID: a.ID, Pid: proc.Pid(), Status: shim.StatusCreated, NodeHooksRan: nodeHooksRan}
 	go c.reap(exited)
 	return c, nil
 }
@@ -232,4 +239,25 @@ func pollable(f *os.File) (*os.File, error) {
 	}
 	f.Close()
 	return os.NewFile(uintptr(fd), "console"), nil
+}
+
+// waitHook waits for a hook the shim started (its reaper reaps every
+// child), killing it past its timeout.
+func (s *server) waitHook(p *os.Process, timeout time.Duration) error {
+	exited := s.reaper.watchLive(p.Pid)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case ws := <-exited:
+		_ = p.Release()
+		if ws.Exited() && ws.ExitStatus() == 0 {
+			return nil
+		}
+		return errors.New(describe(ws))
+	case <-t.C:
+		_ = p.Kill()
+		<-exited
+		_ = p.Release()
+		return fmt.Errorf("timed out after %s", timeout)
+	}
 }

@@ -79,15 +79,11 @@ func (n *NRI) injectCDI(s *specs.Spec, devices []string) error {
 }
 
 // unsupported refuses the adjustments berth's runtime has no way to carry
-// out: it runs no OCI hook inside a container and sets no I/O priority, scheduler policy,
+// out: it sets no I/O priority, scheduler policy,
 // RDT class, block I/O class, memory policy or network device; nor those
 // it would not take from a request (cgroups path, sysctls).
 func unsupported(a *api.ContainerAdjustment) error {
 	var what []string
-	// berthd runs hooks in the node's namespaces (runtime/container).
-	if h := a.GetHooks(); h != nil && len(h.CreateContainer)+len(h.StartContainer) > 0 {
-		what = append(what, "createContainer or startContainer OCI hooks (they run inside the container)")
-	}
 	l := a.GetLinux()
 	// The adaptation hands some of these out empty: only one that says
 	// something is refused.
@@ -145,7 +141,7 @@ func checkAdjustment(a *api.ContainerAdjustment) error {
 		}
 	}
 	if h := a.GetHooks(); h != nil {
-		for _, hook := range slices.Concat(h.Prestart, h.CreateRuntime, h.Poststart, h.Poststop) {
+		for _, hook := range slices.Concat(h.Prestart, h.CreateRuntime, h.CreateContainer, h.StartContainer, h.Poststart, h.Poststop) {
 			if !filepath.IsAbs(hook.GetPath()) {
 				return fmt.Errorf("hook %q: need an absolute path", hook.GetPath())
 			}

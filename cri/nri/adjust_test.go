@@ -100,7 +100,8 @@ func TestAdjustRefusesWhatCannotBeDone(t *testing.T) {
 		cdi    CDIInjector
 		want   string
 	}{
-		"hooks":         {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{StartContainer: []*api.Hook{{Path: "/x"}}}) }, nil, "startContainer OCI hooks"},
+		"hooks ok":      {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{StartContainer: []*api.Hook{{Path: "/x"}}}) }, nil, ""},
+		"in-ctr path":   {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{CreateContainer: []*api.Hook{{Path: "x"}}}) }, nil, "absolute"},
 		"hook path":     {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{Poststart: []*api.Hook{{Path: "x"}}}) }, nil, "absolute"},
 		"node hooks ok": {func(a *api.ContainerAdjustment) { a.AddHooks(&api.Hooks{Poststop: []*api.Hook{{Path: "/bin/true"}}}) }, nil, ""},
 		"device":        {func(a *api.ContainerAdjustment) { a.AddDevice(&api.LinuxDevice{Path: "/etc/shadow", Type: "c"}) }, nil, "/etc/shadow"},

@@ -105,10 +105,10 @@ func Requested(cfg *runtimeapi.ContainerConfig) ([]string, error) {
 
 // Check refuses, before anything is made, devices no spec defines
 // (InvalidArgument naming them) and devices whose edits berth's runtime
-// cannot carry out (FailedPrecondition): createContainer and
-// startContainer hooks (they would run inside the container), network
-// devices and Intel RDT. prestart, createRuntime, poststart and poststop
-// hooks berthd runs on the node (runtime/container/hooks.go).
+// cannot carry out (FailedPrecondition): network devices and Intel RDT.
+// prestart, createRuntime, poststart and poststop hooks berthd runs on the
+// node (runtime/container/hooks.go); createContainer and startContainer
+// hooks the container's init runs (runtime/containerinit/hooks.go).
 func (r *Registry) Check(names []string) error {
 	if len(names) == 0 {
 		return nil
@@ -133,8 +133,6 @@ func (r *Registry) Check(names []string) error {
 func unsupported(edits ...*cdispec.ContainerEdits) string {
 	for _, e := range edits {
 		switch {
-		case slices.ContainsFunc(e.Hooks, inContainerHook):
-			return "createContainer or startContainer OCI hooks"
 		case len(e.NetDevices) > 0:
 			return "network devices"
 		case e.IntelRdt != nil:
@@ -142,12 +140,6 @@ func unsupported(edits ...*cdispec.ContainerEdits) string {
 		}
 	}
 	return ""
-}
-
-// inContainerHook is a hook that would run in the container's namespaces,
-// which berth's runtime does not do.
-func inContainerHook(h *cdispec.Hook) bool {
-	return h.HookName == "createContainer" || h.HookName == "startContainer"
 }
 
 func (r *Registry) device(name string) *cdilib.Device {

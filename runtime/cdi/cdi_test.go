@@ -32,7 +32,7 @@ devices:
       options: [ro, bind]
 `
 
-const hookSpec = `cdiVersion: "0.6.0"
+const hookSpec = `cdiVersion: "0.7.0"
 kind: example.com/hooked
 devices:
 - name: h
@@ -40,6 +40,12 @@ devices:
     hooks:
     - hookName: createContainer
       path: /bin/true
+    - hookName: startContainer
+      path: /bin/true
+- name: rdt
+  containerEdits:
+    intelRdt:
+      closID: berth-test
 - name: node
   containerEdits:
     hooks:
@@ -92,7 +98,7 @@ func TestRequested(t *testing.T) {
 
 func TestInject(t *testing.T) {
 	r, dir := newRegistry(t, map[string]string{"example.yaml": testSpec, "hooked.yaml": hookSpec})
-	if got := r.Devices(); len(got) != 3 || got[0] != (Device{"example.com/dev=null0", filepath.Join(dir, "example.yaml")}) {
+	if got := r.Devices(); len(got) != 4 || got[0] != (Device{"example.com/dev=null0", filepath.Join(dir, "example.yaml")}) {
 		t.Errorf("Devices = %v", got)
 	}
 	s := &specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin"}}, Linux: &specs.Linux{}}
@@ -125,26 +131,34 @@ func TestInject(t *testing.T) {
 		t.Errorf("user namespace: devices %+v mounts %+v rules %+v", us.Linux.Devices, us.Mounts, us.Linux.Resources.Devices)
 	}
 
-	// Unknown devices are named; a spec with hooks is refused; neither
-	// touches the spec.
+	// Unknown devices are named; a spec asking for Intel RDT is refused;
+	// neither touches the spec.
 	clean := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
 	err := r.InjectDevices(clean, "example.com/dev=null0", "example.com/dev=nope", "other.io/x=y")
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !contains(err.Error(), "example.com/dev=nope") || !contains(err.Error(), "other.io/x=y") {
 		t.Errorf("unknown devices: %v", err)
 	}
-	if err := r.InjectDevices(clean, "example.com/hooked=h"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
-		t.Errorf("hooks: %v, want FailedPrecondition", err)
+	if err := r.InjectDevices(clean, "example.com/hooked=rdt"); !errors.Is(err, errdefs.ErrFailedPrecondition) || !contains(err.Error(), "Intel RDT") {
+		t.Errorf("RDT: %v, want FailedPrecondition", err)
 	}
 	if len(clean.Process.Env) != 0 || len(clean.Linux.Devices) != 0 || len(clean.Mounts) != 0 {
 		t.Errorf("a refused inject changed the spec: %+v", clean)
 	}
-	// Hooks berthd runs on the node are applied.
+	// Hooks berthd runs on the node and those the container's init runs
+	// are applied.
 	hooked := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
 	if err := r.InjectDevices(hooked, "example.com/hooked=node"); err != nil {
 		t.Fatalf("node hooks: %v", err)
 	}
 	if h := hooked.Hooks; h == nil || len(h.CreateRuntime) != 1 || h.CreateRuntime[0].Path != "/bin/true" || len(h.Poststop) != 1 || len(h.CreateContainer) != 0 {
 		t.Errorf("node hooks: %+v", h)
+	}
+	inContainer := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
+	if err := r.InjectDevices(inContainer, "example.com/hooked=h"); err != nil {
+		t.Fatalf("in-container hooks: %v", err)
+	}
+	if h := inContainer.Hooks; h == nil || len(h.CreateContainer) != 1 || len(h.StartContainer) != 1 {
+		t.Errorf("in-container hooks: %+v", h)
 	}
 	var nilReg *Registry
 	if err := nilReg.Check([]string{"example.com/dev=null0"}); !errors.Is(err, errdefs.ErrInvalidArgument) {

@@ -321,8 +321,11 @@ func (m *Manager) create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
-	if err := createHooks(ctx, rec, s, st.Pid); err != nil {
-		return "", fmt.Errorf("create container %s: %w", id, err)
+	// With createContainer hooks, the shim ran these before them.
+	if !st.NodeHooksRan {
+		if err := createHooks(ctx, rec, s, st.Pid); err != nil {
+			return "", fmt.Errorf("create container %s: %w", id, err)
+		}
 	}
 	steps.mark("shim")
 	// The pid is recorded at Start (or by the next status): one database

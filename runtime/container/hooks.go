@@ -17,9 +17,11 @@ import (
 // berthd, in the node's namespaces, with the container's state on stdin as
 // the runtime spec says: prestart and createRuntime hooks once the
 // container's process exists (a failure fails the create, which is
-// undone), poststart hooks after its start and poststop hooks at its
+// undone; with createContainer hooks, which must come after them, the shim
+// runs them instead, while the init waits), poststart hooks after its start and poststop hooks at its
 // removal (a failure is logged). createContainer and startContainer hooks
-// would have to run inside the container; cri/nri refuses them.
+// run inside the container: the container's init runs them
+// (runtime/containerinit/hooks.go).
 
 // hookTimeout bounds a hook that names no timeout of its own.
 const hookTimeout = time.Minute

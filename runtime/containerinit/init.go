@@ -36,6 +36,11 @@ const (
 	MsgConsole = "console"
 	MsgError   = "error"
 	MsgStart   = "start"
+	// The init's createContainer hooks must run after the creator's
+	// prestart and createRuntime hooks: it asks for those (init → creator)
+	// and waits for the answer (creator → init) before its own.
+	MsgNodeHooks     = "node-hooks"
+	MsgNodeHooksDone = "node-hooks-done"
 )
 
 // SyncFDEnv names the environment variable holding the sync socket's fd.
@@ -93,7 +98,15 @@ func runCreate(bundle string, sync *os.File) error {
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(bundle, rootfs)
 	}
-	if err := setupRootfs(spec, rootfs); err != nil {
+	var hooks *hookRunner
+	if spec.Hooks != nil {
+		hooks = newHookRunner(spec, bundle)
+		//lint:ignore SA1019 prestart hooks are still handed out (NRI's generator).
+		if h := spec.Hooks; len(h.CreateContainer) > 0 && len(h.Prestart)+len(h.CreateRuntime) > 0 {
+			hooks.nodeFirst = func() error { return awaitNodeHooks(r, sync) }
+		}
+	}
+	if err := setupRootfs(spec, rootfs, hooks); err != nil {
 		return err
 	}
 	if err := setupNamespaced(spec); err != nil {
@@ -102,7 +115,23 @@ func runCreate(bundle string, sync *os.File) error {
 	if err := protectRootfs(spec); err != nil {
 		return err
 	}
-	return finish(spec, r, sync)
+	return finish(spec, r, sync, hooks)
+}
+
+// awaitNodeHooks has the creator run the prestart and createRuntime hooks.
+func awaitNodeHooks(r *bufio.Reader, sync *os.File) error {
+	if _, err := fmt.Fprintln(sync, MsgNodeHooks); err != nil {
+		return fmt.Errorf("ask for createRuntime hooks: %w", err)
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		// The creator went away or its hook failed: nothing must run.
+		os.Exit(1)
+	}
+	if strings.TrimSpace(line) != MsgNodeHooksDone {
+		return fmt.Errorf("unexpected message %q", line)
+	}
+	return nil
 }
 
 // readSpecLine reads a spec sent on the sync socket (one line).
@@ -141,11 +170,12 @@ func runExec(_ string, sync *os.File) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	return finish(spec, r, sync)
+	return finish(spec, r, sync, nil)
 }
 
 // finish drops privileges, reports ready, waits for start and execs.
-func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
+// An exec runs no hooks (nil).
+func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File, hooks *hookRunner) error {
 	if spec.Process.Terminal {
 		if err := setupConsole(spec.Process, sync); err != nil {
 			return err
@@ -175,6 +205,11 @@ func finish(spec *specs.Spec, r *bufio.Reader, sync *os.File) error {
 	}
 	if strings.TrimSpace(line) != MsgStart {
 		return fmt.Errorf("unexpected message %q", line)
+	}
+	if hooks != nil {
+		if err := hooks.run("startContainer", spec.Hooks.StartContainer, specs.StateCreated); err != nil {
+			return err
+		}
 	}
 	resetSignals()
 	closeExtraFDs()

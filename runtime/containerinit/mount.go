@@ -96,8 +96,9 @@ func rootfsPropagation(spec *specs.Spec) (uintptr, error) {
 	return f, nil
 }
 
-// setupRootfs mounts the spec's filesystems in the rootfs and pivots into it.
-func setupRootfs(spec *specs.Spec, rootfs string) error {
+// setupRootfs mounts the spec's filesystems in the rootfs, runs the
+// createContainer hooks and pivots into it.
+func setupRootfs(spec *specs.Spec, rootfs string, hooks *hookRunner) error {
 	prop, err := rootfsPropagation(spec)
 	if err != nil {
 		return err
@@ -150,6 +151,16 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 			return fmt.Errorf("create cwd %s: %w", cwd, err)
 		}
 		unix.Close(d)
+	}
+	if hooks != nil && hooks.nodeFirst != nil {
+		if err := hooks.nodeFirst(); err != nil {
+			return err
+		}
+	}
+	if hooks != nil {
+		if err := hooks.run("createContainer", spec.Hooks.CreateContainer, specs.StateCreating); err != nil {
+			return err
+		}
 	}
 	return pivotRoot(rootfs)
 }

@@ -19,6 +19,17 @@ type initSpec struct {
 	Domainname string         `json:"domainname,omitempty"`
 	Mounts     []specs.Mount  `json:"mounts,omitempty"`
 	Linux      *initLinux     `json:"linux,omitempty"`
+	// Only the hooks run inside the container (hooks.go).
+	Hooks       *initHooks        `json:"hooks,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+type initHooks struct {
+	// Those the creator runs, which must come first (hooks.go).
+	Prestart        []specs.Hook `json:"prestart,omitempty"`
+	CreateRuntime   []specs.Hook `json:"createRuntime,omitempty"`
+	CreateContainer []specs.Hook `json:"createContainer,omitempty"`
+	StartContainer  []specs.Hook `json:"startContainer,omitempty"`
 }
 
 type initLinux struct {
@@ -38,7 +49,14 @@ func parseSpec(data []byte) (*specs.Spec, error) {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, err
 	}
-	out := &specs.Spec{Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname, Mounts: s.Mounts}
+	out := &specs.Spec{Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname, Mounts: s.Mounts, Annotations: s.Annotations}
+	if h := s.Hooks; h != nil && len(h.CreateContainer)+len(h.StartContainer) > 0 {
+		out.Hooks = &specs.Hooks{
+			//lint:ignore SA1019 prestart hooks are still handed out (NRI's generator).
+			Prestart: h.Prestart, CreateRuntime: h.CreateRuntime,
+			CreateContainer: h.CreateContainer, StartContainer: h.StartContainer,
+		}
+	}
 	if l := s.Linux; l != nil {
 		out.Linux = &specs.Linux{
 			Namespaces: l.Namespaces, Devices: l.Devices, Sysctl: l.Sysctl, CgroupsPath: l.CgroupsPath,

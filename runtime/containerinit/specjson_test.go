@@ -29,6 +29,11 @@ func TestParseSpecKeepsWhatTheInitUses(t *testing.T) {
 			Resources:         &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr(int64(5))}},
 		},
 		Annotations: map[string]string{"x": "y"},
+		Hooks: &specs.Hooks{
+			CreateRuntime:   []specs.Hook{{Path: "/node"}},
+			CreateContainer: []specs.Hook{{Path: "/c", Args: []string{"c", "1"}}},
+			StartContainer:  []specs.Hook{{Path: "/s", Env: []string{"E=1"}}},
+		},
 	}
 	data, err := json.Marshal(full)
 	if err != nil {
@@ -39,7 +44,10 @@ func TestParseSpecKeepsWhatTheInitUses(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := *full
-	want.Version, want.Annotations = "", nil
+	want.Version = ""
+	// The init waits for the creator's createRuntime hooks before its
+	// createContainer hooks; poststart and poststop are not its business.
+	want.Hooks = &specs.Hooks{CreateRuntime: full.Hooks.CreateRuntime, CreateContainer: full.Hooks.CreateContainer, StartContainer: full.Hooks.StartContainer}
 	wl := *full.Linux
 	wl.Resources = nil
 	want.Linux = &wl

@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/containerinit"
 	"github.com/berth-dev/berth/runtime/nsenter"
 	"github.com/berth-dev/berth/runtime/seccomp/filter"
@@ -28,6 +29,7 @@ type launchOpts struct {
 	ns                    nsenter.Config
 	stdin, stdout, stderr *os.File
 	timeout               time.Duration
+	nodeHooks             func(pid int) error
 	// first is sent to the init before anything else: its spec
 	// (initSpecJSON) or an exec plan (containerinit.ExecPlan).
 	first []byte
@@ -132,7 +134,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 	}
 	timeout := o.timeout
 	if timeout == 0 {
-		timeout = 30 * time.Second
+		timeout = defaultReadyTimeout
 	}
 	_ = c.sync.SetDeadline(time.Now().Add(timeout))
 	if o.first != nil {
@@ -141,7 +143,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			_ = cmd.Wait()
 			// An init that failed before reading (nsenter) said why.
 			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
-				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+				return initError(line)
 			}
 			return fmt.Errorf("send to init: %w", err)
 		}
@@ -157,7 +159,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 		}
 		pidStr, ok := strings.CutPrefix(line, "pid ")
 		if !ok {
-			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			return initError(line)
 		}
 		if c.pid, err = strconv.Atoi(pidStr); err != nil {
 			return fmt.Errorf("init reported a bad pid %q", pidStr)
@@ -173,7 +175,7 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			// An init that failed early (no such command, bad mount) may be
 			// gone before it was placed: its report says why.
 			if line, rerr := c.readMsg(); rerr == nil && strings.HasPrefix(line, containerinit.MsgError+" ") {
-				return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+				return initError(line)
 			}
 			return err
 		}
@@ -193,8 +195,18 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			return nil
 		case line == containerinit.MsgConsole:
 			// readMsg took the pty master.
+		case line == containerinit.MsgNodeHooks:
+			if o.nodeHooks == nil {
+				return errors.New("init asked for createRuntime hooks no one runs")
+			}
+			if err := o.nodeHooks(c.pid); err != nil {
+				return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+			}
+			if _, err := c.sync.Write([]byte(containerinit.MsgNodeHooksDone + "\n")); err != nil {
+				return fmt.Errorf("createRuntime hooks done: %w", err)
+			}
 		case strings.HasPrefix(line, containerinit.MsgError+" "):
-			return errors.New(strings.TrimPrefix(line, containerinit.MsgError+" "))
+			return initError(line)
 		default:
 			return fmt.Errorf("unexpected message %q from init", line)
 		}
@@ -257,4 +269,17 @@ func seccompFile(bundle string, p *specs.LinuxSeccomp) (*os.File, error) {
 		}
 	}
 	return containerinit.SeccompFile(p)
+}
+
+// defaultReadyTimeout bounds an init's setup when the caller names no bound.
+const defaultReadyTimeout = 30 * time.Second
+
+// initError is the error an init reported; a hook of the container's
+// that failed is FailedPrecondition (the node is not as the hook needs it).
+func initError(line string) error {
+	msg := strings.TrimPrefix(line, containerinit.MsgError+" ")
+	if containerinit.IsHookError(msg) {
+		return fmt.Errorf("%s: %w", msg, errdefs.ErrFailedPrecondition)
+	}
+	return errors.New(msg)
 }

@@ -21,7 +21,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -91,7 +90,7 @@ func (c *Container) Start() error {
 	if err != nil {
 		return fmt.Errorf("start container: %w", err)
 	}
-	return fmt.Errorf("start container: %s", strings.TrimPrefix(line, containerinit.MsgError+" "))
+	return fmt.Errorf("start container: %w", initError(line))
 }
 
 // Signal sends sig to the container's init.

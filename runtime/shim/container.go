@@ -104,6 +104,10 @@ type ContainerState struct {
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
 	ExitCode   int       `json:"exitCode"`
 	OOMKilled  bool      `json:"oomKilled,omitempty"`
+	// NodeHooksRan: the shim ran the prestart and createRuntime hooks at
+	// the create (before the init's createContainer hooks); berthd runs
+	// them otherwise.
+	NodeHooksRan bool `json:"nodeHooksRan,omitempty"`
 }
 
 // ExitRecord is the content of ExitFile.

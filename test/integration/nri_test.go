@@ -206,8 +206,9 @@ func TestNRIAdjustments(t *testing.T) {
 	}
 
 	// The OCI hooks a plugin adds run on the node with the container's
-	// state: createRuntime before the create returns, poststart after the
-	// start, poststop at the removal.
+	// state: createRuntime and createContainer (this one in the
+	// container's namespaces) before the create returns, poststart after
+	// the start, poststop at the removal.
 	hookState := func(kind string) map[string]any {
 		t.Helper()
 		data, err := os.ReadFile(filepath.Join(src, kind+".json"))
@@ -224,6 +225,9 @@ func TestNRIAdjustments(t *testing.T) {
 	hid := e.create(t, podID, podCfg, nriCtr("hooked", "hooks"))
 	if st := hookState("createRuntime"); st != nil && (st["id"] != hid || st["status"] != "created" || st["pid"] == float64(0)) {
 		t.Errorf("createRuntime hook state %v, want container %s created with a pid", st, hid)
+	}
+	if st := hookState("createContainer"); st != nil && (st["id"] != hid || st["status"] != "creating" || st["pid"] == float64(0)) {
+		t.Errorf("createContainer hook state %v, want container %s creating with a pid", st, hid)
 	}
 	if _, err := e.d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: hid}); err != nil {
 		t.Fatal(err)
@@ -290,7 +294,7 @@ func TestNRIPluginFailures(t *testing.T) {
 	}{
 		{"fail", codes.FailedPrecondition, []string{"50-berthtest", "refuses this container"}},
 		{"invalid", codes.InvalidArgument, []string{"50-berthtest", "/etc/not-a-device"}},
-		{"ctrhooks", codes.InvalidArgument, []string{"50-berthtest", "startContainer OCI hooks"}},
+		{"ctrhooks", codes.FailedPrecondition, []string{"createContainer hook 0 (/bin/sh)", "no such device"}},
 	} {
 		_, err := create("c-"+c.mode, c.mode)
 		if status.Code(err) != c.code {

@@ -8,9 +8,9 @@
 //	adjust   env, a bind mount, a device, an rlimit, OOM score, memory limit
 //	fail     refuses the create
 //	invalid  adjusts a device outside /dev
-//	hooks    adds createRuntime, poststart and poststop hooks that keep
-//	         their state in mount-src/<kind>.json
-//	ctrhooks adds a startContainer hook (berth refuses those)
+//	hooks    adds createRuntime, createContainer, poststart and poststop
+//	         hooks that keep their state in mount-src/<kind>.json
+//	ctrhooks adds a createContainer hook that fails
 //	hang     never answers the create
 //	crash    exits while answering the create
 //	update   after the start, raises the container's memory limit unasked
@@ -89,11 +89,14 @@ func (p *plugin) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Co
 		// Each hook keeps the state it was given in the mount-src dir.
 		a.AddHooks(&api.Hooks{
 			CreateRuntime: []*api.Hook{stateHook(p.mountSrc, "createRuntime")},
-			Poststart:     []*api.Hook{stateHook(p.mountSrc, "poststart")},
-			Poststop:      []*api.Hook{stateHook(p.mountSrc, "poststop")},
+			// Run in the container's mount namespace before pivot_root:
+			// the node's paths still resolve.
+			CreateContainer: []*api.Hook{stateHook(p.mountSrc, "createContainer")},
+			Poststart:       []*api.Hook{stateHook(p.mountSrc, "poststart")},
+			Poststop:        []*api.Hook{stateHook(p.mountSrc, "poststop")},
 		})
 	case "ctrhooks":
-		a.AddHooks(&api.Hooks{StartContainer: []*api.Hook{{Path: "/bin/true"}}})
+		a.AddHooks(&api.Hooks{CreateContainer: []*api.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no such device >&2; exit 1"}}}})
 	case "hang":
 		time.Sleep(time.Hour)
 	case "crash":
