@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 )
 
@@ -117,16 +118,16 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 func statsOf(sb *Sandbox) *Stats {
 	st := &Stats{Sandbox: sb, Time: time.Now()}
 	if sb.Cgroup != "" {
-		if cg, err := cgroups.Load(sb.Cgroup); err == nil {
-			if cs, err := cg.Stats(); err == nil {
-				st.Time = cs.Time
-				st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: nanoCores(sb.ID, cs.Time, cs.CPUUsageNanos)}
-				st.Memory = &MemoryStats{
-					WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
-					PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
-				}
+		if cs, err := cgroups.Usage(sb.Cgroup); err == nil {
+			st.Time = cs.Time
+			st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: nanoCores(sb.ID, cs.Time, cs.CPUUsageNanos)}
+			st.Memory = &MemoryStats{
+				WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
+				PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
 			}
-			if pids, err := cg.Pids(); err == nil {
+		}
+		if g, err := cgroupfs.Open(sb.Cgroup); err == nil {
+			if pids, err := g.Pids(); err == nil {
 				n := uint64(len(pids))
 				st.Processes = &n
 			}

@@ -71,17 +71,26 @@ func (m *Manager) ListStats(ctx context.Context, f Filter) []*Stats {
 	return out
 }
 
+// ListStatsByPod reads the usage of the live containers of the given pods
+// in one pass over the records (a pod list's stats need no pass a pod),
+// grouped by pod id, oldest first in each.
+func (m *Manager) ListStatsByPod(pods map[string]bool) map[string][]*Stats {
+	out := make(map[string][]*Stats, len(pods))
+	for _, r := range m.store.view(func(r *Record) bool { return pods[r.PodID] && r.Status.State != Exited }) {
+		out[r.PodID] = append(out[r.PodID], m.stats(r))
+	}
+	return out
+}
+
 func (m *Manager) stats(rec *Record) *Stats {
 	st := &Stats{Record: rec, Time: time.Now()}
 	if rec.Status.State != Exited {
-		if cg, err := cgroups.Load(rec.Cgroup); err == nil {
-			if cs, err := cg.Stats(); err == nil {
-				st.Time = cs.Time
-				st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: m.nanoCores(rec.ID, cs.Time, cs.CPUUsageNanos)}
-				st.Memory = &MemoryStats{
-					WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
-					PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
-				}
+		if cs, err := cgroups.Usage(rec.Cgroup); err == nil {
+			st.Time = cs.Time
+			st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: m.nanoCores(rec.ID, cs.Time, cs.CPUUsageNanos)}
+			st.Memory = &MemoryStats{
+				WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
+				PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
 			}
 		}
 	}
