@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -96,12 +97,26 @@ func (m *Manager) Stats(id string) (*Stats, error) {
 func (m *Manager) ListStats(f Filter) []*Stats {
 	ready := StateReady
 	f.State = &ready
-	var out []*Stats
-	live := map[string]bool{}
-	for _, st := range m.List(f) {
+	pods := m.List(f)
+	live := make(map[string]bool, len(pods))
+	for _, st := range pods {
 		live[st.ID] = true
-		out = append(out, statsOf(st.Sandbox))
 	}
+	// The reads are system calls each (and a thread's trip into the pod's
+	// network namespace): on as many threads as the Go runtime runs.
+	out := make([]*Stats, len(pods))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := min(len(pods), runtime.GOMAXPROCS(0)); w > 0; w-- {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(pods); i = int(next.Add(1) - 1) {
+				out[i] = statsOf(pods[i].Sandbox)
+			}
+		}()
+	}
+	wg.Wait()
 	if f.ID == "" && len(f.LabelSelector) == 0 {
 		// Forget the samples of pods that are gone.
 		samples.Lock()
