@@ -197,7 +197,7 @@ func containerMetrics(st *container.Stats, pod *sandbox.Sandbox) *runtimeapi.Con
 }
 
 // podMetrics are the pod's own metrics and its containers'.
-func (s *Server) podMetrics(ctx context.Context, st *sandbox.Stats) *runtimeapi.PodSandboxMetrics {
+func (s *Server) podMetrics(st *sandbox.Stats, ctrs []*container.Stats) *runtimeapi.PodSandboxMetrics {
 	sb := st.Sandbox
 	md := sb.Config.Metadata
 	ms := &metricSet{ts: st.Time.UnixNano(), labels: []string{"", sb.Cgroup, "", sb.ID, md.Namespace, md.Name}}
@@ -221,10 +221,8 @@ func (s *Server) podMetrics(ctx context.Context, st *sandbox.Stats) *runtimeapi.
 		ms.out = append(ms.out, nms.out...)
 	}
 	pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: sb.ID, Metrics: ms.out}
-	if m := s.opts.Containers; m != nil {
-		for _, cs := range m.ListStats(ctx, container.Filter{PodID: sb.ID}) {
-			pm.ContainerMetrics = append(pm.ContainerMetrics, containerMetrics(cs, sb))
-		}
+	for _, cs := range ctrs {
+		pm.ContainerMetrics = append(pm.ContainerMetrics, containerMetrics(cs, sb))
 	}
 	return pm
 }
@@ -235,9 +233,10 @@ func (s *Server) listPodMetrics(ctx context.Context) ([]*runtimeapi.PodSandboxMe
 		return nil, err
 	}
 	sts := m.ListStats(sandbox.Filter{})
+	ctrs := s.containerStatsOf(sts...)
 	out := make([]*runtimeapi.PodSandboxMetrics, 0, len(sts))
 	for _, st := range sts {
-		out = append(out, s.podMetrics(ctx, st))
+		out = append(out, s.podMetrics(st, ctrs[st.Sandbox.ID]))
 	}
 	return out, nil
 }

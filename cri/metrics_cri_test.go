@@ -36,7 +36,7 @@ func TestMetricsMatchDescriptors(t *testing.T) {
 	ms := &metricSet{labels: make([]string, len(containerLabels))}
 	ms.addCgroup(&usage.Usage{IO: []usage.IO{{Device: "8:0", ReadBytes: 1}}})
 	st := &sandbox.Stats{Sandbox: pod, Network: &sandbox.NetworkStats{Interfaces: []sandbox.Interface{{Name: "eth0", RxBytes: 5}}}}
-	pm := (&Server{}).podMetrics(context.Background(), st)
+	pm := (&Server{}).podMetrics(st, nil)
 	seen := map[string]bool{}
 	for _, m := range append(append(cm.Metrics, ms.out...), pm.Metrics...) {
 		n, ok := keys[m.Name]

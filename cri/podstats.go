@@ -13,7 +13,7 @@ import (
 func u64(v uint64) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: v} }
 
 // podStats joins the pod's own stats with those of its containers.
-func (s *Server) podStats(ctx context.Context, st *sandbox.Stats) *runtimeapi.PodSandboxStats {
+func (s *Server) podStats(st *sandbox.Stats, ctrs []*container.Stats) *runtimeapi.PodSandboxStats {
 	sb := st.Sandbox
 	ts := st.Time.UnixNano()
 	linux := &runtimeapi.LinuxPodSandboxStats{}
@@ -42,10 +42,8 @@ func (s *Server) podStats(ctx context.Context, st *sandbox.Stats) *runtimeapi.Po
 		}
 		linux.Network = nu
 	}
-	if m := s.opts.Containers; m != nil {
-		for _, cs := range m.ListStats(ctx, container.Filter{PodID: sb.ID}) {
-			linux.Containers = append(linux.Containers, containerStats(cs))
-		}
+	for _, cs := range ctrs {
+		linux.Containers = append(linux.Containers, containerStats(cs))
 	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{
@@ -64,7 +62,21 @@ func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbox
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, st)}, nil
+	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(st, s.containerStatsOf(st)[st.Sandbox.ID])}, nil
+}
+
+// containerStatsOf reads the stats of the containers of the pods in sts,
+// in one pass over the containers.
+func (s *Server) containerStatsOf(sts ...*sandbox.Stats) map[string][]*container.Stats {
+	m := s.opts.Containers
+	if m == nil || len(sts) == 0 {
+		return nil
+	}
+	pods := make(map[string]bool, len(sts))
+	for _, st := range sts {
+		pods[st.Sandbox.ID] = true
+	}
+	return m.ListStatsByPod(pods)
 }
 
 func podStatsFilter(f *runtimeapi.PodSandboxStatsFilter) sandbox.Filter {
@@ -77,9 +89,10 @@ func (s *Server) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStats
 		return nil, err
 	}
 	sts := m.ListStats(podStatsFilter(f))
+	ctrs := s.containerStatsOf(sts...)
 	out := make([]*runtimeapi.PodSandboxStats, 0, len(sts))
 	for _, st := range sts {
-		out = append(out, s.podStats(ctx, st))
+		out = append(out, s.podStats(st, ctrs[st.Sandbox.ID]))
 	}
 	return out, nil
 }

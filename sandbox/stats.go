@@ -9,10 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 )
 
@@ -95,12 +97,26 @@ func (m *Manager) Stats(id string) (*Stats, error) {
 func (m *Manager) ListStats(f Filter) []*Stats {
 	ready := StateReady
 	f.State = &ready
-	var out []*Stats
-	live := map[string]bool{}
-	for _, st := range m.List(f) {
+	pods := m.List(f)
+	live := make(map[string]bool, len(pods))
+	for _, st := range pods {
 		live[st.ID] = true
-		out = append(out, statsOf(st.Sandbox))
 	}
+	// The reads are system calls each (and a thread's trip into the pod's
+	// network namespace): on as many threads as the Go runtime runs.
+	out := make([]*Stats, len(pods))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := min(len(pods), runtime.GOMAXPROCS(0)); w > 0; w-- {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(pods); i = int(next.Add(1) - 1) {
+				out[i] = statsOf(pods[i].Sandbox)
+			}
+		}()
+	}
+	wg.Wait()
 	if f.ID == "" && len(f.LabelSelector) == 0 {
 		// Forget the samples of pods that are gone.
 		samples.Lock()
@@ -117,16 +133,16 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 func statsOf(sb *Sandbox) *Stats {
 	st := &Stats{Sandbox: sb, Time: time.Now()}
 	if sb.Cgroup != "" {
-		if cg, err := cgroups.Load(sb.Cgroup); err == nil {
-			if cs, err := cg.Stats(); err == nil {
-				st.Time = cs.Time
-				st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: nanoCores(sb.ID, cs.Time, cs.CPUUsageNanos)}
-				st.Memory = &MemoryStats{
-					WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
-					PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
-				}
+		if cs, err := cgroups.Usage(sb.Cgroup); err == nil {
+			st.Time = cs.Time
+			st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: nanoCores(sb.ID, cs.Time, cs.CPUUsageNanos)}
+			st.Memory = &MemoryStats{
+				WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
+				PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
 			}
-			if pids, err := cg.Pids(); err == nil {
+		}
+		if g, err := cgroupfs.Open(sb.Cgroup); err == nil {
+			if pids, err := g.Pids(); err == nil {
 				n := uint64(len(pids))
 				st.Processes = &n
 			}

@@ -114,6 +114,18 @@ func Open(path string) (*Group, error) {
 // Path is the cgroup's path below the hierarchies' roots.
 func (g *Group) Path() string { return g.path }
 
+// Dir is the cgroup's dir in the hierarchy of controller (v1), or its one
+// dir on cgroup v2; "" when no hierarchy has the controller.
+func (g *Group) Dir(controller string) string {
+	if g.v2 {
+		return g.dirs[0]
+	}
+	return g.byCtrl[controller]
+}
+
+// Unified reports whether the cgroup is on a cgroup v2 host.
+func (g *Group) Unified() bool { return g.v2 }
+
 // Exists reports whether the cgroup exists (in its first hierarchy).
 func (g *Group) Exists() bool {
 	_, err := os.Stat(g.dirs[0])

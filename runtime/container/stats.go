@@ -4,6 +4,9 @@ import (
 	"context"
 	"io/fs"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,12 +64,42 @@ func (m *Manager) Stats(ctx context.Context, id string) (*Stats, error) {
 // ListStats reads the usage of the containers the filter selects that are
 // not exited.
 func (m *Manager) ListStats(ctx context.Context, f Filter) []*Stats {
-	var out []*Stats
+	var live []*Record
 	for _, r := range m.List(ctx, f) {
-		if r.Status.State == Exited {
-			continue
+		if r.Status.State != Exited {
+			live = append(live, r)
 		}
-		out = append(out, m.stats(r))
+	}
+	return m.statsOf(live)
+}
+
+// statsOf reads the records' usage, on as many threads as the Go runtime
+// runs at once: the reads are system calls each, and no lock is held
+// across them.
+func (m *Manager) statsOf(recs []*Record) []*Stats {
+	out := make([]*Stats, len(recs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := min(len(recs), runtime.GOMAXPROCS(0)); w > 0; w-- {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(recs); i = int(next.Add(1) - 1) {
+				out[i] = m.stats(recs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// ListStatsByPod reads the usage of the live containers of the given pods
+// in one pass over the records (a pod list's stats need no pass a pod),
+// grouped by pod id, oldest first in each.
+func (m *Manager) ListStatsByPod(pods map[string]bool) map[string][]*Stats {
+	out := make(map[string][]*Stats, len(pods))
+	for _, st := range m.statsOf(m.store.view(func(r *Record) bool { return pods[r.PodID] && r.Status.State != Exited })) {
+		out[st.Record.PodID] = append(out[st.Record.PodID], st)
 	}
 	return out
 }
@@ -74,14 +107,12 @@ func (m *Manager) ListStats(ctx context.Context, f Filter) []*Stats {
 func (m *Manager) stats(rec *Record) *Stats {
 	st := &Stats{Record: rec, Time: time.Now()}
 	if rec.Status.State != Exited {
-		if cg, err := cgroups.Load(rec.Cgroup); err == nil {
-			if cs, err := cg.Stats(); err == nil {
-				st.Time = cs.Time
-				st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: m.nanoCores(rec.ID, cs.Time, cs.CPUUsageNanos)}
-				st.Memory = &MemoryStats{
-					WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
-					PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
-				}
+		if cs, err := cgroups.Usage(rec.Cgroup); err == nil {
+			st.Time = cs.Time
+			st.CPU = &CPUStats{UsageNanos: cs.CPUUsageNanos, NanoCores: m.nanoCores(rec.ID, cs.Time, cs.CPUUsageNanos)}
+			st.Memory = &MemoryStats{
+				WorkingSet: cs.MemoryWorkingSet, Usage: cs.MemoryUsage, RSS: cs.MemoryRSS,
+				PageFaults: cs.PageFaults, MajorPageFaults: cs.MajorPageFaults,
 			}
 		}
 	}

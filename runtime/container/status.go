@@ -48,12 +48,26 @@ func (m *Manager) Status(ctx context.Context, id string) (*Record, error) {
 	// No lock: a status must not wait for a stop's grace period. A refresh
 	// only records what the shim or its exit record say, and an exit is
 	// never undone, so racing refreshes agree.
-	r, err := m.refresh(ctx, rec, true)
+	r, err := m.refresh(ctx, rec, m.askShim(rec))
 	if err != nil {
 		// A shim that does not answer in time leaves the last known state.
 		return rec, nil
 	}
 	return r, nil
+}
+
+// askShim says whether a status must ask the pod's shim. It need not for a
+// container whose exit record is watched (its exit reaches the record by
+// inotify, and refresh reads the record besides) in a pod whose shim is
+// alive: the shim would only repeat the record. The call woke an idle shim
+// and cost milliseconds more the more pods the node had; the shim's death is
+// seen here through its pid, as the watcher's rounds see it.
+func (m *Manager) askShim(rec *Record) bool {
+	if rec.Status.State == Exited || !m.exits.watching(rec.ID) || m.opts.Pods == nil {
+		return true
+	}
+	p, err := m.opts.Pods.Pod(rec.PodID)
+	return err != nil || !p.Ready
 }
 
 // List returns the containers the filter selects, oldest first, as the

@@ -1,0 +1,116 @@
+package cgroups
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/runtime/cgroupfs"
+)
+
+// Usage reads the same figures as Stats from the few files they come from.
+// Stats goes through containerd's library, which on every call reads
+// /proc/self/mountinfo, looks up each of a dozen controllers and reads
+// every statistics file of each (blkio, hugetlb, per-CPU usage ...): tens of
+// file reads and goroutines a container, which a stats list pays for every
+// container on the node. An error wrapping fs.ErrNotExist means the cgroup
+// is gone.
+func Usage(path string) (*Stats, error) {
+	g, err := cgroupfs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st := &Stats{Time: time.Now()}
+	if g.Unified() {
+		err = usageV2(g.Dir(""), st)
+	} else {
+		err = usageV1(g, st)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stats of cgroup %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func usageV2(dir string, st *Stats) error {
+	cpu, err := readKeyed(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return err
+	}
+	st.CPUUsageNanos = cpu["usage_usec"] * 1000
+	// The memory files are missing without the memory controller:
+	// zeros then, as containerd's library reports.
+	if mem, err := readKeyed(filepath.Join(dir, "memory.stat")); err == nil {
+		st.MemoryUsage, _ = readUint(filepath.Join(dir, "memory.current"))
+		st.MemoryRSS = mem["anon"]
+		st.PageFaults = mem["pgfault"]
+		st.MajorPageFaults = mem["pgmajfault"]
+		st.MemoryWorkingSet = workingSet(st.MemoryUsage, mem["inactive_file"])
+	} else if !os.IsNotExist(err) {
+		return err
+	}
+	if ev, err := readKeyed(filepath.Join(dir, "memory.events")); err == nil {
+		st.OOMKills = ev["oom_kill"]
+	}
+	return nil
+}
+
+func usageV1(g *cgroupfs.Group, st *Stats) error {
+	cpuDir, memDir := g.Dir("cpuacct"), g.Dir("memory")
+	found := false
+	if cpuDir != "" {
+		n, err := readUint(filepath.Join(cpuDir, "cpuacct.usage"))
+		switch {
+		case err == nil:
+			st.CPUUsageNanos, found = n, true
+		case !os.IsNotExist(err):
+			return err
+		}
+	}
+	if memDir != "" {
+		mem, err := readKeyed(filepath.Join(memDir, "memory.stat"))
+		switch {
+		case err == nil:
+			found = true
+			if st.MemoryUsage, err = readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+			st.MemoryRSS = mem["total_rss"]
+			st.PageFaults = mem["total_pgfault"]
+			st.MajorPageFaults = mem["total_pgmajfault"]
+			st.MemoryWorkingSet = workingSet(st.MemoryUsage, mem["total_inactive_file"])
+		case !os.IsNotExist(err):
+			return err
+		}
+		if n, err := g.OOMKills(); err == nil {
+			st.OOMKills = n
+		}
+	}
+	if !found {
+		return os.ErrNotExist
+	}
+	return nil
+}
+
+func readKeyed(file string) (map[string]uint64, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return cgroupfs.FlatKeyed(data), nil
+}
+
+func readUint(file string) (uint64, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "max" {
+		return 0, nil
+	}
+	return strconv.ParseUint(v, 10, 64)
+}
