@@ -86,6 +86,19 @@ devices:
     - hookName: createContainer
       path: /bin/sh
       args: [sh, -c, "touch %[3]s/failruntime-ran"]
+- name: failnode
+  containerEdits:
+    hooks:
+    - hookName: createRuntime
+      path: /bin/true
+    - hookName: createRuntime
+      path: /bin/false
+- name: failprestart
+  containerEdits:
+    hooks:
+    - hookName: prestart
+      path: /bin/sh
+      args: [sh, -c, "echo no driver >&2; exit 4"]
 - name: hang
   containerEdits:
     hooks:
@@ -175,6 +188,9 @@ devices:
 		"hang": "createContainer hook 0 (/bin/sleep): timed out after 1s",
 		// The node's hooks come first; one failing runs no createContainer hook.
 		"failruntime": "createRuntime hook 0 (/bin/false): exit status 1",
+		// Without createContainer hooks berthd runs the node's hooks.
+		"failnode":     "createRuntime hook 1 (/bin/false): exit status 1",
+		"failprestart": "prestart hook 0 (/bin/sh): exit status 4: no driver",
 	} {
 		bad := ctrConfig("bad-"+dev, "sleep", "1000")
 		bad.CDIDevices = []*runtimeapi.CDIDevice{{Name: "example.com/hook=" + dev}}
