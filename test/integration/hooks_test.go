@@ -26,15 +26,9 @@ import (
 // failing or hanging createContainer hook fails CreateContainer naming the
 // hook and leaves nothing; a failing startContainer hook fails the start.
 func TestContainerHooks(t *testing.T) {
-	reg := framework.StartRegistry(t)
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
-		t.Fatal(err)
-	}
-	specDir, dataDir, out := filepath.Join(dir, "cdi"), filepath.Join(dir, "cdi-data"), filepath.Join(dir, "hook-out")
-	mkdirs(t, specDir, dataDir, out)
-	writeFile(t, filepath.Join(dataDir, "hello"), "mounted\n")
+	f := newCDIFixture(t, "mounted\n")
+	dir, specDir, dataDir, out := f.dir, f.specDir, f.dataDir, filepath.Join(f.dir, "hook-out")
+	mkdirs(t, out)
 	createHook := filepath.Join(dir, "hooks", "create.sh")
 	writeFile(t, createHook, `#!/bin/sh
 set -e
@@ -112,14 +106,11 @@ devices:
     - hookName: startContainer
       path: /bin/false
 `, dataDir, createHook, out, startFile))
-	writeFile(t, filepath.Join(dir, "config.toml"), fmt.Sprintf("cdi_spec_dirs = [%q]\n", specDir))
 
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
-	t.Cleanup(func() { removePodsOf(t, e.d) })
+	f.start(t)
+	f.pullBusybox(t)
+	e := f.env
 	ctx := framework.Context(t)
-	if _, err := e.d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		t.Fatalf("pull busybox: %v", err)
-	}
 	podID, podCfg := e.pod(t, "hooks")
 
 	cfg := ctrConfig("hooked", "sleep", "1000")
