@@ -64,6 +64,9 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st specs.Sta
 			if len(msg) > 512 {
 				msg = msg[:512] + "..."
 			}
+			if msg == "" {
+				return fmt.Errorf("%s hook %d (%s): %w", kind, i, h.Path, err)
+			}
 			return fmt.Errorf("%s hook %d (%s): %w: %s", kind, i, h.Path, err, msg)
 		}
 	}
