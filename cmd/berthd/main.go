@@ -264,6 +264,7 @@ func newSandboxManager(cfg Config, db *bolt.DB, shim string, podCIDR func() stri
 		PodCIDR:        podCIDR,
 		Events:         bus,
 		UserNamespaces: usernsErr,
+		HoldNetRelease: cfg.hooks.holdNetRelease,
 	})
 }
 

@@ -28,11 +28,6 @@ var trashBucket = []byte("container-trash")
 // retryTrash is how long a cleanup that failed waits before it is tried again.
 const retryTrash = 5 * time.Second
 
-// holdTrashEnv, when set in berthd's environment, keeps the background
-// cleanup from running (a test's stand-in for a crash just after a
-// removal returned). A pod removal still cleans its containers up.
-const holdTrashEnv = "BERTH_TEST_HOLD_CLEANUP"
-
 // trash is the cleanups still to do.
 type trash struct {
 	mu    sync.Mutex
@@ -51,8 +46,8 @@ type trashItem struct {
 	next time.Time // earliest retry after a failure
 }
 
-func newTrash() *trash {
-	return &trash{items: map[string]*trashItem{}, kick: make(chan struct{}, 1), hold: os.Getenv(holdTrashEnv) != ""}
+func newTrash(hold bool) *trash {
+	return &trash{items: map[string]*trashItem{}, kick: make(chan struct{}, 1), hold: hold}
 }
 
 // loadTrash reads the cleanups a previous berthd left undone.

@@ -30,7 +30,7 @@ type ctrEnv struct {
 	d *framework.Daemon
 }
 
-func newCtrEnv(t *testing.T) *ctrEnv {
+func newCtrEnv(t *testing.T, extra ...string) *ctrEnv {
 	t.Helper()
 	reg := framework.StartRegistry(t)
 	dir := framework.NewDirs(t)
@@ -38,7 +38,7 @@ func newCtrEnv(t *testing.T) *ctrEnv {
 	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
 		t.Fatal(err)
 	}
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
+	e := &ctrEnv{podNet: n, d: n.start(t, append([]string{"-v", "4"}, extra...)...)}
 	// A failed test still removes its pods (and so their containers)
 	// before berthd stops.
 	t.Cleanup(func() {

@@ -18,11 +18,12 @@ import (
 )
 
 // holdCleanup keeps berthd's background cleanup from running: what a crash
-// right after a fast removal returned would leave.
-const holdCleanup = "BERTH_TEST_HOLD_CLEANUP"
+// right after a fast removal returned would leave (berthd's hidden,
+// test-only --test-hooks flag).
+var holdCleanup = []string{"--test-hooks", "hold-cleanup"}
 
 // holdRelease keeps berthd from releasing a stopped pod's network.
-const holdRelease = "BERTH_TEST_HOLD_NET_RELEASE"
+var holdRelease = []string{"--test-hooks", "hold-net-release"}
 
 // waitGone polls until none of paths exists and no mount is at or below
 // them; it reports what is left after within.
@@ -52,8 +53,7 @@ func waitGone(t *testing.T, within time.Duration, paths ...string) {
 // start: no mount, dir, cgroup or image lease leaks. A pod's removal
 // cleans its containers up itself.
 func TestContainerRemoveCrashSafe(t *testing.T) {
-	t.Setenv(holdCleanup, "1")
-	e := newCtrEnv(t)
+	e := newCtrEnv(t, holdCleanup...)
 	ctx := framework.Context(t)
 	pod, podCfg := e.pod(t, "rmfast")
 	id := e.run(t, pod, podCfg, ctrConfig("victim", "sleep", "1000"))
@@ -98,15 +98,13 @@ func TestContainerRemoveCrashSafe(t *testing.T) {
 	}
 
 	e.d.Kill()
-	t.Setenv(holdCleanup, "")
 	e.restart(t)
 	waitGone(t, 30*time.Second, append(paths, paths2...)...)
 	e.nothingLeft(t)
 
 	// Removing the pod finishes the cleanups of its containers, even held.
 	e.d.Kill()
-	t.Setenv(holdCleanup, "1")
-	e.restart(t)
+	e.d = e.start(t, holdCleanup...)
 	third := e.run(t, pod, podCfg, ctrConfig("third", "sleep", "1000"))
 	_, info3 := e.status(t, third)
 	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: third}); err != nil {
@@ -153,11 +151,10 @@ func processAlive(pid int) bool {
 // it at its next start, whether the pod was only stopped or also removed:
 // no veth, IP, iptables rule (ipMasq) or pin is left.
 func TestPodNetworkReleaseCrashSafe(t *testing.T) {
-	t.Setenv(holdRelease, "1")
 	dir := framework.NewDirs(t)
 	n := newPodNet(t, dir)
 	n.writeConf(t, strings.Replace(n.conflist(), `"ipMasq":false`, `"ipMasq":true`, 1))
-	d := n.start(t)
+	d := n.start(t, holdRelease...)
 	ctx := framework.Context(t)
 	stopped := runPod(t, d, n.podConfig("stopped"))
 	removed := runPod(t, d, n.podConfig("removed"))
@@ -177,7 +174,6 @@ func TestPodNetworkReleaseCrashSafe(t *testing.T) {
 	}
 
 	d.Kill()
-	t.Setenv(holdRelease, "")
 	d = n.start(t)
 	// The stopped pod keeps its cgroup until it is removed.
 	if left := n.leftoversAfter(30*time.Second, filepath.Join(d.State, "ns"), "cgroups "); len(left) > 0 {
