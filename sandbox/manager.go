@@ -386,7 +386,7 @@ func (m *Manager) unmountPodDir(id string) error {
 func (m *Manager) unmountBelow(dirs ...string) error {
 	var errs []error
 	for _, dir := range dirs {
-		mps, err := mountsUnder(dir)
+		mps, err := mountRoots(dir)
 		if err != nil {
 			return err
 		}

@@ -159,12 +159,15 @@ func New(opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("container dirs: %w", err)
 		}
 	}
+	if err := st.openTombstones(filepath.Join(opts.Root, tombstoneDir)); err != nil {
+		return nil, err
+	}
 	trashed, err := st.loadTrash()
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range trashed {
-		m.throwAway(r)
+		m.throwAway(r, false)
 	}
 	m.exits = newExits(m)
 	m.recover()
@@ -330,11 +333,8 @@ func (m *Manager) StopPod(ctx context.Context, podID string) error {
 func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 	var errs []string
 	for _, r := range m.store.List(func(r *Record) bool { return r.PodID == podID }) {
-		rec, err := m.trashOne(ctx, r.ID)
-		if err != nil {
+		if err := m.Remove(ctx, r.ID); err != nil {
 			errs = append(errs, err.Error())
-		} else if rec != nil {
-			m.throwAway(rec)
 		}
 	}
 	if err := m.finishPod(ctx, podID); err != nil {

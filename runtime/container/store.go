@@ -153,6 +153,9 @@ type Store struct {
 	names   map[string]string // nameKey → id
 	// notify sees every change under mu, so events keep their order (events.go).
 	notify func(prev, cur *Record)
+	// tombDir holds the tombstones of removals not yet persisted
+	// (tombstone.go); "" removes synchronously.
+	tombDir string
 }
 
 func nameKey(podID, name string, attempt uint32) string {

@@ -196,6 +196,9 @@ func containerLeftovers(d *framework.Daemon, dir string) []string {
 			left = append(left, fmt.Sprintf("%s holds %d entries", sub, len(entries)))
 		}
 	}
+	if entries, _ := os.ReadDir(filepath.Join(d.Root, "removed-containers")); len(entries) != 0 {
+		left = append(left, fmt.Sprintf("%d container tombstones", len(entries)))
+	}
 	for _, mp := range mountsBelow(dir) {
 		if strings.Contains(mp, "/containers/") {
 			left = append(left, "mount "+mp)
