@@ -186,6 +186,7 @@ func serve(cfg Config, shim string) error {
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(cri.StreamInterceptor),
+		grpc.ForceServerCodecV2(srv.Codec()),
 	)
 	srv.Register(g)
 

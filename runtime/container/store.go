@@ -8,7 +8,6 @@ package container
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -150,6 +149,7 @@ type Store struct {
 
 	mu      sync.RWMutex
 	records map[string]*Record
+	order   byAge // records, oldest first (order.go)
 	names   map[string]string // nameKey → id
 	// notify sees every change under mu, so events keep their order (events.go).
 	notify func(prev, cur *Record)
@@ -183,6 +183,7 @@ func OpenStore(db *bolt.DB) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load container records: %w", err)
 	}
+	s.order = sorted(s.records)
 	return s, nil
 }
 
@@ -218,6 +219,7 @@ func (s *Store) AddWith(r *Record, commit func(put func(tx *bolt.Tx) error) erro
 		return fmt.Errorf("store container %s: %w", r.ID, err)
 	}
 	s.records[r.ID] = r
+	s.order.add(r)
 	s.names[key] = r.ID
 	s.changed(nil, r)
 	return nil
@@ -260,6 +262,7 @@ func (s *Store) Update(id string, fn func(*Record) error) (*Record, error) {
 		return nil, fmt.Errorf("store container %s: %w", id, err)
 	}
 	s.records[id] = r
+	s.order.replace(old, r)
 	s.changed(old, r)
 	return r.clone(), nil
 }
@@ -276,6 +279,7 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	delete(s.records, id)
+	s.order.remove(r)
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
 	s.changed(r, nil)
 	return nil
@@ -286,14 +290,13 @@ func (s *Store) Delete(id string) error {
 // one), so the caller may read them, never write.
 func (s *Store) view(keep func(*Record) bool) []*Record {
 	s.mu.RLock()
-	out := make([]*Record, 0, len(s.records))
-	for _, r := range s.records {
+	defer s.mu.RUnlock()
+	out := make([]*Record, 0, len(s.order))
+	for _, r := range s.order {
 		if keep(r) {
 			out = append(out, r)
 		}
 	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b *Record) int { return a.Status.CreatedAt.Compare(b.Status.CreatedAt) })
 	return out
 }
 

@@ -89,6 +89,7 @@ func (s *Store) Trash(id string) (*Record, error) {
 		return nil, fmt.Errorf("delete container %s: %w", id, err)
 	}
 	delete(s.records, id)
+	s.order.remove(r)
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
 	s.changed(r, nil)
 	return r.clone(), nil
