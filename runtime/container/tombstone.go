@@ -56,6 +56,7 @@ func (s *Store) openTombstones(dir string) error {
 		}
 		for _, r := range dead {
 			delete(s.records, r.ID)
+			s.order.remove(r)
 			klog.InfoS("Removed container of a previous run", "container", r.ID)
 		}
 		// A name freed by a removal may be held by a newer container.
@@ -112,6 +113,7 @@ func (s *Store) Remove(id string) (_ *Record, pending bool, _ error) {
 		pending = true
 	}
 	delete(s.records, id)
+	s.order.remove(r)
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
 	s.changed(r, nil)
 	return r.clone(), pending, nil

@@ -40,6 +40,9 @@ func TestTombstoneSurvivesCrash(t *testing.T) {
 	if _, err := s.Get("c1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Get after Remove: %v, want NotFound", err)
 	}
+	if got := viewIDs(s); len(got) != 1 || got[0] != "c2" {
+		t.Errorf("view after Remove: %v, want [c2]", got)
+	}
 	if r, _, err := s.Remove("c1"); r != nil || err != nil {
 		t.Errorf("second Remove = %+v, %v; want nothing", r, err)
 	}
@@ -66,6 +69,9 @@ func TestTombstoneSurvivesCrash(t *testing.T) {
 	}
 	if len(ids) != 2 || ids[0] == "c1" || ids[1] == "c1" {
 		t.Errorf("listed after reopen: %v, want c2 and c3", ids)
+	}
+	if got := viewIDs(s); len(got) != 2 || got[0] == "c1" || got[1] == "c1" {
+		t.Errorf("view after reopen: %v, want c2 and c3", got)
 	}
 	if id, _ := s.NameTaken("p1", "web", 0); id != "c3" {
 		t.Errorf("name held by %q after reopen, want c3", id)
@@ -138,4 +144,13 @@ func TestRemoveWithoutTombstones(t *testing.T) {
 	if left, err := s.loadTrash(); err != nil || len(left) != 1 {
 		t.Errorf("trash = %+v, %v; want c1", left, err)
 	}
+}
+
+// viewIDs are the ids of the records in list order (what the CRI lists use).
+func viewIDs(s *Store) []string {
+	var ids []string
+	for _, r := range s.view(func(*Record) bool { return true }) {
+		ids = append(ids, r.ID)
+	}
+	return ids
 }
