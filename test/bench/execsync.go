@@ -1,0 +1,129 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var (
+	execSyncN = flag.Int("execsync-n", 200, "ExecSync calls the execsync benchmark makes per endpoint")
+	// Two builds compared on a loaded machine only compare fairly when
+	// their calls are interleaved: the load changes by the second.
+	execSyncCompare = flag.String("execsync-compare", "", "comma-separated further CRI endpoints the execsync benchmark interleaves its calls with")
+)
+
+// ExecSync `true` in one running container, many times: the latency of
+// the exec path alone (berthd, the pod's shim, the exec's setup).
+func init() {
+	register("execsync", benchExecSync)
+}
+
+type execTarget struct {
+	e   *env
+	id  string
+	pod string
+	ds  []time.Duration
+}
+
+func benchExecSync(e *env) error {
+	envs := []*env{e}
+	for _, ep := range strings.Split(*execSyncCompare, ",") {
+		if ep == "" {
+			continue
+		}
+		conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		envs = append(envs, &env{ctx: e.ctx, runtime: runtimeapi.NewRuntimeServiceClient(conn),
+			images: runtimeapi.NewImageServiceClient(conn), endpoint: ep})
+	}
+	var targets []*execTarget
+	defer func() {
+		for _, t := range targets {
+			t.e.removePod(t.pod)
+		}
+	}()
+	for i, x := range envs {
+		t, err := execContainer(x, i)
+		if err != nil {
+			return fmt.Errorf("%s: %w", x.endpoint, err)
+		}
+		targets = append(targets, t)
+	}
+	// Warm up: the first exec pages the shim's exec path in.
+	for range 5 {
+		for _, t := range targets {
+			if _, err := execTrue(t); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range *execSyncN {
+		// Each endpoint goes first in turn.
+		for j := range targets {
+			t := targets[(i+j)%len(targets)]
+			d, err := execTrue(t)
+			if err != nil {
+				return err
+			}
+			t.ds = append(t.ds, d)
+		}
+	}
+	for _, t := range targets {
+		label := "ExecSync (true)"
+		if len(targets) > 1 {
+			label += " " + t.e.endpoint
+		}
+		summary(label, t.ds)
+	}
+	return nil
+}
+
+func execContainer(e *env, i int) (*execTarget, error) {
+	spec := &runtimeapi.ImageSpec{Image: *containerImage}
+	if st, err := e.images.ImageStatus(e.ctx, &runtimeapi.ImageStatusRequest{Image: spec}); err != nil || st.GetImage() == nil {
+		if _, err := e.images.PullImage(e.ctx, &runtimeapi.PullImageRequest{Image: spec}); err != nil {
+			return nil, fmt.Errorf("pull %s: %w", *containerImage, err)
+		}
+	}
+	podCfg := podConfig(strconv.FormatInt(time.Now().UnixNano(), 36)+"e", i)
+	podID, err := e.runPod(podCfg)
+	if err != nil {
+		return nil, err
+	}
+	t := &execTarget{e: e, pod: podID}
+	cfg := containerConfig("execsync")
+	cfg.LogPath = ""
+	resp, err := e.runtime.CreateContainer(e.ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		e.removePod(podID)
+		return nil, fmt.Errorf("CreateContainer: %w", err)
+	}
+	t.id = resp.ContainerId
+	if _, err := e.runtime.StartContainer(e.ctx, &runtimeapi.StartContainerRequest{ContainerId: t.id}); err != nil {
+		e.removePod(podID)
+		return nil, fmt.Errorf("StartContainer: %w", err)
+	}
+	return t, nil
+}
+
+func execTrue(t *execTarget) (time.Duration, error) {
+	start := time.Now()
+	resp, err := t.e.runtime.ExecSync(t.e.ctx, &runtimeapi.ExecSyncRequest{ContainerId: t.id, Cmd: []string{"true"}, Timeout: 10})
+	if err != nil {
+		return 0, fmt.Errorf("ExecSync on %s: %w", t.e.endpoint, err)
+	}
+	if resp.ExitCode != 0 {
+		return 0, fmt.Errorf("ExecSync true on %s: exit %d, stderr %q", t.e.endpoint, resp.ExitCode, resp.Stderr)
+	}
+	return time.Since(start), nil
+}
