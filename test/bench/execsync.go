@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,10 +28,12 @@ func init() {
 }
 
 type execTarget struct {
-	e   *env
-	id  string
-	pod string
-	ds  []time.Duration
+	e    *env
+	id   string
+	pod  string
+	ds   []time.Duration
+	shim int           // the pod's berth-shim, 0 if not found (another runtime)
+	cpu  time.Duration // the shim's CPU and its reaped children's over the calls
 }
 
 func benchExecSync(e *env) error {
@@ -67,6 +71,10 @@ func benchExecSync(e *env) error {
 			}
 		}
 	}
+	for _, t := range targets {
+		t.shim = shimOfPod(t.pod)
+		t.cpu = -processCPU(t.shim)
+	}
 	for i := range *execSyncN {
 		// Each endpoint goes first in turn.
 		for j := range targets {
@@ -79,11 +87,17 @@ func benchExecSync(e *env) error {
 		}
 	}
 	for _, t := range targets {
+		t.cpu += processCPU(t.shim)
 		label := "ExecSync (true)"
 		if len(targets) > 1 {
 			label += " " + t.e.endpoint
 		}
 		summary(label, t.ds)
+		if t.shim != 0 {
+			// The shim and what it reaped: the exec's processes and the
+			// command (berthd's part is not in it).
+			fmt.Printf("   %-28s %v per call\n", "shim+exec CPU", (t.cpu / time.Duration(len(t.ds))).Round(10*time.Microsecond))
+		}
 	}
 	return nil
 }
@@ -126,4 +140,43 @@ func execTrue(t *execTarget) (time.Duration, error) {
 		return 0, fmt.Errorf("ExecSync true on %s: exit %d, stderr %q", t.e.endpoint, resp.ExitCode, resp.Stderr)
 	}
 	return time.Since(start), nil
+}
+
+// shimOfPod is the pid of the berth-shim serving pod, 0 if none.
+func shimOfPod(pod string) int {
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, c := range comms {
+		b, err := os.ReadFile(c)
+		if err != nil || strings.TrimSpace(string(b)) != "berth-shim" {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+		if flagValue(cmdline(pid), "--id") == pod {
+			return pid
+		}
+	}
+	return 0
+}
+
+// processCPU is the user and system time of pid and of its reaped
+// children (utime, stime, cutime, cstime of /proc/<pid>/stat).
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command's closing parenthesis, from the state (3).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	var ticks int64
+	for _, i := range []int{14, 15, 16, 17} {
+		if len(f) > i-3 {
+			n, _ := strconv.ParseInt(f[i-3], 10, 64)
+			ticks += n
+		}
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
