@@ -23,6 +23,14 @@ import (
 // releaseWait bounds how long Close waits for releases still running.
 const releaseWait = time.Minute
 
+// maxPendingReleases bounds the releases not yet done. Pods stopped faster
+// than their networks are released (a churn on a loaded node: each DEL's
+// iptables calls slow down as the rules of the pods waiting pile up) would
+// otherwise leave a backlog that grows without end, each with its veth,
+// IP, rules and netns pins, until the IP range runs out. Past the bound a
+// stop returns once the backlog is back under it.
+const maxPendingReleases = 8
+
 // releases are the network releases running in the background.
 type releases struct {
 	mu      sync.Mutex
@@ -35,10 +43,12 @@ type releases struct {
 	// pods in a row) would only fight the calls still coming for the CPU
 	// and the iptables lock.
 	one chan struct{}
+	// freed is closed (and replaced) whenever a release ends.
+	freed chan struct{}
 }
 
 func newReleases(hold bool) *releases {
-	return &releases{running: map[string]chan struct{}{}, ports: map[string]chan struct{}{}, hold: hold, one: make(chan struct{}, 1)}
+	return &releases{running: map[string]chan struct{}{}, ports: map[string]chan struct{}{}, hold: hold, one: make(chan struct{}, 1), freed: make(chan struct{})}
 }
 
 // releaseLater releases sb's network (a copy of the record, as it was
@@ -60,13 +70,7 @@ func (m *Manager) releaseLater(sb Sandbox) {
 	m.rel.mu.Unlock()
 	go func() {
 		defer m.rel.wg.Done()
-		defer func() {
-			m.rel.mu.Lock()
-			delete(m.rel.running, sb.ID)
-			delete(m.rel.ports, sb.ID)
-			m.rel.mu.Unlock()
-			close(done)
-		}()
+		defer m.rel.end(sb.ID, done)
 		if m.rel.hold {
 			return
 		}
@@ -74,6 +78,17 @@ func (m *Manager) releaseLater(sb Sandbox) {
 		defer func() { <-m.rel.one }()
 		m.release(&sb)
 	}()
+}
+
+// end notes the release of pod id done, whatever its outcome.
+func (r *releases) end(id string, done chan struct{}) {
+	r.mu.Lock()
+	delete(r.running, id)
+	delete(r.ports, id)
+	close(r.freed)
+	r.freed = make(chan struct{})
+	r.mu.Unlock()
+	close(done)
 }
 
 // release runs one pod's CNI DEL and what follows it.
@@ -124,6 +139,26 @@ func (m *Manager) release(sb *Sandbox) {
 		m.mu.Unlock()
 	}
 	klog.V(4).InfoS("Pod network released", "pod", sb.ID, "took", time.Since(start))
+}
+
+// throttleReleases waits, up to ctx's end, while more than
+// maxPendingReleases releases are not done: the stops that made the
+// backlog wait for it, not a pod's network left unreleased. The caller
+// must not hold a pod's lock (a release takes it).
+func (m *Manager) throttleReleases(ctx context.Context) {
+	for {
+		m.rel.mu.Lock()
+		n, freed := len(m.rel.running), m.rel.freed
+		m.rel.mu.Unlock()
+		if n <= maxPendingReleases {
+			return
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // waitPortReleases waits for the releases of pods with host ports that

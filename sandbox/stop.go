@@ -29,8 +29,12 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	}
 	l := m.podLock(sb.ID)
 	l.Lock()
-	defer l.Unlock()
-	return m.stop(ctx, sb)
+	err = m.stop(ctx, sb)
+	l.Unlock()
+	if err == nil {
+		m.throttleReleases(ctx)
+	}
+	return err
 }
 
 // stop works on the live record; the caller holds the pod's lock (or is
@@ -93,6 +97,14 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 // Remove stops the pod if needed and removes all of it: containers, cgroup,
 // files and record. Removing an unknown pod succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
+	if err := m.remove(ctx, id); err != nil {
+		return err
+	}
+	m.throttleReleases(ctx)
+	return nil
+}
+
+func (m *Manager) remove(ctx context.Context, id string) error {
 	sb, err := m.lookup(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil

@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,11 @@ type churnSample struct {
 	shims  int
 	shim   procStats // the mean of the shims alive
 	shimMx int       // the most threads of any shim
+	heap   float64   // berthd's heap in use (bytes), -1 unknown
+	// pins are the pods with namespaces pinned (dirs under the state's
+	// ns/): the pods alive and those whose network is not released yet.
+	pins int
+	load float64 // the 1-minute load average
 }
 
 func benchChurn(e *env) error {
@@ -56,14 +63,17 @@ func benchChurn(e *env) error {
 		state = flagValue(cmdline(bpid), "--state")
 	}
 	sample := func(start time.Time, live int) churnSample {
-		s := churnSample{at: time.Since(start), live: live, berthd: procStats{goroutines: -1}}
+		s := churnSample{at: time.Since(start), live: live, berthd: procStats{goroutines: -1}, heap: -1, pins: -1, load: loadavg()}
 		if bpid > 0 {
-			g := berthdGoroutines(e.ctx)
+			g := berthdGauges(e.ctx, "go_goroutines", "go_memstats_heap_inuse_bytes")
 			s.berthd, _ = readProcStats(bpid)
-			s.berthd.goroutines = g
+			s.berthd.goroutines, s.heap = int(g[0]), g[1]
 		}
 		if state == "" {
 			return s
+		}
+		if ents, err := os.ReadDir(filepath.Join(state, "ns")); err == nil {
+			s.pins = len(ents)
 		}
 		for _, pid := range shimsOf(state) {
 			p, err := readProcStats(pid)
@@ -114,9 +124,9 @@ func benchChurn(e *env) error {
 		case <-sampleTick.C:
 			samples = append(samples, sample(start, int(live.Load())))
 			s := samples[len(samples)-1]
-			fmt.Printf("   %6s live %-3d berthd RSS %s fds %d threads %d goroutines %d | %d shims, each RSS %s USS %s fds %d threads %d\n",
-				s.at.Round(time.Second), s.live, mb(s.berthd.mem.RSS), s.berthd.fds, s.berthd.threads, s.berthd.goroutines,
-				s.shims, mb(s.shim.mem.RSS), mb(s.shim.mem.USS), s.shim.fds, s.shim.threads)
+			fmt.Printf("   %6s load %.1f live %-3d made %d | berthd RSS %s heap %s fds %d threads %d goroutines %d | %d shims, each RSS %s USS %s fds %d threads %d | netns pins %d\n",
+				s.at.Round(time.Second), s.load, s.live, made.Load(), mb(s.berthd.mem.RSS), mbf(s.heap), s.berthd.fds, s.berthd.threads, s.berthd.goroutines,
+				s.shims, mb(s.shim.mem.RSS), mb(s.shim.mem.USS), s.shim.fds, s.shim.threads, s.pins)
 		case <-tick.C:
 			if time.Since(start) >= *churnDuration {
 				running = false
@@ -159,9 +169,14 @@ func benchChurn(e *env) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	l := load.stop()
-	// The last pod is gone: berthd settles (idle connections, timers).
+	// The last pod is gone: berthd settles (idle connections, timers) and
+	// releases the networks still pending (up to a minute).
 	time.Sleep(5 * time.Second)
 	idleAfter := sample(start, 0)
+	for end := time.Now().Add(time.Minute); idleAfter.pins > 0 && time.Now().Before(end); {
+		time.Sleep(time.Second)
+		idleAfter = sample(start, 0)
+	}
 
 	n := fmt.Sprintf("%d pods", made.Load())
 	fmt.Printf("   %d pods run and removed in %v (%.2f/s; %d turns skipped, %d failed)\n", made.Load(), elapsed.Round(time.Second),
@@ -174,6 +189,10 @@ func benchChurn(e *env) error {
 		}
 	}
 	churnRows(samples, time.Duration(firstCycle.Load()), n, l)
+	if idleAfter.pins >= 0 {
+		results.add(row{bench: "churn", measure: "netns pins left after the last pod", n: n,
+			value: fmt.Sprintf("%d (%v after the churn ended)", idleAfter.pins, (idleAfter.at - elapsed).Round(time.Second)), goal: "0", load: l})
+	}
 	if bpid > 0 {
 		g := func(v int) string {
 			if v < 0 {
@@ -209,6 +228,28 @@ func churnRows(samples []churnSample, firstCycle time.Duration, n, load string) 
 	}
 	first, last := steady[0], steady[len(steady)-1]
 	span := fmt.Sprintf("%v→%v", first.at.Round(time.Second), last.at.Round(time.Second))
+	for _, st := range []struct {
+		name string
+		s    churnSample
+	}{{"start", samples[0]}, {"after 1st cycle", first}, {"end", last}} {
+		s := st.s
+		results.add(row{bench: "churn", measure: "at " + st.name, n: s.at.Round(time.Second).String(),
+			value: fmt.Sprintf("berthd RSS %s heap %s fds %d threads %d goroutines %d | %d shims, each RSS %s USS %s fds %d threads %d | netns pins %d",
+				mb(s.berthd.mem.RSS), mbf(s.heap), s.berthd.fds, s.berthd.threads, s.berthd.goroutines,
+				s.shims, mb(s.shim.mem.RSS), mb(s.shim.mem.USS), s.shim.fds, s.shim.threads, s.pins),
+			load: fmt.Sprintf("%.1f", s.load)})
+	}
+	slope := func(f func(churnSample) float64) float64 { return slopePer10m(steady, f) }
+	results.add(row{bench: "churn", measure: "slope after the 1st cycle, per 10 min", n: span,
+		value: fmt.Sprintf("berthd RSS %+.2f MB heap %+.2f MB fds %+.1f threads %+.1f goroutines %+.1f | shim RSS %+.2f MB | netns pins %+.1f",
+			slope(func(s churnSample) float64 { return float64(s.berthd.mem.RSS) / 1024 }),
+			slope(func(s churnSample) float64 { return s.heap / (1 << 20) }),
+			slope(func(s churnSample) float64 { return float64(s.berthd.fds) }),
+			slope(func(s churnSample) float64 { return float64(s.berthd.threads) }),
+			slope(func(s churnSample) float64 { return float64(s.berthd.goroutines) }),
+			slope(func(s churnSample) float64 { return float64(s.shim.mem.RSS) / 1024 }),
+			slope(func(s churnSample) float64 { return float64(s.pins) })),
+		goal: "≈0", load: load})
 	peak := func(f func(churnSample) int) int {
 		m := 0
 		for _, s := range steady {
@@ -232,4 +273,44 @@ func churnRows(samples []churnSample, firstCycle time.Duration, n, load string) 
 				first.shim.fds, last.shim.fds, first.shim.threads, last.shim.threads, peak(func(s churnSample) int { return s.shimMx })),
 			goal: "no growth", load: load})
 	}
+}
+
+// slopePer10m is the least-squares slope of f over the samples, per ten
+// minutes: the samples swing with the pods alive at each, a trend does not.
+func slopePer10m(samples []churnSample, f func(churnSample) float64) float64 {
+	var n, sx, sy, sxx, sxy float64
+	for _, s := range samples {
+		x, y := s.at.Minutes()/10, f(s)
+		n++
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+	}
+	d := n*sxx - sx*sx
+	if n < 2 || d == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / d
+}
+
+// mbf is a size in bytes as MB, "?" when unknown (negative).
+func mbf(b float64) string {
+	if b < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f MB", b/(1<<20))
+}
+
+// loadavg is the 1-minute load average, -1 when unknown.
+func loadavg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	var v float64
+	if _, err := fmt.Sscan(string(b), &v); err != nil {
+		return -1
+	}
+	return v
 }

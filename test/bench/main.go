@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"time"
 
@@ -46,8 +47,11 @@ func register(name string, run func(e *env) error) {
 
 func main() {
 	endpoint := flag.String("endpoint", "unix:///run/berth/berth.sock", "CRI endpoint to measure")
-	timeout := flag.Duration("timeout", 30*time.Minute, "time limit of the whole run")
+	timeout := flag.Duration("timeout", 30*time.Minute, "time limit of the whole run (the churn's duration is added when it runs and -timeout is not given)")
 	flag.Parse()
+	if !flagGiven("timeout") && (flag.NArg() == 0 || slices.Contains(flag.Args(), "churn")) {
+		*timeout += *churnDuration
+	}
 
 	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -85,6 +89,13 @@ func main() {
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// flagGiven tells whether the flag was on the command line.
+func flagGiven(name string) bool {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // summary prints the median and p95 of durations under a label.

@@ -68,29 +68,39 @@ var metricsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: t
 // berthdGoroutines reads go_goroutines from the berthd's metrics, -1 when
 // it cannot.
 func berthdGoroutines(ctx context.Context) int {
+	return int(berthdGauges(ctx, "go_goroutines")[0])
+}
+
+// berthdGauges reads gauges from berthd's metrics, each -1 when it cannot.
+func berthdGauges(ctx context.Context, names ...string) []float64 {
+	out := make([]float64, len(names))
+	for i := range out {
+		out[i] = -1
+	}
 	if *berthdMetrics == "" {
-		return -1
+		return out
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *berthdMetrics, nil)
 	if err != nil {
-		return -1
+		return out
 	}
 	resp, err := metricsClient.Do(req)
 	if err != nil {
-		return -1
+		return out
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return -1
+		return out
 	}
-	v, ok := parsePromGauge(string(b), "go_goroutines")
-	if !ok {
-		return -1
+	for i, n := range names {
+		if v, ok := parsePromGauge(string(b), n); ok {
+			out[i] = v
+		}
 	}
-	return int(v)
+	return out
 }
 
 // cmdline is a process's arguments.
