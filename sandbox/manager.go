@@ -410,7 +410,9 @@ func (m *Manager) shimProcesses() map[int]string {
 			continue
 		}
 		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-		if len(args) < 2 || filepath.Base(args[0]) != "berth-shim" || args[1] != "serve" {
+		// An idle shim runs as berth-mon, and a shim berth-mon handed
+		// an op back to as "resume" (cmd/berth-shim/demote.go).
+		if len(args) < 2 || !isShimCmdline(filepath.Base(args[0]), args[1]) {
 			continue
 		}
 		for i := 2; i+1 < len(args); i++ {
@@ -462,4 +464,8 @@ func podCgroupOf(pid int) string {
 		}
 	}
 	return ""
+}
+
+func isShimCmdline(name, role string) bool {
+	return name == "berth-mon" || (name == "berth-shim" && (role == "serve" || role == "resume"))
 }

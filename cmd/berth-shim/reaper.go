@@ -16,6 +16,8 @@ type reaper struct {
 	mu       sync.Mutex
 	watchers map[int]chan unix.WaitStatus
 	exited   map[int]unix.WaitStatus
+	// frozen: a demotion is under way; children exiting now stay zombies.
+	frozen bool
 }
 
 func newReaper() *reaper {
@@ -32,6 +34,12 @@ func newReaper() *reaper {
 
 func (r *reaper) reap() {
 	for {
+		r.mu.Lock()
+		frozen := r.frozen
+		r.mu.Unlock()
+		if frozen {
+			return
+		}
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if errors.Is(err, unix.EINTR) {
@@ -79,4 +87,28 @@ func (r *reaper) watchLive(pid int) <-chan unix.WaitStatus {
 	}
 	r.mu.Unlock()
 	return r.watch(pid)
+}
+
+// freeze stops reaping (reap holds the lock while it hands out a status,
+// so what watching tells stays true until thaw).
+func (r *reaper) freeze() {
+	r.mu.Lock()
+	r.frozen = true
+	r.mu.Unlock()
+}
+
+// thaw reaps again, including what exited while frozen.
+func (r *reaper) thaw() {
+	r.mu.Lock()
+	r.frozen = false
+	r.mu.Unlock()
+	r.reap()
+}
+
+// watching tells whether pid is watched and not reaped yet.
+func (r *reaper) watching(pid int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.watchers[pid]
+	return ok
 }
