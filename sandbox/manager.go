@@ -35,6 +35,8 @@ type Options struct {
 	StateDir string
 	// ShimBinary is the berth-shim executable.
 	ShimBinary string
+	// ShimEnv is added to each shim's environment.
+	ShimEnv []string
 	// Network attaches pods to the CNI network.
 	Network *cni.Network
 	// PodCIDR returns the node's pod CIDR (UpdateRuntimeConfig), or "".

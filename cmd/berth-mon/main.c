@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -127,7 +128,8 @@ static int load_state(void)
 {
 	size_t len = 0;
 	char *line, *next;
-	char copy[sizeof blob];
+	/* Parsed in a copy: blob stays as written, to be handed back. */
+	static char copy[sizeof blob];
 	char *f[16];
 	int n, have_pod = 0;
 
@@ -411,6 +413,10 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--id") == 0 || strcmp(argv[i], "--state-dir") == 0)
 			continue; /* for ps and berthd's search of shims */
 	}
+	/* An exec through a descriptor names the process after the fd's
+	 * number: ps, top and make bench look for this name. */
+	if (prctl(PR_SET_NAME, "berth-mon", 0, 0, 0) != 0)
+		warnx_("set name: %s", strerror(errno));
 	if (g.state_fd < 3 || load_state() != 0) {
 		warnx_("bad state");
 		if (g.exe_fd >= 0 && g.state_fd >= 3)

@@ -127,7 +127,7 @@ func (s *server) watchIdle() {
 	if m.after == 0 {
 		return
 	}
-	tick := m.after / 2
+	tick := m.after / 4
 	for {
 		time.Sleep(tick)
 		m.mu.Lock()

@@ -32,6 +32,12 @@ func resumeMain(args []string) int {
 	}
 	log.SetFlags(log.LstdFlags | log.LUTC)
 	log.SetPrefix("berth-shim " + *id + ": ")
+	// berth-mon exec'd us through a descriptor, which names the process
+	// after its number (comm, what ps and make bench show).
+	// /proc/self/comm is the leader's, whichever thread runs this.
+	if err := os.WriteFile("/proc/self/comm", []byte("berth-shim"), 0); err != nil {
+		log.Printf("resume: set name: %v", err)
+	}
 	if *stateFD < 3 {
 		log.Print("resume: --state-fd is required")
 		return 2
