@@ -161,19 +161,36 @@ int log_reopen(struct ctr *c)
 {
 	const int flags = O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK;
 	struct stat st;
-	int dir, fd, created = 1, i;
+	char parent[PATH_BUF];
+	const char *base = c->log_name;
+	char *slash = strrchr(c->log_name, '/');
+	int top, dir, fd, created = 1, i;
 
-	if (c->log_fd < 0 || strchr(c->log_name, '/'))
-		return -1; /* a subdirectory may need making: Go's MkdirAll */
-	dir = open(c->log_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dir < 0)
+	if (c->log_fd < 0)
 		return -1;
+	top = open(c->log_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (top < 0)
+		return -1;
+	dir = top;
+	if (slash) {
+		/* The kubelet's "<container>/<n>.log": the dir below the log
+		 * dir, itself resolved beneath it. A missing one is made by
+		 * the Go shim (MkdirAll). */
+		size_t n = (size_t)(slash - c->log_name);
+		memcpy(parent, c->log_name, n);
+		parent[n] = '\0';
+		base = slash + 1;
+		dir = open_beneath(top, parent, O_RDONLY | O_DIRECTORY, 0);
+		close(top);
+		if (dir < 0)
+			return -1;
+	}
 	fd = -1;
 	for (i = 0; i < 4 && fd < 0; i++) {
-		fd = open_beneath(dir, c->log_name, flags | O_CREAT | O_EXCL, 0640);
+		fd = open_beneath(dir, base, flags | O_CREAT | O_EXCL, 0640);
 		created = fd >= 0;
 		if (fd < 0 && errno == EEXIST)
-			fd = open_beneath(dir, c->log_name, flags, 0);
+			fd = open_beneath(dir, base, flags, 0);
 		if (fd < 0 && errno != ENOENT)
 			break;
 	}

@@ -60,11 +60,16 @@ func TestShimMonitorHandOff(t *testing.T) {
 	script := `echo before-1; echo -n before-2; echo " done"; echo err-before >&2
 n=0
 while [ ! -e /tmp/stop ]; do
-  if [ -e /tmp/go ]; then n=$((n+1)); echo after-$n; echo err-after-$n >&2; rm /tmp/go; fi
+  if [ -e /tmp/go ]; then
+    n=$((n+1)); echo after-$n; echo err-after-$n >&2; rm /tmp/go
+    if [ $n = 2 ]; then head -c 20000 /dev/zero | tr '\0' x; echo; printf 'crlf\r\n'; fi
+  fi
   sleep 0.05
 done
 echo bye; exit 7`
-	id := e.run(t, pod, podCfg, ctrConfig("talker", "sh", "-c", script))
+	cfg := ctrConfig("talker", "sh", "-c", script)
+	cfg.LogPath = "talker/0.log" // the kubelet's layout: a dir per container
+	id := e.run(t, pod, podCfg, cfg)
 	st, _ := e.status(t, id)
 	waitShimExe(t, shimPid, "berth-mon")
 	if got := inspectPod(t, e.d, pod).Pid; got != shimPid {
@@ -118,6 +123,11 @@ echo bye; exit 7`
 		t.Fatal(err)
 	}
 	waitLog("stdout F after-2")
+	// Written by berth-mon: split at 16 KiB and "\r\n" dropped whole, as
+	// runtime/crilog does.
+	waitLog("stdout P " + strings.Repeat("x", 16384))
+	waitLog("stdout F " + strings.Repeat("x", 20000-16384))
+	waitLog("stdout F crlf")
 	if exe := shimExe(t, shimPid); exe != "berth-mon" {
 		t.Errorf("logging promoted the shim: it runs %s", exe)
 	}
