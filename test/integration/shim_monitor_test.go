@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/test/framework"
@@ -176,4 +177,41 @@ func inspectPid(t *testing.T, e *ctrEnv, id string) float64 {
 		t.Fatalf("container %s pid: %v", id, info["pid"])
 	}
 	return pid
+}
+
+// TestShimMonitorCrash: berth-mon dying ends its own pod's shim only;
+// berthd reports that pod NotReady as for a Go shim that died, and the
+// other pod goes on.
+func TestShimMonitorCrash(t *testing.T) {
+	e := newCtrEnv(t)
+	pod, podCfg := e.pod(t, "mon-crash")
+	other, otherCfg := e.pod(t, "mon-other")
+	e.run(t, pod, podCfg, ctrConfig("a", "sleep", "3600"))
+	keep := e.run(t, other, otherCfg, ctrConfig("b", "sleep", "3600"))
+	shimPid, otherPid := inspectPod(t, e.d, pod).Pid, inspectPod(t, e.d, other).Pid
+	if shimPid <= 1 || otherPid <= 1 {
+		t.Fatalf("shim pids %d %d", shimPid, otherPid)
+	}
+	waitShimExe(t, shimPid, "berth-mon")
+	waitShimExe(t, otherPid, "berth-mon")
+	if err := unix.Kill(shimPid, unix.SIGSEGV); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for inspectPod(t, e.d, pod).status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		if time.Now().After(deadline) {
+			t.Fatalf("pod with a crashed berth-mon is still %v", inspectPod(t, e.d, pod).status.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := inspectPod(t, e.d, other).status.State; st != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("the other pod: %v", st)
+	}
+	// The other pod's demoted shim still serves an exec (promotion).
+	if r := e.execSync(t, keep, "echo", "alive"); strings.TrimSpace(string(r.Stdout)) != "alive" {
+		t.Errorf("exec in the other pod: %q", r.Stdout)
+	}
+	removePod(t, e.d, pod)
+	removePod(t, e.d, other)
+	e.nothingLeft(t)
 }
