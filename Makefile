@@ -173,7 +173,7 @@ clean:
 clean-node:
 	bash hack/clean-node.sh
 
-# Install on a node (README, "Install on a node"): berthd and berth-shim in
+# Install on a node (README, "Install on a node"): berthd, berth-shim and berth-mon in
 # $(BINDIR), berth.service in $(UNITDIR), /etc/berth/config.toml (berthd
 # config default) only when there is none, and the default CNI network
 # /etc/cni/net.d/99-berth.conflist only when that dir holds no config.
