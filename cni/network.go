@@ -12,6 +12,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // IfName is the pod's interface.
@@ -96,6 +97,11 @@ func (n *Network) Setup(ctx context.Context, p Pod) (*Attachment, error) {
 	if err != nil {
 		_ = n.cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
 		return nil, fmt.Errorf("CNI network %q: %w", list.Name, err)
+	}
+	// Best effort: without it the pod works, only a reused address stays
+	// unreachable from the node until its old neighbour entry expires.
+	if err := announce(p.NetNS, att.IPs); err != nil {
+		klog.InfoS("Announcing the pod's addresses failed", "pod", p.ID, "err", err)
 	}
 	return att, nil
 }

@@ -179,12 +179,8 @@ func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContain
 	if err != nil {
 		return nil, err
 	}
-	recs := m.List(ctx, containerFilter(req.GetFilter()))
-	out := make([]*runtimeapi.Container, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, toContainer(r))
-	}
-	return &runtimeapi.ListContainersResponse{Containers: out}, nil
+	f := containerFilter(req.GetFilter())
+	return &runtimeapi.ListContainersResponse{Containers: s.replies.containers(m.List(ctx, f), f.All())}, nil
 }
 
 func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
@@ -192,17 +188,14 @@ func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, strea
 	if err != nil {
 		return err
 	}
-	recs := m.List(stream.Context(), containerFilter(req.GetFilter()))
-	for len(recs) > 0 {
-		n := min(len(recs), streamChunk)
-		items := make([]*runtimeapi.Container, 0, n)
-		for _, r := range recs[:n] {
-			items = append(items, toContainer(r))
-		}
-		if err := stream.Send(&runtimeapi.StreamContainersResponse{Containers: items}); err != nil {
+	f := containerFilter(req.GetFilter())
+	items := s.replies.containers(m.List(stream.Context(), f), f.All())
+	for len(items) > 0 {
+		n := min(len(items), streamChunk)
+		if err := stream.Send(&runtimeapi.StreamContainersResponse{Containers: items[:n]}); err != nil {
 			return err
 		}
-		recs = recs[n:]
+		items = items[n:]
 	}
 	return nil
 }

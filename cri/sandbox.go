@@ -250,16 +250,17 @@ func podFilter(f *runtimeapi.PodSandboxFilter) sandbox.Filter {
 	return filter
 }
 
-func podSandboxes(sts []*sandbox.Status) []*runtimeapi.PodSandbox {
-	out := make([]*runtimeapi.PodSandbox, 0, len(sts))
-	for _, st := range sts {
-		out = append(out, &runtimeapi.PodSandbox{
-			Id: st.ID, Metadata: podMetadata(st.Config.Metadata), State: podState(st.Ready),
-			CreatedAt: st.CreatedAt.UnixNano(), Labels: st.Config.Labels, Annotations: st.Config.Annotations,
-			RuntimeHandler: st.Config.RuntimeHandler,
-		})
+func toPodSandbox(st *sandbox.Status) *runtimeapi.PodSandbox {
+	return &runtimeapi.PodSandbox{
+		Id: st.ID, Metadata: podMetadata(st.Config.Metadata), State: podState(st.Ready),
+		CreatedAt: st.CreatedAt.UnixNano(), Labels: st.Config.Labels, Annotations: st.Config.Annotations,
+		RuntimeHandler: st.Config.RuntimeHandler,
 	}
-	return out
+}
+
+func (s *Server) podSandboxes(m *sandbox.Manager, f sandbox.Filter) []*runtimeapi.PodSandbox {
+	all := f.ID == "" && f.State == nil && len(f.LabelSelector) == 0
+	return s.replies.podSandboxes(m.List(f), all)
 }
 
 func (s *Server) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
@@ -267,7 +268,7 @@ func (s *Server) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandbo
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.ListPodSandboxResponse{Items: podSandboxes(m.List(podFilter(req.GetFilter())))}, nil
+	return &runtimeapi.ListPodSandboxResponse{Items: s.podSandboxes(m, podFilter(req.GetFilter()))}, nil
 }
 
 // streamChunk bounds one StreamPodSandboxes message.
@@ -278,7 +279,7 @@ func (s *Server) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, s
 	if err != nil {
 		return err
 	}
-	items := podSandboxes(m.List(podFilter(req.GetFilter())))
+	items := s.podSandboxes(m, podFilter(req.GetFilter()))
 	for len(items) > 0 {
 		n := min(len(items), streamChunk)
 		if err := stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: items[:n]}); err != nil {

@@ -72,6 +72,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	podCIDR string
+
+	replies replyCache // the List replies' items (replycache.go)
 }
 
 // NewServer returns a CRI server over the given options.

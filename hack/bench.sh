@@ -41,6 +41,20 @@ if [ -z "$endpoint" ]; then
 		set +e # every step runs, whatever the one before gave
 		# The scale benchmark restarts berthd: the pidfile has the one running.
 		[ -s "$dir/berthd.pid" ] && pid=$(cat "$dir/berthd.pid")
+		# A removed pod's network is released after RemovePodSandbox
+		# returned (docs/design.md, State): with hundreds removed at the end
+		# of scale, berthd stopped at once left their netns pins, veths and
+		# NAT rules. Wait while the pins go away (until none is left, or
+		# none has gone for 10 s).
+		local prev=-1 moved=$SECONDS n
+		while [ -n "$pid" ] && [ -d "$dir/state/ns" ]; do
+			n=$(find "$dir/state/ns" -mindepth 1 -maxdepth 1 | wc -l)
+			[ "$n" -eq 0 ] && break
+			[ "$n" -ne "$prev" ] && moved=$SECONDS
+			[ $((SECONDS - moved)) -ge 10 ] && break
+			prev=$n
+			sleep 0.1
+		done
 		if [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; then
 			for _ in $(seq 300); do
 				[ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null || break

@@ -12,13 +12,17 @@
 #     allocations for it (/var/lib/cni/networks/berth0)
 #   - iptables rules the CNI plugins made for that network (their comment
 #     names it) and the CNI-* chains those rules jump to
-#   - /etc/cni/net.d/10-berth.conflist, only when it is the file
-#     hack/setup-default.sh writes (an edited one stays)
+#   - /etc/cni/net.d/10-berth.conflist (make run's) and 99-berth.conflist
+#     (make install's and the package's), each only when it is berth's
+#     default network to the byte: the file hack/setup-default.sh writes,
+#     or the installed template <datadir>/berth/99-berth.conflist. An
+#     edited one, or another add-on's of the same name, stays.
 #   - /etc/berth and /etc/berth/certs.d when empty (a config stays)
 #
 # Knobs (defaults as berthd's and make run's): BERTH_ROOT, BERTH_STATE,
 # BERTH_LISTEN, BERTH_CNI_CONF_DIR, BERTH_CNI_BRIDGE, BERTH_CNI_SUBNET,
-# BERTH_CNI_IPAM_DIR, BERTH_ETC.
+# BERTH_CNI_IPAM_DIR, BERTH_ETC, BERTH_CNI_TEMPLATES (the installed
+# templates, space-separated; default those of make install and the package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin:/usr/local/bin
@@ -31,6 +35,7 @@ conf_dir=${BERTH_CNI_CONF_DIR:-/etc/cni/net.d}
 bridge=${BERTH_CNI_BRIDGE:-berth0}
 ipam_dir=${BERTH_CNI_IPAM_DIR:-/var/lib/cni/networks}
 etc=${BERTH_ETC:-/etc/berth}
+read -ra templates <<<"${BERTH_CNI_TEMPLATES:-/usr/local/share/berth/99-berth.conflist /usr/share/berth/99-berth.conflist}"
 
 log() { echo "clean-node: $*" >&2; }
 refuse() {
@@ -135,15 +140,28 @@ for table in nat filter; do
 	done
 done
 
-conf=$conf_dir/10-berth.conflist
-if [ -f "$conf" ]; then
-	if cmp -s "$conf" <(BERTH_CNI_BRIDGE=$bridge bash hack/setup-default.sh --print-cni); then
+default_cni=$(mktemp)
+trap 'rm -f "$default_cni"' EXIT
+BERTH_CNI_BRIDGE=$bridge bash hack/setup-default.sh --print-cni >"$default_cni"
+# is_berths tells whether a file is berth's default network as berth wrote it.
+is_berths() {
+	cmp -s "$1" "$default_cni" && return 0
+	local t
+	for t in ${templates[@]+"${templates[@]}"}; do
+		[ -f "$t" ] && cmp -s "$1" "$t" && return 0
+	done
+	return 1
+}
+for name in 10-berth.conflist 99-berth.conflist; do
+	conf=$conf_dir/$name
+	[ -f "$conf" ] || continue
+	if is_berths "$conf"; then
 		log "remove $conf"
 		rm -f "$conf"
 	else
-		log "keep $conf: it is not the file hack/setup-default.sh writes (edited, or another network)"
+		log "keep $conf: it is not berth's default network as hack/setup-default.sh or make install writes it (edited, or another add-on's)"
 	fi
-fi
+done
 
 for d in "$etc/certs.d" "$etc"; do
 	if [ -d "$d" ]; then

@@ -48,6 +48,10 @@ type Options struct {
 	UserNamespaces error
 	// Cgroups is the cgroup driver of the pods (nil: cgroupfs).
 	Cgroups cgroups.Manager
+	// HoldNetRelease keeps stopped pods' networks from being released: a
+	// test's stand-in for a crash right after a stop returned (berthd's
+	// hidden --test-hooks).
+	HoldNetRelease bool
 }
 
 // Hooks let the containers side take part in a pod's lifecycle.
@@ -98,7 +102,7 @@ func New(opts Options) (*Manager, error) {
 		names:    map[string]string{},
 		podLocks: map[string]*sync.Mutex{},
 		runs:     inflight.New("RunPodSandbox", runTimeout),
-		rel:      newReleases(),
+		rel:      newReleases(opts.HoldNetRelease),
 		live:     newLiveness(),
 	}
 	if err := m.store.init(); err != nil {
@@ -384,7 +388,7 @@ func (m *Manager) unmountPodDir(id string) error {
 func (m *Manager) unmountBelow(dirs ...string) error {
 	var errs []error
 	for _, dir := range dirs {
-		mps, err := mountsUnder(dir)
+		mps, err := mountRoots(dir)
 		if err != nil {
 			return err
 		}

@@ -20,11 +20,6 @@ import (
 // releases (recover); once the record is removed, the pin dir and the CNI
 // cache entry of an unknown pod are what the next start releases.
 
-// holdReleaseEnv, when set in berthd's environment, keeps the released
-// networks from being released (a test's stand-in for a crash right after
-// a stop returned).
-const holdReleaseEnv = "BERTH_TEST_HOLD_NET_RELEASE"
-
 // releaseWait bounds how long Close waits for releases still running.
 const releaseWait = time.Minute
 
@@ -42,8 +37,8 @@ type releases struct {
 	one chan struct{}
 }
 
-func newReleases() *releases {
-	return &releases{running: map[string]chan struct{}{}, ports: map[string]chan struct{}{}, hold: os.Getenv(holdReleaseEnv) != "", one: make(chan struct{}, 1)}
+func newReleases(hold bool) *releases {
+	return &releases{running: map[string]chan struct{}{}, ports: map[string]chan struct{}{}, hold: hold, one: make(chan struct{}, 1)}
 }
 
 // releaseLater releases sb's network (a copy of the record, as it was

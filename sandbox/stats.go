@@ -12,8 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/cgroups"
 )
@@ -162,43 +161,15 @@ func statsOf(sb *Sandbox) *Stats {
 // so the counters come from /proc/thread-self/net/dev, read by a thread that
 // joined the namespace for the time of the read.
 func NetnsInterfaces(pin string) ([]Interface, error) {
-	ns, err := os.Open(pin)
+	var b []byte
+	err := cni.InNetNS(pin, func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", pin, err)
+		return nil, fmt.Errorf("read interfaces of netns %s: %w", pin, err)
 	}
-	defer ns.Close()
-	type result struct {
-		b   []byte
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("join netns %s: %w", pin, err)}
-			return
-		}
-		b, err := os.ReadFile("/proc/thread-self/net/dev")
-		// A thread that cannot go back stays locked and ends with the
-		// goroutine, so no other goroutine runs in the pod's namespace.
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- result{b, err}
-	}()
-	r := <-done
-	if r.err != nil {
-		return nil, fmt.Errorf("read interfaces of netns %s: %w", pin, r.err)
-	}
-	return parseNetDev(r.b)
+	return parseNetDev(b)
 }
 
 // parseNetDev reads /proc/net/dev: two header lines, then

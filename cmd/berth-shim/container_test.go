@@ -72,9 +72,9 @@ func TestWriteExitRecord(t *testing.T) {
 // TestWatchLive: a status kept for an earlier process with the same pid
 // is not taken for a live process's.
 func TestWatchLive(t *testing.T) {
-	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]unix.WaitStatus{}}
+	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]keptStatus{}}
 	self := os.Getpid() // alive: a kept status for it is stale
-	r.exited[self] = 1 << 8
+	r.keep(self, 1<<8, time.Now())
 	select {
 	case ws := <-r.watchLive(self):
 		t.Fatalf("got stale status %#x", uint32(ws))
@@ -85,7 +85,7 @@ func TestWatchLive(t *testing.T) {
 	}
 	// A pid with no /proc entry was reaped: its status is its own.
 	const gone = 1 << 30
-	r.exited[gone] = 3 << 8
+	r.keep(gone, 3<<8, time.Now())
 	select {
 	case ws := <-r.watchLive(gone):
 		if ws.ExitStatus() != 3 {
@@ -93,5 +93,24 @@ func TestWatchLive(t *testing.T) {
 		}
 	default:
 		t.Error("status of a reaped process was not handed over")
+	}
+}
+
+// TestReaperKeep: statuses nobody watched are kept a while, and old ones
+// make room: the map never fills for good with the exits of processes
+// nobody waits for, so a fast exec's status still finds its watcher.
+func TestReaperKeep(t *testing.T) {
+	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]keptStatus{}}
+	long := time.Now().Add(-2 * keptFor)
+	for pid := 1 << 20; pid < 1<<20+2000; pid++ {
+		r.keep(pid, 0, long)
+	}
+	const fresh = 1 << 29
+	r.keep(fresh, 7<<8, time.Now())
+	if len(r.exited) != 1 {
+		t.Errorf("%d statuses kept, want only the fresh one", len(r.exited))
+	}
+	if ws := <-r.watch(fresh); ws.ExitStatus() != 7 {
+		t.Errorf("status %#x", uint32(ws))
 	}
 }

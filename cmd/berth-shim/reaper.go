@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,13 +16,27 @@ import (
 type reaper struct {
 	mu       sync.Mutex
 	watchers map[int]chan unix.WaitStatus
-	exited   map[int]unix.WaitStatus
+	exited   map[int]keptStatus
 	// frozen: a demotion is under way; children exiting now stay zombies.
 	frozen bool
 }
 
+// keptStatus is an exit nobody watched yet: an exec's process may exit
+// before its watch is set (it runs to its execve without waiting), and
+// the short-lived processes that fork into a PID namespace are never
+// watched. Those are dropped after keptFor, so that the map never fills.
+type keptStatus struct {
+	ws unix.WaitStatus
+	at time.Time
+}
+
+const (
+	keptFor  = time.Minute
+	keptMost = 1 << 14
+)
+
 func newReaper() *reaper {
-	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]unix.WaitStatus{}}
+	r := &reaper{watchers: map[int]chan unix.WaitStatus{}, exited: map[int]keptStatus{}}
 	ch := make(chan os.Signal, 16)
 	signal.Notify(ch, unix.SIGCHLD)
 	go func() {
@@ -52,10 +67,24 @@ func (r *reaper) reap() {
 		if w, ok := r.watchers[pid]; ok {
 			delete(r.watchers, pid)
 			w <- ws
-		} else if len(r.exited) < 1024 {
-			r.exited[pid] = ws
+		} else {
+			r.keep(pid, ws, time.Now())
 		}
 		r.mu.Unlock()
+	}
+}
+
+// keep holds an exit nobody watched yet; r.mu is held.
+func (r *reaper) keep(pid int, ws unix.WaitStatus, now time.Time) {
+	if len(r.exited) >= 1024 {
+		for p, k := range r.exited {
+			if now.Sub(k.at) > keptFor {
+				delete(r.exited, p)
+			}
+		}
+	}
+	if len(r.exited) < keptMost {
+		r.exited[pid] = keptStatus{ws: ws, at: now}
 	}
 }
 
@@ -64,9 +93,9 @@ func (r *reaper) watch(pid int) <-chan unix.WaitStatus {
 	ch := make(chan unix.WaitStatus, 1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if ws, ok := r.exited[pid]; ok {
+	if k, ok := r.exited[pid]; ok {
 		delete(r.exited, pid)
-		ch <- ws
+		ch <- k.ws
 		return ch
 	}
 	r.watchers[pid] = ch

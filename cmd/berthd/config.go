@@ -66,6 +66,8 @@ type Config struct {
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
 	warnings []string
+	// hooks are the test hooks of the hidden --test-hooks (testhooks.go).
+	hooks testHooks
 }
 
 func defaultConfig() Config {
@@ -120,13 +122,14 @@ type flagValues struct {
 	cniBinDirs                                                                                  listFlag
 	verbosity                                                                                   int
 	version                                                                                     bool
+	testHooks                                                                                   string
 }
 
 func newFlagSet(fv *flagValues) *flag.FlagSet {
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: berthd [flags]\n       berthd config default | berthd config check [--config FILE]\n\nFlags:\n")
-		fs.PrintDefaults()
+		printUsageDefaults(fs)
 	}
 	d := defaultConfig()
 	fs.StringVar(&fv.configPath, "config", defaultConfigPath, "path of the TOML config file (absent: defaults)")
@@ -140,6 +143,7 @@ func newFlagSet(fv *flagValues) *flag.FlagSet {
 	fs.StringVar(&fv.cgroupDriver, "cgroup-driver", d.CgroupDriver, "cgroup driver: cgroupfs or systemd")
 	fs.IntVar(&fv.verbosity, "v", 0, "log verbosity")
 	fs.BoolVar(&fv.version, "version", false, "print the version and exit")
+	fs.StringVar(&fv.testHooks, testHooksFlag, "", "tests only (hidden): testhooks.go")
 	return fs
 }
 
@@ -167,6 +171,10 @@ func loadConfig(fs *flag.FlagSet, fv *flagValues) (Config, error) {
 		if explicit[name] {
 			apply()
 		}
+	}
+	var err error
+	if cfg.hooks, err = parseTestHooks(fv.testHooks); err != nil {
+		return cfg, err
 	}
 	if err := cfg.validate(); err != nil {
 		return cfg, err

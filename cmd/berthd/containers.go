@@ -27,6 +27,7 @@ func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images 
 		SeccompDefault:  cfg.SeccompDefault,
 		Events:          bus,
 		CDI:             devices,
+		HoldCleanup:     cfg.hooks.holdCleanup,
 	})
 	if err != nil {
 		return nil, err

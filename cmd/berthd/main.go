@@ -186,6 +186,7 @@ func serve(cfg Config, shim string) error {
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(cri.StreamInterceptor),
+		grpc.ForceServerCodecV2(srv.Codec()),
 	)
 	srv.Register(g)
 
@@ -265,6 +266,7 @@ func newSandboxManager(cfg Config, db *bolt.DB, shim string, podCIDR func() stri
 		PodCIDR:        podCIDR,
 		Events:         bus,
 		UserNamespaces: usernsErr,
+		HoldNetRelease: cfg.hooks.holdNetRelease,
 	})
 }
 

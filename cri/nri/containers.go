@@ -44,44 +44,46 @@ func (n *NRI) createContainer(ctx context.Context, rec *container.Record, s *spe
 
 // ContainerCreated tells plugins of a container made.
 func (n *NRI) ContainerCreated(ctx context.Context, id string) {
-	if n == nil {
-		return
-	}
-	rec, s := n.lookup(ctx, id)
-	if rec == nil {
-		return
-	}
-	since := time.Now()
-	err := n.a.PostCreateContainer(ctx, &api.PostCreateContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	n.logFailed("PostCreateContainer", id, err, since)
+	n.notify(ctx, id, "PostCreateContainer", func(p *api.PodSandbox, c *api.Container) error {
+		return n.a.PostCreateContainer(ctx, &api.PostCreateContainerRequest{Pod: p, Container: c})
+	})
 }
 
 // ContainerStarting tells plugins of a container about to start; an error fails the start.
 func (n *NRI) ContainerStarting(ctx context.Context, id string) error {
-	if n == nil {
-		return nil
-	}
-	rec, s := n.lookup(ctx, id)
-	if rec == nil {
-		return nil
-	}
-	since := time.Now()
-	err := n.a.StartContainer(ctx, &api.StartContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	return n.failed("StartContainer", err, since)
+	return n.send(ctx, id, "StartContainer", func(p *api.PodSandbox, c *api.Container) error {
+		return n.a.StartContainer(ctx, &api.StartContainerRequest{Pod: p, Container: c})
+	})
 }
 
 // ContainerStarted tells plugins of a container started.
 func (n *NRI) ContainerStarted(ctx context.Context, id string) {
+	n.notify(ctx, id, "PostStartContainer", func(p *api.PodSandbox, c *api.Container) error {
+		return n.a.PostStartContainer(ctx, &api.PostStartContainerRequest{Pod: p, Container: c})
+	})
+}
+
+// send hands plugins the event op of container id, built by call from the
+// container as it now is; nothing is sent for a container gone (or when
+// NRI is off). The error is the plugins' refusal, with its gRPC kind.
+func (n *NRI) send(ctx context.Context, id, op string, call func(*api.PodSandbox, *api.Container) error) error {
 	if n == nil {
-		return
+		return nil
 	}
 	rec, s := n.lookup(ctx, id)
 	if rec == nil {
-		return
+		return nil
 	}
 	since := time.Now()
-	err := n.a.PostStartContainer(ctx, &api.PostStartContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	n.logFailed("PostStartContainer", id, err, since)
+	return n.failed(op, call(n.pod(rec.PodID), containerOf(rec, s)), since)
+}
+
+// notify is send for the events after the fact, which nothing can undo:
+// a plugin's failure is only logged.
+func (n *NRI) notify(ctx context.Context, id, op string, call func(*api.PodSandbox, *api.Container) error) {
+	if err := n.send(ctx, id, op, call); err != nil {
+		klog.ErrorS(err, "NRI plugin call failed", "container", id)
+	}
 }
 
 // UpdatingContainer lets plugins change the resources a container update asks for;
@@ -165,16 +167,9 @@ func merged(base, upd *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxCont
 
 // ContainerUpdated tells plugins of a container updated.
 func (n *NRI) ContainerUpdated(ctx context.Context, id string) {
-	if n == nil {
-		return
-	}
-	rec, s := n.lookup(ctx, id)
-	if rec == nil {
-		return
-	}
-	since := time.Now()
-	err := n.a.PostUpdateContainer(ctx, &api.PostUpdateContainerRequest{Pod: n.pod(rec.PodID), Container: containerOf(rec, s)})
-	n.logFailed("PostUpdateContainer", id, err, since)
+	n.notify(ctx, id, "PostUpdateContainer", func(p *api.PodSandbox, c *api.Container) error {
+		return n.a.PostUpdateContainer(ctx, &api.PostUpdateContainerRequest{Pod: p, Container: c})
+	})
 }
 
 // ContainerStopped tells plugins of a container stopped (once).

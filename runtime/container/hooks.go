@@ -11,6 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // OCI hooks in a container's spec (NRI plugins add them) are run by
@@ -62,6 +64,9 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st specs.Sta
 			if len(msg) > 512 {
 				msg = msg[:512] + "..."
 			}
+			if msg == "" {
+				return fmt.Errorf("%s hook %d (%s): %w", kind, i, h.Path, err)
+			}
 			return fmt.Errorf("%s hook %d (%s): %w: %s", kind, i, h.Path, err, msg)
 		}
 	}
@@ -75,17 +80,24 @@ func hookState(rec *Record, s *specs.Spec, status specs.ContainerState, pid int)
 	}
 }
 
-// createHooks runs a new container's prestart and createRuntime hooks.
+// createHooks runs a new container's prestart and createRuntime hooks. A
+// hook that failed is FailedPrecondition (the node is not as the hook
+// needs it), as when the shim runs them (runtime/process) and as the
+// container's own hooks' failures are.
 func createHooks(ctx context.Context, rec *Record, s *specs.Spec, pid int) error {
 	if s.Hooks == nil {
 		return nil
 	}
 	st := hookState(rec, s, specs.StateCreated, pid)
 	//lint:ignore SA1019 prestart hooks are still handed out (NRI's generator).
-	if err := runHooks(ctx, "prestart", s.Hooks.Prestart, st); err != nil {
-		return err
+	err := runHooks(ctx, "prestart", s.Hooks.Prestart, st)
+	if err == nil {
+		err = runHooks(ctx, "createRuntime", s.Hooks.CreateRuntime, st)
 	}
-	return runHooks(ctx, "createRuntime", s.Hooks.CreateRuntime, st)
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	return err
 }
 
 // laterHooks runs a container's poststart or poststop hooks, if it has

@@ -233,6 +233,19 @@ func killCgroup(path string) {
 	}
 }
 
+// endProcesses kills what is left in a container's cgroup, removing the
+// cgroup then; an empty one is left to the cleanup.
+func endProcesses(path string) {
+	g, err := cgroupfs.Open(path)
+	if err != nil || !g.Exists() {
+		return
+	}
+	if pids, err := g.Pids(); err == nil && len(pids) == 0 {
+		return
+	}
+	killCgroup(path)
+}
+
 // signalOf parses an image's stop signal ("SIGTERM", "TERM" or "15").
 func signalOf(name string) (unix.Signal, error) {
 	if name == "" {
@@ -330,25 +343,27 @@ func (m *Manager) waitExit(ctx context.Context, rec *Record, timeout time.Durati
 // in the background (trash.go), crash-safely. Removing an unknown container
 // succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	rec, err := m.trashOne(ctx, id)
+	rec, pending, err := m.trashOne(ctx, id)
 	if err != nil || rec == nil {
 		return err
 	}
-	m.throwAway(rec)
+	m.throwAway(rec, pending)
 	return nil
 }
 
-// trashOne ends a container's process if it may still run and moves its
-// record to the trash; it returns the trashed record (nil: none).
-func (m *Manager) trashOne(ctx context.Context, id string) (*Record, error) {
+// trashOne ends a container's process if it may still run and removes its
+// record (tombstone.go); it returns the record removed (nil: none) and
+// whether persisting the removal is pending.
+func (m *Manager) trashOne(ctx context.Context, id string) (*Record, bool, error) {
 	rec, unlock, err := m.locked(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer unlock()
+	steps := newStepTimer()
 	id = rec.ID
 	if r, err := m.refresh(ctx, rec, false); err == nil {
 		rec = r
@@ -358,20 +373,27 @@ func (m *Manager) trashOne(ctx context.Context, id string) (*Record, error) {
 		// it now. An exited one only leaves files for the background.
 		if err := shim.Connect(rec.ShimDir).Call(ctx, shim.OpDelete, shim.IDArgs{ID: id}, nil); err != nil {
 			if !shimGone(rec.ShimDir) && !errors.Is(err, errdefs.ErrNotFound) {
-				return nil, fmt.Errorf("remove container %s: %w", id, err)
+				return nil, false, fmt.Errorf("remove container %s: %w", id, err)
 			}
 		}
 	}
-	// Gone with the container's exit (the shim removes it), so mostly one
-	// stat; what would be left must not outlive the removal either.
-	killCgroup(rec.Cgroup)
+	steps.mark("kill")
+	// The shim's delete removed the cgroup, and an exit leaves it empty
+	// (the shim kills what is left before it records the exit), so
+	// mostly a stat or a read; the empty cgroup's rmdir, milliseconds on
+	// cgroup v1, goes in the background. A process left (a lost shim's)
+	// must not outlive the removal.
+	endProcesses(rec.Cgroup)
+	steps.mark("cgroup")
 	m.laterHooks(ctx, rec, "poststop", 0)
-	trashed, err := m.store.Trash(id)
+	steps.mark("hooks")
+	removed, pending, err := m.store.Remove(id)
 	if err != nil {
-		return nil, fmt.Errorf("remove container %s: %w", id, err)
+		return nil, false, fmt.Errorf("remove container %s: %w", id, err)
 	}
 	m.forget(id)
 	m.creates.Forget(nameKey(rec.PodID, rec.Name, rec.Attempt), id)
-	klog.V(2).InfoS("Container removed", "container", id)
-	return trashed, nil
+	steps.mark("record")
+	klog.V(2).InfoS("Container removed", "container", id, "steps", steps)
+	return removed, pending, nil
 }

@@ -16,6 +16,11 @@ type Filter struct {
 	LabelSelector map[string]string
 }
 
+// All says whether the filter selects every container.
+func (f Filter) All() bool {
+	return f.ID == "" && f.PodID == "" && f.State == nil && len(f.LabelSelector) == 0
+}
+
 // Match says whether the filter selects r.
 func (f Filter) Match(r *Record) bool {
 	if f.ID != "" && !strings.HasPrefix(r.ID, f.ID) {

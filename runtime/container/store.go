@@ -8,7 +8,6 @@ package container
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -150,9 +149,13 @@ type Store struct {
 
 	mu      sync.RWMutex
 	records map[string]*Record
+	order   byAge // records, oldest first (order.go)
 	names   map[string]string // nameKey → id
 	// notify sees every change under mu, so events keep their order (events.go).
 	notify func(prev, cur *Record)
+	// tombDir holds the tombstones of removals not yet persisted
+	// (tombstone.go); "" removes synchronously.
+	tombDir string
 }
 
 func nameKey(podID, name string, attempt uint32) string {
@@ -180,6 +183,7 @@ func OpenStore(db *bolt.DB) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load container records: %w", err)
 	}
+	s.order = sorted(s.records)
 	return s, nil
 }
 
@@ -215,6 +219,7 @@ func (s *Store) AddWith(r *Record, commit func(put func(tx *bolt.Tx) error) erro
 		return fmt.Errorf("store container %s: %w", r.ID, err)
 	}
 	s.records[r.ID] = r
+	s.order.add(r)
 	s.names[key] = r.ID
 	s.changed(nil, r)
 	return nil
@@ -257,6 +262,7 @@ func (s *Store) Update(id string, fn func(*Record) error) (*Record, error) {
 		return nil, fmt.Errorf("store container %s: %w", id, err)
 	}
 	s.records[id] = r
+	s.order.replace(old, r)
 	s.changed(old, r)
 	return r.clone(), nil
 }
@@ -273,6 +279,7 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	delete(s.records, id)
+	s.order.remove(r)
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
 	s.changed(r, nil)
 	return nil
@@ -283,14 +290,13 @@ func (s *Store) Delete(id string) error {
 // one), so the caller may read them, never write.
 func (s *Store) view(keep func(*Record) bool) []*Record {
 	s.mu.RLock()
-	out := make([]*Record, 0, len(s.records))
-	for _, r := range s.records {
+	defer s.mu.RUnlock()
+	out := make([]*Record, 0, len(s.order))
+	for _, r := range s.order {
 		if keep(r) {
 			out = append(out, r)
 		}
 	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b *Record) int { return a.Status.CreatedAt.Compare(b.Status.CreatedAt) })
 	return out
 }
 

@@ -28,11 +28,6 @@ var trashBucket = []byte("container-trash")
 // retryTrash is how long a cleanup that failed waits before it is tried again.
 const retryTrash = 5 * time.Second
 
-// holdTrashEnv, when set in berthd's environment, keeps the background
-// cleanup from running (a test's stand-in for a crash just after a
-// removal returned). A pod removal still cleans its containers up.
-const holdTrashEnv = "BERTH_TEST_HOLD_CLEANUP"
-
 // trash is the cleanups still to do.
 type trash struct {
 	mu    sync.Mutex
@@ -43,6 +38,9 @@ type trash struct {
 
 type trashItem struct {
 	rec *Record
+	// pending: the record is still in the containers bucket, its
+	// tombstone on disk (tombstone.go); the cleanup persists it first.
+	pending bool
 	// busy is set while a cleanup runs; done is closed when it ended
 	// (whatever its outcome) and replaced when busy is set again.
 	busy bool
@@ -51,8 +49,8 @@ type trashItem struct {
 	next time.Time // earliest retry after a failure
 }
 
-func newTrash() *trash {
-	return &trash{items: map[string]*trashItem{}, kick: make(chan struct{}, 1), hold: os.Getenv(holdTrashEnv) != ""}
+func newTrash(hold bool) *trash {
+	return &trash{items: map[string]*trashItem{}, kick: make(chan struct{}, 1), hold: hold}
 }
 
 // loadTrash reads the cleanups a previous berthd left undone.
@@ -87,24 +85,11 @@ func (s *Store) Trash(id string) (*Record, error) {
 	if !ok {
 		return nil, nil
 	}
-	v, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucket).Delete([]byte(id)); err != nil {
-			return err
-		}
-		b, err := tx.CreateBucketIfNotExists(trashBucket)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(id), v)
-	})
-	if err != nil {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return trashIn(tx, r) }); err != nil {
 		return nil, fmt.Errorf("delete container %s: %w", id, err)
 	}
 	delete(s.records, id)
+	s.order.remove(r)
 	delete(s.names, nameKey(r.PodID, r.Name, r.Attempt))
 	s.changed(r, nil)
 	return r.clone(), nil
@@ -121,11 +106,12 @@ func (s *Store) emptied(id string) error {
 	})
 }
 
-// throwAway queues the cleanup of a trashed record.
-func (m *Manager) throwAway(rec *Record) {
+// throwAway queues the cleanup of a removed record (pending: its removal
+// is still to persist).
+func (m *Manager) throwAway(rec *Record, pending bool) {
 	m.trash.mu.Lock()
 	if _, ok := m.trash.items[rec.ID]; !ok {
-		m.trash.items[rec.ID] = &trashItem{rec: rec}
+		m.trash.items[rec.ID] = &trashItem{rec: rec, pending: pending}
 	}
 	m.trash.mu.Unlock()
 	select {
@@ -153,18 +139,31 @@ func (m *Manager) claim(id string, force bool) (*trashItem, chan struct{}) {
 	return it, nil
 }
 
-// cleanup runs a claimed item's cleanup and records its outcome.
-func (m *Manager) cleanup(ctx context.Context, it *trashItem) error {
-	err := m.dispose(ctx, it.rec)
-	if err == nil {
-		err = m.store.emptied(it.rec.ID)
+// cleanup runs a claimed item's cleanup, or only persists its removal,
+// and records its outcome.
+func (m *Manager) cleanup(ctx context.Context, it *trashItem, persistOnly bool) error {
+	var err error
+	if it.pending {
+		// Nothing is removed before the trash record is on disk.
+		if err = m.store.Persist(it.rec); err == nil {
+			m.trash.mu.Lock()
+			it.pending = false
+			m.trash.mu.Unlock()
+		}
+	}
+	if err == nil && !persistOnly {
+		err = m.dispose(ctx, it.rec)
+		if err == nil {
+			err = m.store.emptied(it.rec.ID)
+		}
 	}
 	m.trash.mu.Lock()
 	it.busy, it.err = false, err
-	if err == nil {
-		delete(m.trash.items, it.rec.ID)
-	} else {
+	switch {
+	case err != nil:
 		it.next = time.Now().Add(retryTrash)
+	case !persistOnly:
+		delete(m.trash.items, it.rec.ID)
 	}
 	close(it.done)
 	m.trash.mu.Unlock()
@@ -220,17 +219,29 @@ func (m *Manager) sweep() {
 		}
 		m.trash.mu.Lock()
 		ids := make([]string, 0, len(m.trash.items))
-		for id := range m.trash.items {
+		var pending []string
+		for id, it := range m.trash.items {
 			ids = append(ids, id)
+			if it.pending {
+				pending = append(pending, id)
+			}
 		}
 		m.trash.mu.Unlock()
-		for _, id := range ids {
-			it, _ := m.claim(id, false)
-			if it == nil {
-				continue
+		// Every removal is persisted before any slow cleanup: it is only
+		// crash-safe, not power-loss-safe, until then.
+		for _, persistOnly := range []bool{true, false} {
+			todo := ids
+			if persistOnly {
+				todo = pending
 			}
-			if err := m.cleanup(context.Background(), it); err != nil {
-				klog.ErrorS(err, "Clean up removed container, will retry", "container", id)
+			for _, id := range todo {
+				it, _ := m.claim(id, false)
+				if it == nil {
+					continue
+				}
+				if err := m.cleanup(context.Background(), it, persistOnly); err != nil {
+					klog.ErrorS(err, "Clean up removed container, will retry", "container", id)
+				}
 			}
 		}
 	}
@@ -261,7 +272,7 @@ func (m *Manager) finishPod(ctx context.Context, podID string) error {
 				}
 			}
 			if it != nil {
-				if err := m.cleanup(ctx, it); err != nil {
+				if err := m.cleanup(ctx, it, false); err != nil {
 					errs = append(errs, err)
 				}
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,10 @@ import (
 var (
 	listSizes = flag.String("list-containers", "100,1000", "list benchmark: the container counts to measure at, spread over -list-pods pods")
 	listPods  = flag.Int("list-pods", 10, "list benchmark: pods the containers run in")
+	// Two builds measured on the same containers and the same load:
+	// berthd is restarted as each in turn before its calls are timed.
+	listBerthd = flag.String("list-berthd", "", "list benchmark: comma-separated berthd binaries to alternate at each size (needs -berthd-pidfile: make bench's own berthd)")
+	listRounds = flag.Int("list-rounds", 1, "list benchmark: rounds over -list-berthd at each size")
 )
 
 const listCalls = 200
@@ -67,62 +72,88 @@ func benchList(e *env) error {
 			}
 			ids = append(ids, resp.ContainerId)
 		}
-		time.Sleep(time.Second)
-		label := func(s string) string { return fmt.Sprintf("%s %d ctrs/%d pods", s, size, len(pods)) }
-		measure := func(call func(i int) error) ([]time.Duration, error) {
-			var ds []time.Duration
-			for i := 0; i < listCalls; i++ {
-				start := time.Now()
-				if err := call(i); err != nil {
-					return nil, err
+		bins := []string{""}
+		if *listBerthd != "" {
+			bins = strings.Split(*listBerthd, ",")
+		}
+		for round := 1; round <= *listRounds; round++ {
+			for _, bin := range bins {
+				tag := ""
+				if bin != "" {
+					if _, err := restartBerthdAs(e, bin, pods, size); err != nil {
+						return fmt.Errorf("restart berthd as %s: %w", bin, err)
+					}
+					tag = fmt.Sprintf(" [%s r%d]", filepath.Base(filepath.Dir(bin)), round)
 				}
-				ds = append(ds, time.Since(start))
+				load := startLoad()
+				if err := listCallTimes(e, size, pods, ids, tag); err != nil {
+					return err
+				}
+				results.setLoad("list", load.stop())
 			}
-			return ds, nil
 		}
-		ds, err := measure(func(int) error {
-			r, err := e.runtime.ListContainers(e.ctx, &runtimeapi.ListContainersRequest{})
-			if err == nil && len(r.Containers) < size {
-				err = fmt.Errorf("ListContainers: %d containers, want %d", len(r.Containers), size)
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		summary(label("ListContainers"), ds)
-		ds, err = measure(func(i int) error {
-			_, err := e.runtime.ListContainers(e.ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[i%len(pods)]}})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		summary(label("ListContainers(pod)"), ds)
-		ds, err = measure(func(int) error {
-			_, err := e.runtime.ListPodSandbox(e.ctx, &runtimeapi.ListPodSandboxRequest{})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		summary(label("ListPodSandbox"), ds)
-		ds, err = measure(func(i int) error {
-			_, err := e.runtime.ContainerStatus(e.ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ids[i%len(ids)]})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		summary(label("ContainerStatus"), ds)
-		ds, err = measure(func(i int) error {
-			_, err := e.runtime.PodSandboxStatus(e.ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pods[i%len(pods)]})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		summary(label("PodSandboxStatus"), ds)
 	}
+	return nil
+}
+
+// listCallTimes times each List and Status call listCalls times on a node
+// of size containers.
+func listCallTimes(e *env, size int, pods, ids []string, tag string) error {
+	time.Sleep(time.Second)
+	label := func(s string) string { return fmt.Sprintf("%s %d ctrs/%d pods%s", s, size, len(pods), tag) }
+	measure := func(call func(i int) error) ([]time.Duration, error) {
+		var ds []time.Duration
+		for i := 0; i < listCalls; i++ {
+			start := time.Now()
+			if err := call(i); err != nil {
+				return nil, err
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return ds, nil
+	}
+	ds, err := measure(func(int) error {
+		r, err := e.runtime.ListContainers(e.ctx, &runtimeapi.ListContainersRequest{})
+		if err == nil && len(r.Containers) < size {
+			err = fmt.Errorf("ListContainers: %d containers, want %d", len(r.Containers), size)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	summary(label("ListContainers"), ds)
+	ds, err = measure(func(i int) error {
+		_, err := e.runtime.ListContainers(e.ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[i%len(pods)]}})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	summary(label("ListContainers(pod)"), ds)
+	ds, err = measure(func(int) error {
+		_, err := e.runtime.ListPodSandbox(e.ctx, &runtimeapi.ListPodSandboxRequest{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	summary(label("ListPodSandbox"), ds)
+	ds, err = measure(func(i int) error {
+		_, err := e.runtime.ContainerStatus(e.ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ids[i%len(ids)]})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	summary(label("ContainerStatus"), ds)
+	ds, err = measure(func(i int) error {
+		_, err := e.runtime.PodSandboxStatus(e.ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pods[i%len(pods)]})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	summary(label("PodSandboxStatus"), ds)
 	return nil
 }

@@ -27,6 +27,12 @@ type restartTimes struct {
 // connection's reconnect backoff would add its own wait) until ready.
 // The pidfile gets the new pid; e's clients are moved to a new connection.
 func restartBerthd(e *env, ids []string, wantContainers int) (restartTimes, error) {
+	return restartBerthdAs(e, "", ids, wantContainers)
+}
+
+// restartBerthdAs is restartBerthd with the binary at exe instead (""
+// keeps the one running): the list benchmark alternates builds this way.
+func restartBerthdAs(e *env, as string, ids []string, wantContainers int) (restartTimes, error) {
 	var r restartTimes
 	pid, err := berthdPid()
 	if err != nil || pid <= 0 {
@@ -38,6 +44,9 @@ func restartBerthd(e *env, ids []string, wantContainers int) (restartTimes, erro
 		return r, fmt.Errorf("berthd %d: command line: %v", pid, err)
 	}
 	exe = strings.TrimSuffix(exe, " (deleted)")
+	if as != "" {
+		exe = as
+	}
 	cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
 	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	logPath, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/2", pid))

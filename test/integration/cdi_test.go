@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,20 +27,8 @@ import (
 // still reported, after a berthd restart; an unknown device is
 // InvalidArgument naming it, and leaves nothing behind.
 func TestCDIDevices(t *testing.T) {
-	reg := framework.StartRegistry(t)
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
-		t.Fatal(err)
-	}
-	specDir := filepath.Join(dir, "cdi")
-	dataDir := filepath.Join(dir, "cdi-data")
-	for _, d := range []string{specDir, dataDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(dataDir, "hello"), "from the vendor\n")
+	f := newCDIFixture(t, "from the vendor\n", "cdi-none")
+	dir, specDir, dataDir := f.dir, f.specDir, f.dataDir
 	// The device node of the spec: /dev/null's numbers under another name,
 	// in /dev (the test dir may be on a nodev mount, as in hack/vm: a pod
 	// with a user namespace gets the node's file bound, and could not
@@ -52,21 +41,12 @@ func TestCDIDevices(t *testing.T) {
 	if err := os.Chmod(node, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "config.toml"), fmt.Sprintf("cdi_spec_dirs = [%q, %q]\n", filepath.Join(dir, "cdi-none"), specDir))
 
-	e := &ctrEnv{podNet: n}
-	// Each berthd started removes the pods before it is stopped (a
-	// cleanup runs before those registered earlier).
-	start := func() {
-		e.d = e.start(t, "-v", "4")
-		d := e.d
-		t.Cleanup(func() { removePodsOf(t, d) })
-	}
+	e := f.env
+	start := func() { f.start(t) }
 	start()
 	ctx := framework.Context(t)
-	if _, err := e.d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		t.Fatalf("pull busybox: %v", err)
-	}
+	f.pullBusybox(t)
 
 	// Written after the start: the spec dirs are watched.
 	specPath := filepath.Join(specDir, "example.yaml")
@@ -196,6 +176,52 @@ devices:
 }
 
 // removePodsOf removes the pods of a berthd that still answers.
+// cdiFixture is what a CDI test's berthd is started on: a registry of the
+// test images (in certs.d), a pod network, a dir of CDI specs (specDir)
+// that the config's cdi_spec_dirs names, and one of data for the specs'
+// mounts (dataDir) holding the file "hello".
+type cdiFixture struct {
+	env                   *ctrEnv
+	dir, specDir, dataDir string
+}
+
+// newCDIFixture makes the fixture; cdi_spec_dirs has dir/<name> of
+// before (a dir that need not exist) ahead of specDir.
+func newCDIFixture(t *testing.T, hello string, before ...string) *cdiFixture {
+	t.Helper()
+	reg := framework.StartRegistry(t)
+	dir := framework.NewDirs(t)
+	f := &cdiFixture{env: &ctrEnv{podNet: newPodNet(t, dir)}, dir: dir, specDir: filepath.Join(dir, "cdi"), dataDir: filepath.Join(dir, "cdi-data")}
+	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
+		t.Fatal(err)
+	}
+	mkdirs(t, f.specDir, f.dataDir)
+	writeFile(t, filepath.Join(f.dataDir, "hello"), hello)
+	var dirs []string
+	for _, b := range before {
+		dirs = append(dirs, strconv.Quote(filepath.Join(dir, b)))
+	}
+	dirs = append(dirs, strconv.Quote(f.specDir))
+	writeFile(t, filepath.Join(dir, "config.toml"), "cdi_spec_dirs = ["+strings.Join(dirs, ", ")+"]\n")
+	return f
+}
+
+// start starts (or starts again) berthd; it removes its pods before it
+// is stopped (a cleanup runs before those registered earlier).
+func (f *cdiFixture) start(t *testing.T) {
+	t.Helper()
+	d := f.env.start(t, "-v", "4")
+	f.env.d = d
+	t.Cleanup(func() { removePodsOf(t, d) })
+}
+
+func (f *cdiFixture) pullBusybox(t *testing.T) {
+	t.Helper()
+	if _, err := f.env.d.Images.PullImage(framework.Context(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
+		t.Fatalf("pull busybox: %v", err)
+	}
+}
+
 func removePodsOf(t *testing.T, d *framework.Daemon) {
 	resp, err := d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {

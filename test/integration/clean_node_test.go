@@ -62,7 +62,8 @@ func TestCleanNode(t *testing.T) {
 	confDir, ipamDir, etc := filepath.Join(dir, "net.d"), filepath.Join(dir, "ipam"), filepath.Join(dir, "etc")
 	d := framework.StartDaemon(t, dir)
 	env := []string{"BERTH_ROOT=" + d.Root, "BERTH_STATE=" + d.State, "BERTH_LISTEN=" + d.Endpoint,
-		"BERTH_CNI_CONF_DIR=" + confDir, "BERTH_CNI_BRIDGE=" + bridge, "BERTH_CNI_IPAM_DIR=" + ipamDir, "BERTH_ETC=" + etc}
+		"BERTH_CNI_CONF_DIR=" + confDir, "BERTH_CNI_BRIDGE=" + bridge, "BERTH_CNI_IPAM_DIR=" + ipamDir, "BERTH_ETC=" + etc,
+		"BERTH_CNI_TEMPLATES=" + filepath.Join(dir, "share", "99-berth.conflist")}
 
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{Name: "clean-node", Namespace: "ns-" + filepath.Base(dir), Uid: "uid-clean-node"},
@@ -137,10 +138,19 @@ func TestCleanNode(t *testing.T) {
 	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// make install's default network, a copy of the installed template
+	// (whose bridge is berth0, not the test's).
+	installed, err := exec.Command("bash", filepath.Join(framework.RepoRoot(), "hack", "setup-default.sh"), "--print-cni").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "share", "99-berth.conflist"), string(installed))
+	installedPath := filepath.Join(confDir, "99-berth.conflist")
+	writeFile(t, installedPath, string(installed))
 
 	out, code = cleanNode(t, env)
-	wantOutput(t, "no pod, berthd stopped", out, code, 0, "remove "+d.State, "remove "+d.Root, "remove bridge "+bridge, "removed chain "+chain, "remove "+confPath, "done")
-	for _, p := range []string{d.Root, d.State, confPath, filepath.Join(ipamDir, bridge), etc} {
+	wantOutput(t, "no pod, berthd stopped", out, code, 0, "remove "+d.State, "remove "+d.Root, "remove bridge "+bridge, "removed chain "+chain, "remove "+confPath, "remove "+installedPath, "done")
+	for _, p := range []string{d.Root, d.State, confPath, installedPath, filepath.Join(ipamDir, bridge), etc} {
 		if exists(p) {
 			t.Errorf("%s is left after clean-node", p)
 		}
@@ -152,13 +162,15 @@ func TestCleanNode(t *testing.T) {
 		t.Errorf("iptables rules of %s are left after clean-node:\n%s", bridge, rules)
 	}
 
-	// A config that is not setup-default.sh's stays.
+	// A config that is not setup-default.sh's stays, and so does another
+	// add-on's 99-berth.conflist.
 	if err := os.WriteFile(confPath, append(conf, ' '), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	writeFile(t, installedPath, `{"cniVersion":"1.0.0","name":"addon","plugins":[{"type":"loopback"}]}`)
 	out, code = cleanNode(t, env)
-	wantOutput(t, "edited config", out, code, 0, "keep "+confPath)
-	if !exists(confPath) {
+	wantOutput(t, "edited config", out, code, 0, "keep "+confPath, "keep "+installedPath)
+	if !exists(confPath) || !exists(installedPath) {
 		t.Errorf("clean-node removed a CNI config it did not write")
 	}
 }

@@ -30,7 +30,7 @@ type ctrEnv struct {
 	d *framework.Daemon
 }
 
-func newCtrEnv(t *testing.T) *ctrEnv {
+func newCtrEnv(t *testing.T, extra ...string) *ctrEnv {
 	t.Helper()
 	reg := framework.StartRegistry(t)
 	dir := framework.NewDirs(t)
@@ -38,7 +38,7 @@ func newCtrEnv(t *testing.T) *ctrEnv {
 	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
 		t.Fatal(err)
 	}
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
+	e := &ctrEnv{podNet: n, d: n.start(t, append([]string{"-v", "4"}, extra...)...)}
 	// A failed test still removes its pods (and so their containers)
 	// before berthd stops.
 	t.Cleanup(func() {
@@ -195,6 +195,9 @@ func containerLeftovers(d *framework.Daemon, dir string) []string {
 		if entries, _ := os.ReadDir(sub); len(entries) != 0 {
 			left = append(left, fmt.Sprintf("%s holds %d entries", sub, len(entries)))
 		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(d.Root, "removed-containers")); len(entries) != 0 {
+		left = append(left, fmt.Sprintf("%d container tombstones", len(entries)))
 	}
 	for _, mp := range mountsBelow(dir) {
 		if strings.Contains(mp, "/containers/") {

@@ -26,15 +26,9 @@ import (
 // failing or hanging createContainer hook fails CreateContainer naming the
 // hook and leaves nothing; a failing startContainer hook fails the start.
 func TestContainerHooks(t *testing.T) {
-	reg := framework.StartRegistry(t)
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
-		t.Fatal(err)
-	}
-	specDir, dataDir, out := filepath.Join(dir, "cdi"), filepath.Join(dir, "cdi-data"), filepath.Join(dir, "hook-out")
-	mkdirs(t, specDir, dataDir, out)
-	writeFile(t, filepath.Join(dataDir, "hello"), "mounted\n")
+	f := newCDIFixture(t, "mounted\n")
+	dir, specDir, dataDir, out := f.dir, f.specDir, f.dataDir, filepath.Join(f.dir, "hook-out")
+	mkdirs(t, out)
 	createHook := filepath.Join(dir, "hooks", "create.sh")
 	writeFile(t, createHook, `#!/bin/sh
 set -e
@@ -86,6 +80,19 @@ devices:
     - hookName: createContainer
       path: /bin/sh
       args: [sh, -c, "touch %[3]s/failruntime-ran"]
+- name: failnode
+  containerEdits:
+    hooks:
+    - hookName: createRuntime
+      path: /bin/true
+    - hookName: createRuntime
+      path: /bin/false
+- name: failprestart
+  containerEdits:
+    hooks:
+    - hookName: prestart
+      path: /bin/sh
+      args: [sh, -c, "echo no driver >&2; exit 4"]
 - name: hang
   containerEdits:
     hooks:
@@ -99,14 +106,11 @@ devices:
     - hookName: startContainer
       path: /bin/false
 `, dataDir, createHook, out, startFile))
-	writeFile(t, filepath.Join(dir, "config.toml"), fmt.Sprintf("cdi_spec_dirs = [%q]\n", specDir))
 
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
-	t.Cleanup(func() { removePodsOf(t, e.d) })
+	f.start(t)
+	f.pullBusybox(t)
+	e := f.env
 	ctx := framework.Context(t)
-	if _, err := e.d.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		t.Fatalf("pull busybox: %v", err)
-	}
 	podID, podCfg := e.pod(t, "hooks")
 
 	cfg := ctrConfig("hooked", "sleep", "1000")
@@ -175,6 +179,9 @@ devices:
 		"hang": "createContainer hook 0 (/bin/sleep): timed out after 1s",
 		// The node's hooks come first; one failing runs no createContainer hook.
 		"failruntime": "createRuntime hook 0 (/bin/false): exit status 1",
+		// Without createContainer hooks berthd runs the node's hooks.
+		"failnode":     "createRuntime hook 1 (/bin/false): exit status 1",
+		"failprestart": "prestart hook 0 (/bin/sh): exit status 4: no driver",
 	} {
 		bad := ctrConfig("bad-"+dev, "sleep", "1000")
 		bad.CDIDevices = []*runtimeapi.CDIDevice{{Name: "example.com/hook=" + dev}}

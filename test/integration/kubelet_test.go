@@ -22,14 +22,6 @@ import (
 	"github.com/berth-dev/berth/test/framework/testimages"
 )
 
-// kubeletSysctls are what the kubelet sets on start-up when
-// protectKernelDefaults is false (setupKernelTunables): the test restores
-// them.
-var kubeletSysctls = []string{
-	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
-}
-
 // kubeletBinary is the upstream kubelet hack/build-kubelet.sh builds.
 // make sets BERTH_KUBELET (the build is then a make target and a missing
 // binary fails the test). Without it the test takes the last one built, or
@@ -64,10 +56,8 @@ func kubeletBinary(t *testing.T) string {
 // testKubelet is a standalone kubelet (no API server) on a berthd, with its
 // root, static pod dir, logs and cgroup root all the test's own.
 type testKubelet struct {
-	dir       string // parent of everything below
-	root      string // --root-dir
-	manifests string // staticPodPath
-	cgroup    string // cgroupRoot, e.g. /berth-test-berth-t-123
+	framework.KubeletDirs
+	cgroup string // cgroupRoot, e.g. /berth-test-berth-t-123
 
 	cmd  *exec.Cmd
 	done chan error
@@ -83,27 +73,12 @@ type testKubelet struct {
 func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot string) *testKubelet {
 	t.Helper()
 	k := &testKubelet{
-		dir:       dir,
-		root:      filepath.Join(dir, "root"),
-		manifests: filepath.Join(dir, "manifests"),
-		cgroup:    cgroupRoot,
-		log:       framework.NewTestLog(t, "kubelet"),
-		done:      make(chan error, 1),
+		KubeletDirs: framework.MakeKubeletDirs(t, dir),
+		cgroup:      cgroupRoot,
+		log:         framework.NewTestLog(t, "kubelet"),
+		done:        make(chan error, 1),
 	}
-	for _, p := range []string{k.root, k.manifests, filepath.Join(dir, "pod-logs"), filepath.Join(dir, "container-logs")} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	sysctls := map[string]string{}
-	for _, s := range kubeletSysctls {
-		b, err := os.ReadFile("/proc/sys/" + s)
-		if err != nil {
-			t.Fatalf("read sysctl %s: %v", s, err)
-		}
-		sysctls[s] = strings.TrimSpace(string(b))
-	}
+	restoreSysctls := framework.SaveKubeletSysctls(t)
 	// The device manager's socket dir is a constant of the kubelet, not
 	// under --root-dir: remove what of it (and, should podLogsDir or
 	// BERTH_KUBELET_CONTAINER_LOGS_DIR not take, of the log dirs) this run made.
@@ -127,7 +102,7 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 			}
 		}
 		removeAllPods(t, d)
-		for _, mp := range reverseSorted(mountsBelow(k.root)) {
+		for _, mp := range reverseSorted(mountsBelow(k.Root)) {
 			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
 				t.Errorf("unmount %s: %v", mp, err)
 			}
@@ -140,11 +115,7 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 				t.Errorf("remove kubelet cgroups: %v", err)
 			}
 		}
-		for _, s := range kubeletSysctls {
-			if err := os.WriteFile("/proc/sys/"+s, []byte(sysctls[s]), 0o644); err != nil {
-				t.Errorf("restore sysctl %s=%s: %v", s, sysctls[s], err)
-			}
-		}
+		restoreSysctls()
 		for _, p := range madeVarLib {
 			if err := os.RemoveAll(p); err != nil {
 				t.Errorf("remove %s: %v", p, err)
@@ -153,54 +124,17 @@ func startKubelet(t *testing.T, bin string, d *framework.Daemon, dir, cgroupRoot
 	})
 
 	healthz := freePort(t)
-	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: %[1]s
-fileCheckFrequency: 1s
-syncFrequency: 5s
-containerRuntimeEndpoint: %[2]s
-imageServiceEndpoint: %[2]s
-cgroupDriver: cgroupfs
-cgroupRoot: %[3]s
-cgroupsPerQOS: true
-failCgroupV1: false
-failSwapOn: false
-protectKernelDefaults: false
-enableServer: false
-address: 127.0.0.1
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: %[4]d
-authentication:
-  anonymous:
-    enabled: false
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-podLogsDir: %[5]s
-evictionHard:
-  memory.available: "1Mi"
-  nodefs.available: "1%%"
-  nodefs.inodesFree: "1%%"
-  imagefs.available: "1%%"
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-`, k.manifests, d.Endpoint, cgroupRoot, healthz, filepath.Join(dir, "pod-logs"))
+	extra := ""
 	if os.Getenv("BERTH_KUBELET_EVENTED_PLEG") == "1" {
 		// The evented PLEG (alpha) follows GetContainerEvents in place of
 		// relisting every second.
-		config += "featureGates:\n  EventedPLEG: true\n"
+		extra = "featureGates:\n  EventedPLEG: true\n"
 	}
-	configPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	k.cmd = exec.Command(bin, "--config", configPath, "--root-dir", k.root, "--v", "2")
-	k.cmd.Env = append(os.Environ(), "BERTH_KUBELET_CONTAINER_LOGS_DIR="+filepath.Join(dir, "container-logs"))
+	configPath := k.Write(t, framework.KubeletConfig{
+		Endpoint: d.Endpoint, CgroupDriver: "cgroupfs", CgroupRoot: cgroupRoot, HealthzPort: int(healthz),
+	}, extra)
+	k.cmd = k.Command(bin, configPath)
 	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := k.cmd.Start(); err != nil {
 		t.Fatalf("start kubelet: %v", err)
 	}
@@ -453,7 +387,7 @@ func TestKubeletStaticPod(t *testing.T) {
 	t.Logf("kubelet healthy after %s", time.Since(begin).Round(time.Millisecond))
 
 	namespace := "kt-" + strings.TrimPrefix(filepath.Base(dir), "berth-t-")
-	manifest := filepath.Join(k.manifests, "shared.yaml")
+	manifest := filepath.Join(k.Manifests, "shared.yaml")
 	if err := os.WriteFile(manifest, []byte(staticPodManifest("shared", namespace)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +452,7 @@ func TestKubeletStaticPod(t *testing.T) {
 	})
 	t.Logf("static pod running after %s", time.Since(begin).Round(time.Millisecond))
 	ctx := framework.Context(t) // for the calls between the waits: a fresh one per step
-	if logs, _ := filepath.Glob(filepath.Join(k.dir, "pod-logs", namespace+"_shared-*", "writer", "0.log")); len(logs) != 1 {
+	if logs, _ := filepath.Glob(filepath.Join(k.PodLogs, namespace+"_shared-*", "writer", "0.log")); len(logs) != 1 {
 		t.Errorf("writer's log is not in the kubelet's podLogsDir: %v", logs)
 	}
 	pod, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
@@ -636,14 +570,14 @@ func TestKubeletStaticPod(t *testing.T) {
 		}
 		for _, mp := range mountsBelow(dir) {
 			// berthd's netns pin dir, the kubelet's rshared bind mount of its root
-			if mp != filepath.Join(dir, "state", "ns") && mp != k.root {
+			if mp != filepath.Join(dir, "state", "ns") && mp != k.Root {
 				left = append(left, "mount "+mp)
 			}
 		}
 		if cgs := cgroupsBelow(k.cgroup, "pod", "berth-"); len(cgs) > 0 {
 			left = append(left, fmt.Sprintf("cgroups %v", cgs))
 		}
-		if entries, _ := os.ReadDir(filepath.Join(k.root, "pods")); len(entries) > 0 {
+		if entries, _ := os.ReadDir(filepath.Join(k.Root, "pods")); len(entries) > 0 {
 			left = append(left, fmt.Sprintf("%d pod dirs in the kubelet's root", len(entries)))
 		}
 		return len(left) == 0, strings.Join(left, "; ")

@@ -18,11 +18,12 @@ import (
 )
 
 // holdCleanup keeps berthd's background cleanup from running: what a crash
-// right after a fast removal returned would leave.
-const holdCleanup = "BERTH_TEST_HOLD_CLEANUP"
+// right after a fast removal returned would leave (berthd's hidden,
+// test-only --test-hooks flag).
+var holdCleanup = []string{"--test-hooks", "hold-cleanup"}
 
 // holdRelease keeps berthd from releasing a stopped pod's network.
-const holdRelease = "BERTH_TEST_HOLD_NET_RELEASE"
+var holdRelease = []string{"--test-hooks", "hold-net-release"}
 
 // waitGone polls until none of paths exists and no mount is at or below
 // them; it reports what is left after within.
@@ -52,8 +53,7 @@ func waitGone(t *testing.T, within time.Duration, paths ...string) {
 // start: no mount, dir, cgroup or image lease leaks. A pod's removal
 // cleans its containers up itself.
 func TestContainerRemoveCrashSafe(t *testing.T) {
-	t.Setenv(holdCleanup, "1")
-	e := newCtrEnv(t)
+	e := newCtrEnv(t, holdCleanup...)
 	ctx := framework.Context(t)
 	pod, podCfg := e.pod(t, "rmfast")
 	id := e.run(t, pod, podCfg, ctrConfig("victim", "sleep", "1000"))
@@ -73,21 +73,25 @@ func TestContainerRemoveCrashSafe(t *testing.T) {
 	if err != nil || len(list.Containers) != 0 {
 		t.Errorf("listed after remove: %v %v", list, err)
 	}
-	// The cleanup is held: the files are still there, and the name free.
+	// The cleanup is held: the files are still there, the removal is not
+	// in the database yet (a tombstone holds it), and the name is free.
+	tomb := filepath.Join(e.d.Root, "removed-containers", id)
+	if _, err := os.Stat(tomb); err != nil {
+		t.Fatalf("no tombstone (%v): the test does not test the crash", err)
+	}
 	for _, p := range paths {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("cleanup was not deferred (%v): the test does not test the crash", err)
 		}
 	}
-	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(cgs) > 0 {
-		t.Errorf("container cgroup outlived RemoveContainer: %v", cgs)
-	}
-	if _, err := os.Stat("/sys/fs/cgroup" + cgroup); err == nil {
-		t.Errorf("container cgroup %s outlived RemoveContainer", cgroup)
+	// The empty cgroup may wait for the cleanup; no process may.
+	if pids := cgroupProcs(cgroup); len(pids) > 0 {
+		t.Errorf("processes of a removed container still in its cgroup: %v", pids)
 	}
 	again := e.run(t, pod, podCfg, ctrConfig("victim", "sleep", "1000"))
 	_, info2 := e.status(t, again)
 	paths2 := []string{info2["stateDir"].(string), info2["layerDir"].(string)}
+	cgroup2 := info2["cgroup"].(string)
 	// A running container's removal ends its process before it returns.
 	pid := int(info2["pid"].(float64))
 	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: again}); err != nil {
@@ -96,17 +100,36 @@ func TestContainerRemoveCrashSafe(t *testing.T) {
 	if processAlive(pid) {
 		t.Errorf("process %d of a removed running container still runs", pid)
 	}
+	if pids := cgroupProcs(cgroup2); len(pids) > 0 {
+		t.Errorf("processes of a removed running container still in its cgroup: %v", pids)
+	}
+	// A third takes the name the removals freed; it keeps it across the
+	// crash, which must not bring back the two removed.
+	keeper := e.run(t, pod, podCfg, ctrConfig("victim", "sleep", "1000"))
 
 	e.d.Kill()
-	t.Setenv(holdCleanup, "")
 	e.restart(t)
-	waitGone(t, 30*time.Second, append(paths, paths2...)...)
+	list, err = e.d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil || len(list.Containers) != 1 || list.Containers[0].Id != keeper {
+		t.Errorf("listed after the crash: %v %v, want only %s", list, err, keeper)
+	}
+	for _, gone := range []string{id, again} {
+		if _, err := e.d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: gone}); grpcCode(err) != codes.NotFound {
+			t.Errorf("status of %s after the crash: %v, want NotFound", gone, err)
+		}
+	}
+	if _, err := e.d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: ctrConfig("victim", "true"), SandboxConfig: podCfg}); grpcCode(err) != codes.AlreadyExists {
+		t.Errorf("create with the name %s holds after the crash: %v, want AlreadyExists", keeper, err)
+	}
+	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: keeper}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, 30*time.Second, append(append(paths, paths2...), append(cgroupDirs(cgroup), cgroupDirs(cgroup2)...)...)...)
 	e.nothingLeft(t)
 
 	// Removing the pod finishes the cleanups of its containers, even held.
 	e.d.Kill()
-	t.Setenv(holdCleanup, "1")
-	e.restart(t)
+	e.d = e.start(t, holdCleanup...)
 	third := e.run(t, pod, podCfg, ctrConfig("third", "sleep", "1000"))
 	_, info3 := e.status(t, third)
 	if _, err := e.d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: third}); err != nil {
@@ -133,6 +156,22 @@ func TestContainerRemoveCrashSafe(t *testing.T) {
 	}
 }
 
+// cgroupDirs are a cgroup's dirs in every hierarchy there is.
+func cgroupDirs(cgroup string) []string {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup)
+	return append(dirs, "/sys/fs/cgroup"+cgroup)
+}
+
+// cgroupProcs lists the processes in a cgroup, in any hierarchy.
+func cgroupProcs(cgroup string) []string {
+	var pids []string
+	for _, d := range cgroupDirs(cgroup) {
+		b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		pids = append(pids, strings.Fields(string(b))...)
+	}
+	return pids
+}
+
 func processAlive(pid int) bool {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
@@ -153,11 +192,10 @@ func processAlive(pid int) bool {
 // it at its next start, whether the pod was only stopped or also removed:
 // no veth, IP, iptables rule (ipMasq) or pin is left.
 func TestPodNetworkReleaseCrashSafe(t *testing.T) {
-	t.Setenv(holdRelease, "1")
 	dir := framework.NewDirs(t)
 	n := newPodNet(t, dir)
 	n.writeConf(t, strings.Replace(n.conflist(), `"ipMasq":false`, `"ipMasq":true`, 1))
-	d := n.start(t)
+	d := n.start(t, holdRelease...)
 	ctx := framework.Context(t)
 	stopped := runPod(t, d, n.podConfig("stopped"))
 	removed := runPod(t, d, n.podConfig("removed"))
@@ -177,7 +215,6 @@ func TestPodNetworkReleaseCrashSafe(t *testing.T) {
 	}
 
 	d.Kill()
-	t.Setenv(holdRelease, "")
 	d = n.start(t)
 	// The stopped pod keeps its cgroup until it is removed.
 	if left := n.leftoversAfter(30*time.Second, filepath.Join(d.State, "ns"), "cgroups "); len(left) > 0 {

@@ -18,13 +18,6 @@ import (
 	"github.com/berth-dev/berth/test/framework/testimages"
 )
 
-// The sysctls the kubelet sets on start-up (protectKernelDefaults false):
-// restored after it, for the later tests of this boot.
-var kubeletSysctls = []string{
-	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
-}
-
 const kubeletNamespace = "vmkubelet"
 
 // kubeletOnService runs the real kubelet standalone (static pods, no API
@@ -47,16 +40,11 @@ func kubeletOnService(t *testing.T) {
 	}
 	begin := time.Now()
 	dir := t.TempDir()
-	root, manifests, podLogs := filepath.Join(dir, "root"), filepath.Join(dir, "manifests"), filepath.Join(dir, "pod-logs")
-	for _, p := range []string{root, manifests, podLogs, filepath.Join(dir, "container-logs")} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sysctls := map[string]string{}
-	for _, s := range kubeletSysctls {
-		sysctls[s] = strings.TrimSpace(readString(t, "/proc/sys/"+s))
-	}
+	kd := framework.MakeKubeletDirs(t, dir)
+	root, manifests := kd.Root, kd.Manifests
+	// The sysctls the kubelet sets on start-up are restored after it, for
+	// the later tests of this boot.
+	restoreSysctls := framework.SaveKubeletSysctls(t)
 	var made []string // node dirs the kubelet makes outside its root
 	for _, p := range []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers"} {
 		if _, err := os.Lstat(p); os.IsNotExist(err) {
@@ -70,47 +58,13 @@ func kubeletOnService(t *testing.T) {
 	}
 	healthz := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: %[1]s
-fileCheckFrequency: 1s
-syncFrequency: 5s
-containerRuntimeEndpoint: %[2]s
-imageServiceEndpoint: %[2]s
-cgroupDriver: systemd
-cgroupsPerQOS: true
-failSwapOn: false
-protectKernelDefaults: false
-enableServer: false
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: %[3]d
-authentication:
-  anonymous:
-    enabled: false
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-podLogsDir: %[4]s
-evictionHard:
-  memory.available: "1Mi"
-  nodefs.available: "1%%"
-  nodefs.inodesFree: "1%%"
-  imagefs.available: "1%%"
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-`, manifests, serviceEndpoint, healthz, podLogs)
-	configPath := filepath.Join(dir, "config.yaml")
-	writeString(t, configPath, config)
+	configPath := kd.Write(t, framework.KubeletConfig{Endpoint: serviceEndpoint, CgroupDriver: "systemd", HealthzPort: healthz}, "")
 	logFile, err := os.Create(filepath.Join(dir, "kubelet.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config", configPath, "--root-dir", root, "--v", "2")
-	cmd.Env = append(os.Environ(), "BERTH_KUBELET_CONTAINER_LOGS_DIR="+filepath.Join(dir, "container-logs"))
+	cmd := kd.Command(bin, configPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start kubelet: %v", err)
 	}
@@ -169,11 +123,7 @@ imageGCLowThresholdPercent: 99
 		if left := mountsUnder(root); len(left) > 0 {
 			t.Errorf("mounts left below the kubelet's root: %v", left)
 		}
-		for _, s := range kubeletSysctls {
-			if err := os.WriteFile("/proc/sys/"+s, []byte(sysctls[s]), 0o644); err != nil {
-				t.Errorf("restore sysctl %s: %v", s, err)
-			}
-		}
+		restoreSysctls()
 		for _, p := range made {
 			_ = os.RemoveAll(p)
 		}
@@ -244,7 +194,7 @@ spec:
 	})
 	t.Logf("crictl logs %.12s:\n%s", ctr, firstLines(logs, 3))
 	// The kubelet reads the same log at its podLogsDir path.
-	if m, _ := filepath.Glob(filepath.Join(podLogs, kubeletNamespace+"_ticker-*", "ticker", "0.log")); len(m) != 1 || !strings.Contains(readString(t, m[0]), "kubelet-tick 1\n") {
+	if m, _ := filepath.Glob(filepath.Join(kd.PodLogs, kubeletNamespace+"_ticker-*", "ticker", "0.log")); len(m) != 1 || !strings.Contains(readString(t, m[0]), "kubelet-tick 1\n") {
 		t.Errorf("the container's log is not in the kubelet's podLogsDir: %v", m)
 	}
 	// The kubelet's and berth's cgroup drivers agree: the container is in a
