@@ -49,21 +49,24 @@ func newReaper() *reaper {
 
 func (r *reaper) reap() {
 	for {
+		// The lock is held across the wait (WNOHANG: it does not block)
+		// so that freeze, once it has the lock, knows no exit is taken
+		// and not yet handed out.
 		r.mu.Lock()
-		frozen := r.frozen
-		r.mu.Unlock()
-		if frozen {
+		if r.frozen {
+			r.mu.Unlock()
 			return
 		}
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if errors.Is(err, unix.EINTR) {
+			r.mu.Unlock()
 			continue
 		}
 		if pid <= 0 || err != nil {
+			r.mu.Unlock()
 			return
 		}
-		r.mu.Lock()
 		if w, ok := r.watchers[pid]; ok {
 			delete(r.watchers, pid)
 			w <- ws
