@@ -24,6 +24,14 @@ deps: deps-test
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+	$(MAKE) --no-print-directory $(BIN)/berth-mon
+
+# berth-mon: the C monitor an idle berth-shim becomes (docs/design.md, "The
+# C monitor"); static, so that it needs nothing from the node at exec.
+MON_SRC := $(wildcard cmd/berth-mon/*.c cmd/berth-mon/*.h)
+$(BIN)/berth-mon: $(MON_SRC)
+	mkdir -p $(BIN)
+	gcc -O2 -static -Wall -Wextra -Werror -o $@ $(filter %.c,$(MON_SRC))
 
 # Unit tests, then end-to-end tests against real berthd daemons, then the
 # critest suite less skip.txt and pending.txt (about two minutes), then the node
@@ -165,7 +173,7 @@ clean:
 clean-node:
 	bash hack/clean-node.sh
 
-# Install on a node (README, "Install on a node"): berthd and berth-shim in
+# Install on a node (README, "Install on a node"): berthd, berth-shim and berth-mon in
 # $(BINDIR), berth.service in $(UNITDIR), /etc/berth/config.toml (berthd
 # config default) only when there is none, and the default CNI network
 # /etc/cni/net.d/99-berth.conflist only when that dir holds no config.
@@ -187,7 +195,7 @@ install: build
 		bash hack/install/install.sh
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/berthd $(DESTDIR)$(BINDIR)/berth-shim $(DESTDIR)$(UNITDIR)/berth.service \
+	rm -f $(DESTDIR)$(BINDIR)/berthd $(DESTDIR)$(BINDIR)/berth-shim $(DESTDIR)$(BINDIR)/berth-mon $(DESTDIR)$(UNITDIR)/berth.service \
 		$(DESTDIR)$(PREFIX)/share/berth/99-berth.conflist
 	-rmdir $(DESTDIR)$(PREFIX)/share/berth 2>/dev/null
 

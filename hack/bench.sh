@@ -20,6 +20,9 @@ if [ -z "$endpoint" ]; then
 	else
 		: >"$dir/config.toml"
 	fi
+	# BENCH_CONFIG: more config.toml lines, e.g. shim_idle_monitor = "0"
+	# to measure the Go shim without its hand-off to berth-mon.
+	[ -n "${BENCH_CONFIG:-}" ] && printf '%s\n' "$BENCH_CONFIG" >>"$dir/config.toml"
 	bridge=""
 	if [ -z "${BENCH_CNI_CONF_DIR:-}" ]; then
 		# A bridge network of its own (name and subnet unique to this run;

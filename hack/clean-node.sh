@@ -79,7 +79,8 @@ fi
 shims=()
 for c in /proc/[0-9]*/cmdline; do
 	cmd=$(tr '\0' ' ' 2>/dev/null <"$c") || continue
-	case $cmd in *berth-shim*"$state/"*) shims+=("$(basename "$(dirname "$c")")") ;; esac
+	# An idle pod's shim runs as berth-mon (same pid, same --state-dir).
+	case $cmd in *berth-shim*"$state/"* | *berth-mon*"$state/"*) shims+=("$(basename "$(dirname "$c")")") ;; esac
 done
 if ((${#shims[@]})); then
 	reasons+=("berth-shim processes of $state run: pids ${shims[*]}")

@@ -35,6 +35,8 @@ type Options struct {
 	StateDir string
 	// ShimBinary is the berth-shim executable.
 	ShimBinary string
+	// ShimEnv is added to each shim's environment.
+	ShimEnv []string
 	// Network attaches pods to the CNI network.
 	Network *cni.Network
 	// PodCIDR returns the node's pod CIDR (UpdateRuntimeConfig), or "".
@@ -414,7 +416,9 @@ func (m *Manager) shimProcesses() map[int]string {
 			continue
 		}
 		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-		if len(args) < 2 || filepath.Base(args[0]) != "berth-shim" || args[1] != "serve" {
+		// An idle shim runs as berth-mon, and a shim berth-mon handed
+		// an op back to as "resume" (cmd/berth-shim/demote.go).
+		if len(args) < 2 || !isShimCmdline(filepath.Base(args[0]), args[1]) {
 			continue
 		}
 		for i := 2; i+1 < len(args); i++ {
@@ -466,4 +470,8 @@ func podCgroupOf(pid int) string {
 		}
 	}
 	return ""
+}
+
+func isShimCmdline(name, role string) bool {
+	return name == "berth-mon" || (name == "berth-shim" && (role == "serve" || role == "resume"))
 }

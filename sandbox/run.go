@@ -310,6 +310,7 @@ func (r *podRun) launchShim(ctx context.Context) (res launched) {
 		Binary: r.m.opts.ShimBinary, PodID: sb.ID, StateDir: sb.StateDir,
 		LogPath: filepath.Join(sb.StateDir, "shim.log"),
 		Place:   place,
+		Env:     r.m.opts.ShimEnv,
 	}
 	if cfg.SharedPID {
 		opts.Pause = &shim.PauseOptions{UserNS: sb.UserNS, NetNS: sb.NetNS, IPCNS: sb.IPCNS, UTSNS: sb.UTSNS}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -60,6 +61,8 @@ type container struct {
 	startMu sync.Mutex
 	// deleteMu serialises deletes of the container.
 	deleteMu sync.Mutex
+	// handoff stops the output copiers for a demotion (demote.go).
+	handoff atomic.Bool
 
 	state shim.ContainerState // guarded by containers.mu
 

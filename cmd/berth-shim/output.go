@@ -27,6 +27,10 @@ func (c *container) copyOutput(stream string, r *os.File) {
 			return
 		}
 	}
+	if c.handoff.Load() {
+		// berth-mon takes over; unread output waits in the pipe.
+		return
+	}
 	_, _ = io.Copy(io.Discard, src)
 }
 

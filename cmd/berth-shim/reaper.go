@@ -17,6 +17,8 @@ type reaper struct {
 	mu       sync.Mutex
 	watchers map[int]chan unix.WaitStatus
 	exited   map[int]keptStatus
+	// frozen: a demotion is under way; children exiting now stay zombies.
+	frozen bool
 }
 
 // keptStatus is an exit nobody watched yet: an exec's process may exit
@@ -47,15 +49,24 @@ func newReaper() *reaper {
 
 func (r *reaper) reap() {
 	for {
+		// The lock is held across the wait (WNOHANG: it does not block)
+		// so that freeze, once it has the lock, knows no exit is taken
+		// and not yet handed out.
+		r.mu.Lock()
+		if r.frozen {
+			r.mu.Unlock()
+			return
+		}
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if errors.Is(err, unix.EINTR) {
+			r.mu.Unlock()
 			continue
 		}
 		if pid <= 0 || err != nil {
+			r.mu.Unlock()
 			return
 		}
-		r.mu.Lock()
 		if w, ok := r.watchers[pid]; ok {
 			delete(r.watchers, pid)
 			w <- ws
@@ -108,4 +119,28 @@ func (r *reaper) watchLive(pid int) <-chan unix.WaitStatus {
 	}
 	r.mu.Unlock()
 	return r.watch(pid)
+}
+
+// freeze stops reaping (reap holds the lock while it hands out a status,
+// so what watching tells stays true until thaw).
+func (r *reaper) freeze() {
+	r.mu.Lock()
+	r.frozen = true
+	r.mu.Unlock()
+}
+
+// thaw reaps again, including what exited while frozen.
+func (r *reaper) thaw() {
+	r.mu.Lock()
+	r.frozen = false
+	r.mu.Unlock()
+	r.reap()
+}
+
+// watching tells whether pid is watched and not reaped yet.
+func (r *reaper) watching(pid int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.watchers[pid]
+	return ok
 }

@@ -54,6 +54,7 @@ type server struct {
 	started  time.Time
 	lis      net.Listener
 	reaper   *reaper
+	mon      *monitor
 
 	mu       sync.Mutex
 	pausePid int
@@ -92,7 +93,7 @@ func serveMain(args []string) int {
 		goPipe.Close()
 		ready = os.NewFile(4, "ready")
 	}
-	s := &server{podID: *id, stateDir: *stateDir, started: time.Now().UTC(), reaper: newReaper()}
+	s := &server{podID: *id, stateDir: *stateDir, started: time.Now().UTC(), reaper: newReaper(), mon: newMonitor(-1, -1)}
 	var pauseNS *pauseNamespaces
 	if *pause {
 		pauseNS = &pauseNamespaces{user: *userns, net: *netns, ipc: *ipcns, uts: *utsns}
@@ -112,6 +113,7 @@ func serveMain(args []string) int {
 		return 1
 	}
 	go s.handleSignals()
+	go s.watchIdle()
 	s.serve()
 	return 0
 }
@@ -234,6 +236,9 @@ func (s *server) serve() {
 				// Shutdown answers, then exits the process.
 				select {}
 			}
+			if s.mon.park() {
+				continue
+			}
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				continue
 			}
@@ -241,7 +246,8 @@ func (s *server) serve() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go s.handleConn(conn)
+		s.mon.enter()
+		go func() { defer s.mon.leave(); s.handleConn(conn) }()
 	}
 }
 

@@ -59,6 +59,10 @@ type Config struct {
 	// NRI is the [nri] table (cmd/berthd/nri.go).
 	NRI NRIConfig `toml:"nri" json:"nri" doc:"NRI plugins (github.com/containerd/nri), off by default as in containerd"`
 
+	// ShimIdleMonitor: an idle pod's shim becomes berth-mon after this
+	// long (docs/design.md, "The C monitor"); "0" keeps the Go shim.
+	ShimIdleMonitor string `toml:"shim_idle_monitor" json:"shimIdleMonitor" doc:"an idle pod's shim hands over to the small C monitor berth-mon after this long (Go duration; 0: never)"`
+
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
 	warnings []string
@@ -76,6 +80,7 @@ func defaultConfig() Config {
 		CNIBinDirs:               []string{"/usr/lib/cni", "/opt/cni/bin"},
 		StreamAddress:            "127.0.0.1:0",
 		StreamIdleTimeout:        "4h",
+		ShimIdleMonitor:          "2s",
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
 		CDISpecDirs:              append([]string(nil), cdi.DefaultSpecDirs...),
@@ -243,6 +248,9 @@ func (c *Config) validate() error {
 	}
 	if d, err := time.ParseDuration(c.StreamIdleTimeout); err != nil || d <= 0 {
 		return configErrorf("stream_idle_timeout %q: need a positive duration such as 4h", c.StreamIdleTimeout)
+	}
+	if d, err := time.ParseDuration(c.ShimIdleMonitor); err != nil || d < 0 {
+		return configErrorf("shim_idle_monitor %q: need a duration such as 2s, or 0", c.ShimIdleMonitor)
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)

@@ -3,7 +3,7 @@
 #
 #   DESTDIR     staging root (default none: the live system)
 #   PREFIX      /usr/local (make install) or /usr (the package)
-#   BINDIR      $PREFIX/bin: berthd and berth-shim (the shim must be beside berthd)
+#   BINDIR      $PREFIX/bin: berthd, berth-shim and berth-mon (beside each other)
 #   UNITDIR     $PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/system too)
 #   DATADIR     $PREFIX/share: berth/99-berth.conflist, the default CNI network
 #   SYSCONFDIR  /etc (not below PREFIX, as containerd's and CRI-O's config)
@@ -36,18 +36,19 @@ package=0
 [ "${1:-}" = --package ] && package=1
 
 log() { echo "install: $*" >&2; }
-for b in berthd berth-shim; do
+for b in berthd berth-shim berth-mon; do
 	[ -x "$BIN/$b" ] || { log "$BIN/$b missing: make build"; exit 1; }
 done
 
 install -d -m 0755 "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$DATADIR/berth"
-install -m 0755 "$BIN/berthd" "$BIN/berth-shim" "$DESTDIR$BINDIR/"
+# berth-mon beside berth-shim: an idle shim execs it (docs/design.md).
+install -m 0755 "$BIN/berthd" "$BIN/berth-shim" "$BIN/berth-mon" "$DESTDIR$BINDIR/"
 sed "s|@BINDIR@|$BINDIR|g" "$HERE/berth.service.in" >"$DESTDIR$UNITDIR/berth.service"
 chmod 0644 "$DESTDIR$UNITDIR/berth.service"
 # make run's default network (the same file hack/setup-default.sh writes)
 bash "$REPO/hack/setup-default.sh" --print-cni >"$DESTDIR$DATADIR/berth/99-berth.conflist"
 chmod 0644 "$DESTDIR$DATADIR/berth/99-berth.conflist"
-log "installed $DESTDIR$BINDIR/berthd, $DESTDIR$BINDIR/berth-shim, $DESTDIR$UNITDIR/berth.service"
+log "installed $DESTDIR$BINDIR/berthd, $DESTDIR$BINDIR/berth-shim, $DESTDIR$BINDIR/berth-mon, $DESTDIR$UNITDIR/berth.service"
 [ $package = 1 ] && exit 0
 
 # What the package's postinst does on the node, by the same script.

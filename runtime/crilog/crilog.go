@@ -196,3 +196,23 @@ func dropLineEnd(line []byte) []byte {
 	}
 	return line
 }
+
+// Adopt wraps a log file opened earlier (by Open, in a former image of
+// this process that handed it over by execve) at name below dir.
+func Adopt(dir, name string, f *os.File) *File {
+	return &File{dir: dir, name: name, now: time.Now, f: f, w: bufio.NewWriterSize(f, 32*1024)}
+}
+
+// Location is the directory and the name below it that Open was given.
+func (l *File) Location() (dir, name string) { return l.dir, l.name }
+
+// FD is the descriptor of the open file (-1 when closed); records are
+// flushed whole, so another writer may append after it.
+func (l *File) FD() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return -1
+	}
+	return int(l.f.Fd())
+}

@@ -84,9 +84,10 @@ func memoryAt(e *env, pods int, ctrCounts []int) error {
 		if err != nil {
 			return fmt.Errorf("%d pods with %d containers: %w", pods, c, err)
 		}
-		// Let the processes settle (GC, lazily touched pages) as they
-		// would on a node.
-		time.Sleep(3 * time.Second)
+		// Let the processes settle (GC, lazily touched pages, berth's
+		// shims handing over to berth-mon after 2 s idle) as they would
+		// on a node.
+		time.Sleep(4 * time.Second)
 		var sum memUsage
 		byName := map[string]int{}
 		for pid, name := range ofPods(runtimePids(), before, set.ids()) {

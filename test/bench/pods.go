@@ -32,7 +32,7 @@ const (
 // runtimeProcs are the per-pod processes of the runtimes we compare: berth's
 // shim and pause, containerd's shims and pause, CRI-O's conmon.
 var runtimeProcs = map[string]bool{
-	"berth-shim": true, "containerd-shim": true, "containerd-shim-runc-v2": true, "pause": true, "conmon": true,
+	"berth-shim": true, "berth-mon": true, "containerd-shim": true, "containerd-shim-runc-v2": true, "pause": true, "conmon": true,
 }
 
 // podConfig is shaped like the kubelet's: own PID namespace per container,

@@ -38,7 +38,7 @@ func TestInstallDestdir(t *testing.T) {
 	env := []string{"DESTDIR=" + dest, "PREFIX=/usr/local"}
 	runInstall(t, env)
 
-	for _, f := range []string{"usr/local/bin/berthd", "usr/local/bin/berth-shim"} {
+	for _, f := range []string{"usr/local/bin/berthd", "usr/local/bin/berth-shim", "usr/local/bin/berth-mon"} {
 		st, err := os.Stat(filepath.Join(dest, f))
 		if err != nil || st.Mode().Perm() != 0o755 {
 			t.Errorf("%s: %v, mode %v; want an executable", f, err, st)
@@ -143,7 +143,7 @@ func TestDebPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"./usr/bin/berthd", "./usr/bin/berth-shim", "./lib/systemd/system/berth.service", "./usr/lib/berth/node-config", "./usr/share/berth/99-berth.conflist"} {
+	for _, want := range []string{"./usr/bin/berthd", "./usr/bin/berth-shim", "./usr/bin/berth-mon", "./lib/systemd/system/berth.service", "./usr/lib/berth/node-config", "./usr/share/berth/99-berth.conflist"} {
 		if !strings.Contains(string(list), " "+want+"\n") {
 			t.Errorf("package lacks %s:\n%s", want, list)
 		}

@@ -192,13 +192,14 @@ func ipamAllocations(dir string) []string {
 	return out
 }
 
-// shimsMentioning are the berth-shim processes whose command line contains s.
+// shimsMentioning are the berth-shim processes (or berth-mon, an idle
+// shim) whose command line contains s.
 func shimsMentioning(s string) []int {
 	var out []int
 	for _, pid := range processesMentioning(s) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		argv0, _, _ := strings.Cut(string(b), "\x00")
-		if filepath.Base(argv0) == "berth-shim" {
+		if b := filepath.Base(argv0); b == "berth-shim" || b == "berth-mon" {
 			out = append(out, pid)
 		}
 	}

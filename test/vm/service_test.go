@@ -121,7 +121,7 @@ func TestInstalledService(t *testing.T) {
 
 	// Purge: binaries, unit and config go, the pods' data stays.
 	n.dpkg("dpkg", "--purge", "berth")
-	for _, f := range []string{"/usr/bin/berthd", "/usr/bin/berth-shim", "/lib/systemd/system/berth.service", "/etc/berth/config.toml"} {
+	for _, f := range []string{"/usr/bin/berthd", "/usr/bin/berth-shim", "/usr/bin/berth-mon", "/lib/systemd/system/berth.service", "/etc/berth/config.toml"} {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
 			t.Errorf("%s left after purge (err %v)", f, err)
 		}
