@@ -34,7 +34,7 @@ log() { echo "install-deps: $*" >&2; }
 groups=(
 	"run|node tools|iptables iproute2 util-linux procps psmisc kmod"
 	"run|CNI plugins (/usr/lib/cni: bridge, host-local, portmap, loopback)|containernetworking-plugins"
-	"run|the cgo build of seccomp support|libseccomp-dev pkg-config gcc"
+	"run|the cgo build of seccomp support and the static berth-mon|libseccomp-dev pkg-config gcc libc6-dev"
 	"test|the test images and their registry|busybox docker-registry"
 	"test|the node e2e stand-in images (agnhost's curl, bash and nc)|curl bash netcat-openbsd"
 	"test|the cgroup v2 VMs (QEMU, Debian's kernel, debootstrap)|qemu-system-x86 linux-image-amd64 debootstrap cpio e2fsprogs"
