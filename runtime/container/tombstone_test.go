@@ -18,13 +18,7 @@ import (
 func TestTombstoneSurvivesCrash(t *testing.T) {
 	db, path := openDB(t)
 	tombs := filepath.Join(t.TempDir(), tombstoneDir)
-	s, err := OpenStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.openTombstones(tombs); err != nil {
-		t.Fatal(err)
-	}
+	s := openWithTombstones(t, db, tombs)
 	for _, r := range []*Record{{ID: "c1", PodID: "p1", Name: "web"}, {ID: "c2", PodID: "p1", Name: "db"}} {
 		if err := s.Add(r); err != nil {
 			t.Fatal(err)
@@ -57,12 +51,7 @@ func TestTombstoneSurvivesCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if s, err = OpenStore(db); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.openTombstones(tombs); err != nil {
-		t.Fatal(err)
-	}
+	s = openWithTombstones(t, db, tombs)
 	var ids []string
 	for _, r := range s.List(nil) {
 		ids = append(ids, r.ID)
@@ -90,13 +79,7 @@ func TestTombstoneSurvivesCrash(t *testing.T) {
 func TestTombstonePersist(t *testing.T) {
 	db, path := openDB(t)
 	tombs := filepath.Join(t.TempDir(), tombstoneDir)
-	s, err := OpenStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.openTombstones(tombs); err != nil {
-		t.Fatal(err)
-	}
+	s := openWithTombstones(t, db, tombs)
 	if err := s.Add(&Record{ID: "c1", PodID: "p1", Name: "web", LayerDir: "/x/c1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -153,4 +136,18 @@ func viewIDs(s *Store) []string {
 		ids = append(ids, r.ID)
 	}
 	return ids
+}
+
+// openWithTombstones opens the store of db as berthd's start does: the
+// records, then the tombstones left in tombs.
+func openWithTombstones(t *testing.T, db *bolt.DB, tombs string) *Store {
+	t.Helper()
+	s, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.openTombstones(tombs); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
