@@ -149,7 +149,7 @@ type Store struct {
 
 	mu      sync.RWMutex
 	records map[string]*Record
-	order   byAge // records, oldest first (order.go)
+	order   byAge             // records, oldest first (order.go)
 	names   map[string]string // nameKey → id
 	// notify sees every change under mu, so events keep their order (events.go).
 	notify func(prev, cur *Record)
