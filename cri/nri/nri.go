@@ -70,7 +70,16 @@ type NRI struct {
 
 	mu    sync.Mutex
 	known map[string]*tracked // container id → what plugins were told
+	// gone holds the ids plugins were told are removed, for a while: an
+	// exit event still queued on the bus must not bring one back and tell
+	// plugins of a second stop after its removal.
+	gone      map[string]time.Time
+	lastPrune time.Time
 }
+
+// goneFor is how long a removed container's id is remembered; the bus
+// delivers its events within seconds.
+const goneFor = 5 * time.Minute
 
 // tracked is a container as plugins know it, and which of its ends they
 // have been told (each once, stop before remove).
@@ -87,7 +96,7 @@ func New(cfg Config, d Deps) (*NRI, error) {
 	if d.Pods == nil || d.Containers == nil {
 		return nil, errors.New("nri: needs the pod and container managers")
 	}
-	n := &NRI{deps: d, metrics: newPluginMetrics(), known: map[string]*tracked{}, done: make(chan struct{})}
+	n := &NRI{deps: d, metrics: newPluginMetrics(), known: map[string]*tracked{}, gone: map[string]time.Time{}, done: make(chan struct{})}
 	if cfg.RegistrationTimeout > 0 {
 		adaptation.SetPluginRegistrationTimeout(cfg.RegistrationTimeout)
 	}
@@ -229,6 +238,10 @@ func (n *NRI) track(rec *container.Record, c *api.Container) *tracked {
 	defer n.mu.Unlock()
 	t, ok := n.known[rec.ID]
 	if !ok {
+		if _, gone := n.gone[rec.ID]; gone {
+			// Told already of both ends; kept out of known.
+			return &tracked{pod: rec.PodID, c: containerOf(rec, nil), stopped: true, removed: true}
+		}
 		if c == nil {
 			c = containerOf(rec, nil)
 		}
@@ -244,4 +257,14 @@ func (n *NRI) forget(id string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.known, id)
+	now := time.Now()
+	if now.Sub(n.lastPrune) > time.Minute {
+		n.lastPrune = now
+		for g, at := range n.gone {
+			if now.Sub(at) > goneFor {
+				delete(n.gone, g)
+			}
+		}
+	}
+	n.gone[id] = now
 }
