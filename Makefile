@@ -27,8 +27,10 @@ build:
 	$(MAKE) --no-print-directory $(BIN)/berth-mon
 
 # berth-mon: the C monitor an idle berth-shim becomes (docs/design.md, "The
-# C monitor"); static, so that it needs nothing from the node at exec.
-MON_SRC := $(wildcard cmd/berth-mon/*.c cmd/berth-mon/*.h)
+# C monitor"); static, so that it needs nothing from the node at exec. It
+# also links runtime/nsenter's C code: a shim starts it instead of itself to
+# finish an exec from a plan (docs/design.md, "Exec without a Go runtime").
+MON_SRC := $(wildcard cmd/berth-mon/*.c cmd/berth-mon/*.h) runtime/nsenter/nsenter.c runtime/nsenter/execplan.c
 $(BIN)/berth-mon: $(MON_SRC)
 	mkdir -p $(BIN)
 	gcc -O2 -static -Wall -Wextra -Werror -o $@ $(filter %.c,$(MON_SRC))

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/crilog"
@@ -34,6 +36,33 @@ func init() {
 // initPath runs this very binary (its init role) even if the file on disk
 // was replaced by an upgrade since the shim started.
 const initPath = "/proc/self/exe"
+
+// planFDMin is the lowest descriptor planPath's may take: exec.Cmd moves a
+// child's ExtraFiles to 3, 4, ... before its execve, and one of them must
+// not land on the descriptor the execve is about to run.
+const planFDMin = 64
+
+// planPath is berth-mon beside this binary, opened once (as the monitor's
+// hand-off does, so that an upgrade of the files on disk does not mix
+// versions): process.Exec starts it instead of berth-shim to finish an
+// exec from a plan; its C start costs a fraction of berth-shim's (static,
+// no dynamic loader). "" without berth-mon: berth-shim does it.
+var planPath = sync.OnceValue(func() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	fd, err := unix.Open(filepath.Join(filepath.Dir(self), "berth-mon"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, planFDMin)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", high)
+})
 
 // drainTimeout bounds the wait for a container's output after its last
 // process ended: a pipe end that leaked elsewhere must not hold the exit.

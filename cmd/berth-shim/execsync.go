@@ -126,7 +126,7 @@ func (c *container) startExecSync(s *server, pid int, cmd []string) (*process.Co
 		return nil, nil, nil, err
 	}
 	x, err := process.Exec(process.ExecOpts{
-		InitPath: initPath, Pid: pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p,
+		InitPath: initPath, PlanPath: planPath(), Pid: pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p,
 		Stdout: outW, Stderr: errW, Timeout: execSetupTimeout,
 	})
 	outW.Close()

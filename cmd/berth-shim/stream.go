@@ -85,7 +85,7 @@ func startExec(s *server, raw json.RawMessage) (_ *process.Container, _ *execSes
 			sess.closeAll()
 		}
 	}()
-	opts := process.ExecOpts{InitPath: initPath, Pid: st.Pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p, Timeout: execSetupTimeout}
+	opts := process.ExecOpts{InitPath: initPath, PlanPath: planPath(), Pid: st.Pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p, Timeout: execSetupTimeout}
 	if !a.Tty {
 		if a.Stdin {
 			r, w, err := os.Pipe()

@@ -16,6 +16,10 @@ import (
 // ExecOpts describes a process run inside a running container.
 type ExecOpts struct {
 	InitPath string
+	// PlanPath, if set, is started instead of InitPath when the C code
+	// finishes the exec from a plan: a static binary with runtime/nsenter's
+	// C code linked in (berth-mon), which starts faster.
+	PlanPath string
 	// Pid is the container's init (Container.Pid): the process joins all
 	// its namespaces.
 	Pid int
@@ -49,11 +53,15 @@ func Exec(o ExecOpts) (*Container, error) {
 	var data []byte
 	var env []string
 	var err error
+	initPath := o.InitPath
 	if !o.GoInit && !o.Process.Terminal {
 		if data, err = containerinit.ExecPlan(o.Process, s.Linux.Seccomp != nil); err != nil {
 			return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 		}
 		env = []string{containerinit.ExecPlanEnv + "=1"}
+		if o.PlanPath != "" {
+			initPath = o.PlanPath
+		}
 	} else if data, err = initSpecJSON(&s); err != nil {
 		return nil, err
 	}
@@ -61,11 +69,13 @@ func Exec(o ExecOpts) (*Container, error) {
 	// one that looks like ours: /proc/self/ns shows the main thread's, and
 	// the process is forked from whichever thread runs this. The mount,
 	// cgroup and user namespaces are process-wide (no thread of ours ever
-	// changes them) and can be compared.
+	// changes them) and can be compared. The PID namespace is joined by
+	// being born in it (startInPIDNS), not by nsenter.c.
 	nsc := nsenter.Config{Join: map[string]string{}}
-	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.PID, nsenter.Mount} {
+	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.Mount} {
 		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
 	}
+	pidNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.PID)
 	// A container that shares our cgroup namespace (cgroup v1) does not
 	// join it: from a user namespace it could not (it is the node's).
 	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.Cgroup)
@@ -93,9 +103,9 @@ func Exec(o ExecOpts) (*Container, error) {
 		return nil, err
 	}
 	err = c.launch(launchOpts{
-		initPath: o.InitPath, args: []string{containerinit.ExecFlag}, ns: nsc,
+		initPath: initPath, args: []string{containerinit.ExecFlag}, ns: nsc,
 		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, timeout: o.Timeout,
-		first: data, seccomp: s.Linux.Seccomp, bundle: o.BundleDir, env: env,
+		first: data, seccomp: s.Linux.Seccomp, bundle: o.BundleDir, env: env, pidNS: pidNS,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)

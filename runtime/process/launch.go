@@ -39,6 +39,9 @@ type launchOpts struct {
 	// per profile.
 	seccomp *specs.LinuxSeccomp
 	bundle  string
+	// pidNS, if set, is the PID namespace the init is born in
+	// (startInPIDNS); ns then must not join or create one.
+	pidNS string
 	// sources are opened mount sources for the spec's mounts at
 	// sourceIndex (containerinit.MountSources).
 	sources     []*os.File
@@ -127,7 +130,11 @@ func (c *Container) launch(o launchOpts) (retErr error) {
 			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
 		}
 	}
-	err = cmd.Start()
+	if o.pidNS != "" {
+		err = startInPIDNS(cmd, o.pidNS)
+	} else {
+		err = cmd.Start()
+	}
 	childFile.Close()
 	if err != nil {
 		return fmt.Errorf("start init: %w", err)
