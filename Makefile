@@ -145,6 +145,7 @@ registry-stop:
 	bash hack/registry.sh stop
 
 lint:
+	bash hack/check-gofmt.sh
 	bash hack/check-layers.sh
 	bash hack/check-file-length.sh
 	go vet ./...

@@ -91,7 +91,7 @@ func (n *Network) Setup(ctx context.Context, p Pod) (*Attachment, error) {
 		if derr := n.cni.DelNetworkList(context.WithoutCancel(ctx), list, rt); derr != nil {
 			err = fmt.Errorf("%w (and cleaning up: %v)", err, derr)
 		}
-		return nil, fmt.Errorf("CNI network %q: %w", list.Name, err)
+		return nil, addError(list.Name, err)
 	}
 	att, err := attachmentOf(list.Name, res)
 	if err != nil {
