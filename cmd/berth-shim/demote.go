@@ -69,6 +69,9 @@ func newMonitor(monFD, exeFD int) *monitor {
 		}
 		m.after = d
 	}
+	if m.after > 0 {
+		m.after = resumedIdle(m.after, m.last)
+	}
 	if m.after == 0 || (monFD >= 0 && exeFD >= 0) {
 		return m
 	}
@@ -311,7 +314,7 @@ func (s *server) execMonitor(lis *net.UnixListener, cs []*container) error {
 	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &block, &old); err != nil {
 		return fmt.Errorf("block signals: %w", err)
 	}
-	err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", s.mon.monFD), argv, os.Environ())
+	err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", s.mon.monFD), argv, napEnviron(s.mon.after, time.Now()))
 	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 	return fmt.Errorf("exec berth-mon: %w", err)
 }

@@ -62,6 +62,10 @@ type Config struct {
 	// ShimIdleMonitor: an idle pod's shim becomes berth-mon after this
 	// long (docs/design.md, "The C monitor"); "0" keeps the Go shim.
 	ShimIdleMonitor string `toml:"shim_idle_monitor" json:"shimIdleMonitor" doc:"an idle pod's shim hands over to the small C monitor berth-mon after this long (Go duration; 0: never)"`
+	// ShimIdleMonitorMax bounds the wait a pod woken soon after each
+	// hand-off backs off to (an exec probe every 10 s would otherwise pay
+	// a Go start at each probe); equal to shim_idle_monitor: no back-off.
+	ShimIdleMonitorMax string `toml:"shim_idle_monitor_max" json:"shimIdleMonitorMax" doc:"a shim woken within this long of its hand-off doubles its idle wait, up to this (Go duration; shim_idle_monitor or less: no back-off)"`
 
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
@@ -81,6 +85,7 @@ func defaultConfig() Config {
 		StreamAddress:            "127.0.0.1:0",
 		StreamIdleTimeout:        "4h",
 		ShimIdleMonitor:          "2s",
+		ShimIdleMonitorMax:       "1m",
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
 		CDISpecDirs:              append([]string(nil), cdi.DefaultSpecDirs...),
@@ -251,6 +256,9 @@ func (c *Config) validate() error {
 	}
 	if d, err := time.ParseDuration(c.ShimIdleMonitor); err != nil || d < 0 {
 		return configErrorf("shim_idle_monitor %q: need a duration such as 2s, or 0", c.ShimIdleMonitor)
+	}
+	if d, err := time.ParseDuration(c.ShimIdleMonitorMax); err != nil || d < 0 {
+		return configErrorf("shim_idle_monitor_max %q: need a duration such as 1m, or 0", c.ShimIdleMonitorMax)
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)

@@ -261,7 +261,7 @@ func newSandboxManager(cfg Config, db *bolt.DB, shim string, podCIDR func() stri
 		DB:             db,
 		StateDir:       cfg.State,
 		ShimBinary:     shim,
-		ShimEnv:        []string{"BERTH_SHIM_IDLE_MONITOR=" + cfg.ShimIdleMonitor},
+		ShimEnv:        []string{"BERTH_SHIM_IDLE_MONITOR=" + cfg.ShimIdleMonitor, "BERTH_SHIM_IDLE_MONITOR_MAX=" + cfg.ShimIdleMonitorMax},
 		Network:        cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
 		PodCIDR:        podCIDR,
 		Events:         bus,

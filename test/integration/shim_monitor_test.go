@@ -215,3 +215,50 @@ func TestShimMonitorCrash(t *testing.T) {
 	removePod(t, e.d, other)
 	e.nothingLeft(t)
 }
+
+// napWait is the idle wait that preceded the hand-off of the shim at pid,
+// now berth-mon: what the Go shim put in its environment for the way back.
+func napWait(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", itoa(pid), "environ"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "_BERTH_SHIM_NAP="); ok {
+			wait, _, _ := strings.Cut(v, ":")
+			n, err := strconv.ParseInt(wait, 10, 64)
+			if err != nil {
+				t.Fatalf("shim %d: nap %q", pid, v)
+			}
+			return time.Duration(n)
+		}
+	}
+	t.Fatalf("shim %d has no nap in its environment", pid)
+	return 0
+}
+
+// TestShimMonitorBackOff: a shim woken soon after its hand-off to
+// berth-mon waits twice as long before the next one (up to
+// shim_idle_monitor_max), so that an exec probe every few seconds stops
+// paying a Go start each time.
+func TestShimMonitorBackOff(t *testing.T) {
+	e := newCtrEnv(t)
+	pod, podCfg := e.pod(t, "backoff")
+	shimPid := inspectPod(t, e.d, pod).Pid
+	if shimPid <= 1 {
+		t.Fatalf("pod's shim pid %d", shimPid)
+	}
+	id := e.run(t, pod, podCfg, ctrConfig("sleeper", "sleep", "1000"))
+	waitShimExe(t, shimPid, "berth-mon")
+	if w := napWait(t, shimPid); w != 2*time.Second {
+		t.Fatalf("first hand-off after %v, want the configured 2s", w)
+	}
+	if r := e.execSync(t, id, "true"); r.ExitCode != 0 {
+		t.Fatalf("exec: exit %d, stderr %q", r.ExitCode, r.Stderr)
+	}
+	waitShimExe(t, shimPid, "berth-mon")
+	if w := napWait(t, shimPid); w != 4*time.Second {
+		t.Fatalf("hand-off after an exec that woke the shim: waited %v, want 4s", w)
+	}
+}
