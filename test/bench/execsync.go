@@ -18,6 +18,7 @@ var (
 	execSyncN = flag.Int("execsync-n", 200, "ExecSync calls the execsync benchmark makes per endpoint")
 	// Two builds compared on a loaded machine only compare fairly when
 	// their calls are interleaved: the load changes by the second.
+	execSyncGap     = flag.Duration("execsync-gap", 0, "pause between the execsync benchmark's calls (e.g. 3s: an exec probe's period, with the shim idle in between)")
 	execSyncCompare = flag.String("execsync-compare", "", "comma-separated further CRI endpoints the execsync benchmark interleaves its calls with")
 )
 
@@ -76,6 +77,7 @@ func benchExecSync(e *env) error {
 		t.cpu = -processCPU(t.shim)
 	}
 	for i := range *execSyncN {
+		time.Sleep(*execSyncGap)
 		// Each endpoint goes first in turn.
 		for j := range targets {
 			t := targets[(i+j)%len(targets)]
