@@ -101,8 +101,8 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 	for _, st := range pods {
 		live[st.ID] = true
 	}
-	// The reads are system calls each (and a thread's trip into the pod's
-	// network namespace): on as many threads as the Go runtime runs.
+	// The reads are system calls each: on as many threads as the Go
+	// runtime runs.
 	out := make([]*Stats, len(pods))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -125,12 +125,14 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 			}
 		}
 		samples.Unlock()
+		forgetNetPids(live)
 	}
 	return out
 }
 
 func statsOf(sb *Sandbox) *Stats {
 	st := &Stats{Sandbox: sb, Time: time.Now()}
+	var pids []int
 	if sb.Cgroup != "" {
 		if cs, err := cgroups.Usage(sb.Cgroup); err == nil {
 			st.Time = cs.Time
@@ -141,14 +143,14 @@ func statsOf(sb *Sandbox) *Stats {
 			}
 		}
 		if g, err := cgroupfs.Open(sb.Cgroup); err == nil {
-			if pids, err := g.Pids(); err == nil {
+			if pids, err = g.Pids(); err == nil {
 				n := uint64(len(pids))
 				st.Processes = &n
 			}
 		}
 	}
 	if sb.NetNS != "" && !sb.Config.HostNetwork && sb.State == StateReady {
-		ifs, err := NetnsInterfaces(sb.NetNS)
+		ifs, err := podInterfaces(sb, pids)
 		if err == nil {
 			st.Network = &NetworkStats{Time: time.Now(), Interfaces: ifs}
 		}
