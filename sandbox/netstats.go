@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // A pod's interface counters are read from /proc/<pid>/net/dev of a
@@ -84,6 +85,7 @@ func podInterfaces(sb *Sandbox, pids []int) ([]Interface, error) {
 			}
 		}
 	}
+	klog.V(4).InfoS("No process in the pod's netns: reading its counters from inside it", "pod", sb.ID)
 	return NetnsInterfaces(sb.NetNS)
 }
 
