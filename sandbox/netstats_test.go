@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +137,65 @@ func TestPodInterfacesThroughAProcess(t *testing.T) {
 	defer netPids.Unlock()
 	if len(netPids.m) != 0 {
 		t.Fatalf("not forgotten: %v", netPids.m)
+	}
+}
+
+// The metrics' read (usageOf) reads the cgroup once, finds the network
+// through the cgroup's process, and takes no CPU sample of the stats.
+func TestUsageOfLeavesCPUSamples(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a cgroup")
+	}
+	p := podCgroupPath("/berth-unit-"+strconv.Itoa(os.Getpid()), "usage")
+	cg, err := createCgroup(p, linuxResources(nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the process is gone (cleanups run last first)
+		if err := deleteCgroup(p); err != nil {
+			t.Error(err)
+		}
+		_ = deleteCgroup(path.Dir(p))
+	})
+	pid := inOwnNetns(t)
+	if err := cg.add(pid); err != nil {
+		t.Fatal(err)
+	}
+	sb := &Sandbox{ID: newID(), Cgroup: p, NetNS: fmt.Sprintf("/proc/%d/ns/net", pid), State: StateReady}
+	t.Cleanup(func() { forgetNetPids(nil) })
+	prev := cpuSample{at: time.Now().Add(-time.Hour), usage: 1}
+	samples.Lock()
+	samples.m[sb.ID] = prev
+	samples.Unlock()
+	t.Cleanup(func() {
+		samples.Lock()
+		delete(samples.m, sb.ID)
+		samples.Unlock()
+	})
+
+	st := usageOf(sb)
+	if st.Usage == nil || !slices.Contains(st.Usage.Pids, pid) || st.Network == nil || st.CPU != nil {
+		t.Fatalf("usage %+v, network %+v, cpu %+v", st.Usage, st.Network, st.CPU)
+	}
+	samples.Lock()
+	got := samples.m[sb.ID]
+	samples.Unlock()
+	if got != prev {
+		t.Fatalf("usageOf moved the CPU sample: %+v, was %+v", got, prev)
+	}
+	netPids.Lock()
+	np := netPids.m[sb.ID]
+	netPids.Unlock()
+	if np != pid {
+		t.Fatalf("network not read through pid %d (remembered %d)", pid, np)
+	}
+	if st := statsOf(sb); st.CPU == nil || st.Processes == nil || *st.Processes != 1 || st.Network == nil {
+		t.Fatalf("stats %+v", st)
+	}
+	samples.Lock()
+	got = samples.m[sb.ID]
+	samples.Unlock()
+	if got == prev {
+		t.Fatal("statsOf took no CPU sample")
 	}
 }

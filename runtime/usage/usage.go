@@ -44,6 +44,8 @@ type Usage struct {
 	// Processes, Threads, FileDescriptors and Sockets count what the
 	// cgroup's processes hold; ThreadsMax is its pids limit (0: none).
 	Processes, Threads, FileDescriptors, Sockets, ThreadsMax uint64
+	// Pids are the processes of the cgroup and its descendants.
+	Pids []int
 }
 
 // Cgroup reads the usage of the cgroup at path (below the hierarchy root).
@@ -58,6 +60,7 @@ func Cgroup(path string) (*Usage, error) {
 	}
 	if g, err := cgroupfs.Open(path); err == nil {
 		if pids, err := g.Pids(); err == nil {
+			u.Pids = pids
 			u.countProcesses(pids)
 		}
 	}
