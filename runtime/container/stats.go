@@ -2,12 +2,10 @@ package container
 
 import (
 	"context"
-	"io/fs"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/runtime/cgroups"
@@ -126,7 +124,7 @@ func (m *Manager) usage(rec *Record) *Stats {
 			st.Time, st.Usage = u.Time, u
 		}
 	}
-	st.Layer = layerUsage(filepath.Join(rec.LayerDir, "upper"))
+	st.Layer = layerUse.get(filepath.Join(rec.LayerDir, "upper"))
 	return st
 }
 
@@ -142,7 +140,7 @@ func (m *Manager) stats(rec *Record) *Stats {
 			}
 		}
 	}
-	st.Layer = layerUsage(filepath.Join(rec.LayerDir, "upper"))
+	st.Layer = layerUse.get(filepath.Join(rec.LayerDir, "upper"))
 	return st
 }
 
@@ -161,29 +159,4 @@ func rate(prev, cur cpuSample, ok bool) uint64 {
 	}
 	elapsed := cur.at.Sub(prev.at)
 	return uint64(float64(cur.usage-prev.usage) / elapsed.Seconds())
-}
-
-// layerUsage walks a writable layer: bytes allocated and inodes.
-func layerUsage(dir string) LayerStats {
-	ls := LayerStats{Mountpoint: dir}
-	seen := map[uint64]bool{}
-	_ = filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		info, err := e.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			if seen[st.Ino] {
-				return nil // a hard link counts once
-			}
-			seen[st.Ino] = true
-			ls.Bytes += uint64(st.Blocks) * 512
-		}
-		ls.Inodes++
-		return nil
-	})
-	return ls
 }
