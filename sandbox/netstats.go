@@ -3,13 +3,13 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 )
 
 // A pod's interface counters are read from /proc/<pid>/net/dev of a
@@ -124,12 +124,11 @@ func netDevOf(pid int, want nsKey) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open net/dev of pid %d: %w", pid, err)
 	}
-	f := os.NewFile(uintptr(fd), "net/dev")
-	defer f.Close()
+	defer unix.Close(fd)
 	if err := same(); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(f)
+	b, err := cgroupfs.ReadFd(fd, "net/dev")
 	if err != nil {
 		return nil, fmt.Errorf("read net/dev of pid %d: %w", pid, err)
 	}

@@ -204,7 +204,7 @@ func (g *Group) Pids() ([]int, error) {
 		if !e.IsDir() {
 			return nil
 		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		data, err := ReadFile(filepath.Join(p, "cgroup.procs"))
 		if err != nil {
 			return nil
 		}
@@ -290,7 +290,7 @@ func (g *Group) OOMKills() (uint64, error) {
 	} else {
 		return 0, nil
 	}
-	data, err := os.ReadFile(file)
+	data, err := ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) && g.Exists() {
 		// No memory controller in this cgroup: nothing to count.
 		return 0, nil

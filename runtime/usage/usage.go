@@ -114,7 +114,7 @@ func (u *Usage) readV2(path string) error {
 func (u *Usage) countProcesses(pids []int) {
 	for _, pid := range pids {
 		dir := filepath.Join("/proc", strconv.Itoa(pid))
-		status, err := os.ReadFile(filepath.Join(dir, "status"))
+		status, err := cgroupfs.ReadFile(filepath.Join(dir, "status"))
 		if err != nil {
 			continue
 		}

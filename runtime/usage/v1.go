@@ -33,7 +33,7 @@ func (u *Usage) readV1(path string) error {
 		if d == "" {
 			return nil, false, nil
 		}
-		b, err := os.ReadFile(filepath.Join(d, file))
+		b, err := cgroupfs.ReadFile(filepath.Join(d, file))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, false, nil
 		}

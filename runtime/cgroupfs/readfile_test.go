@@ -1,0 +1,40 @@
+package cgroupfs
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, size := range []int{0, 1, 4095, 4096, 4097, 100000} {
+		want := bytes.Repeat([]byte("x"), size)
+		p := filepath.Join(dir, "f")
+		if err := os.WriteFile(p, want, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFile(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("size %d: got %d bytes, %v", size, len(got), err)
+		}
+	}
+	// A /proc file (size 0 to stat) reads whole, as os.ReadFile reads it.
+	want, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadFile("/proc/self/mountinfo")
+	if err != nil || len(got) == 0 || !bytes.Equal(got, want) {
+		t.Fatalf("mountinfo: %d bytes (os.ReadFile %d), %v", len(got), len(want), err)
+	}
+	if _, err := ReadFile(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) || !os.IsNotExist(err) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if _, err := ReadFile(dir); err == nil {
+		t.Fatal("a directory read")
+	}
+}
