@@ -11,7 +11,9 @@ import (
 	"github.com/berth-dev/berth/runtime/cgroupfs"
 )
 
-// Usage reads the same figures as Stats from the few files they come from.
+// Usage reads the same figures as Stats, but OOMKills (which the CRI's
+// stats do not carry: one file fewer a cgroup), from the few files they
+// come from.
 // Stats goes through containerd's library, which on every call reads
 // /proc/self/mountinfo, looks up each of a dozen controllers and reads
 // every statistics file of each (blkio, hugetlb, per-CPU usage ...): tens of
@@ -52,9 +54,6 @@ func usageV2(dir string, st *Stats) error {
 	} else if !os.IsNotExist(err) {
 		return err
 	}
-	if ev, err := readKeyed(filepath.Join(dir, "memory.events")); err == nil {
-		st.OOMKills = ev["oom_kill"]
-	}
 	return nil
 }
 
@@ -85,9 +84,6 @@ func usageV1(g *cgroupfs.Group, st *Stats) error {
 		case !os.IsNotExist(err):
 			return err
 		}
-		if n, err := g.OOMKills(); err == nil {
-			st.OOMKills = n
-		}
 	}
 	if !found {
 		return os.ErrNotExist
@@ -96,7 +92,7 @@ func usageV1(g *cgroupfs.Group, st *Stats) error {
 }
 
 func readKeyed(file string) (map[string]uint64, error) {
-	data, err := os.ReadFile(file)
+	data, err := cgroupfs.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +100,7 @@ func readKeyed(file string) (map[string]uint64, error) {
 }
 
 func readUint(file string) (uint64, error) {
-	data, err := os.ReadFile(file)
+	data, err := cgroupfs.ReadFile(file)
 	if err != nil {
 		return 0, err
 	}
