@@ -1,7 +1,9 @@
 package cgroupfs
 
 import (
+	"bytes"
 	"io/fs"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,9 +24,20 @@ func ReadFile(path string) ([]byte, error) {
 	return ReadFd(fd, path)
 }
 
+// bufs are ReadFd's read buffers: the result is a copy of the bytes read,
+// so that a read of a 10-byte counter allocates 10 bytes, not a zeroed page.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 8192); return &b }}
+
 // ReadFd reads fd to its end; name is for errors.
 func ReadFd(fd int, name string) ([]byte, error) {
-	buf := make([]byte, 0, 4096)
+	bp := bufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 64<<10 {
+			*bp = buf[:cap(buf)]
+			bufs.Put(bp)
+		}
+	}()
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -37,7 +50,7 @@ func ReadFd(fd int, name string) ([]byte, error) {
 			return nil, &fs.PathError{Op: "read", Path: name, Err: err}
 		}
 		if n == 0 {
-			return buf, nil
+			return bytes.Clone(buf), nil
 		}
 		buf = buf[:len(buf)+n]
 	}

@@ -38,3 +38,25 @@ func TestReadFile(t *testing.T) {
 		t.Fatal("a directory read")
 	}
 }
+
+// A stats list reads a few such files for each pod and container.
+func BenchmarkReadFile(b *testing.B) {
+	const file = "/sys/fs/cgroup/memory/memory.stat"
+	if _, err := os.Stat(file); err != nil {
+		b.Skip("no cgroup v1 memory hierarchy")
+	}
+	b.Run("ReadFile", func(b *testing.B) {
+		for range b.N {
+			if _, err := ReadFile(file); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("os.ReadFile", func(b *testing.B) {
+		for range b.N {
+			if _, err := os.ReadFile(file); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
