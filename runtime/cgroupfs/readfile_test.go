@@ -3,9 +3,13 @@ package cgroupfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
 	"testing"
 )
 
@@ -59,4 +63,33 @@ func BenchmarkReadFile(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestSubdirs(t *testing.T) {
+	dir := t.TempDir()
+	var want []string
+	for i := range 300 { // more than one getdents buffer
+		name := fmt.Sprintf("child-%03d-%s", i, strings.Repeat("n", i%40))
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, name)
+		if err := os.WriteFile(filepath.Join(dir, name+".file"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(dir, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Subdirs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %d dirs %v..., want %d", len(got), got[:min(len(got), 3)], len(want))
+	}
+	if _, err := Subdirs(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing dir: %v", err)
+	}
 }
