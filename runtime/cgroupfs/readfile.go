@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io/fs"
+	"math"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -106,4 +107,51 @@ func Subdirs(dir string) ([]string, error) {
 			}
 		}
 	}
+}
+
+// Keyed returns the values of keys in a flat-keyed cgroup file ("key
+// value" lines), 0 for a key not there. A stats read wants a few of
+// memory.stat's dozens of lines: FlatKeyed's map cost an allocation a line.
+func Keyed(data []byte, keys ...string) []uint64 {
+	out := make([]uint64, len(keys))
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		k, v, ok := bytes.Cut(line, []byte{' '})
+		if !ok {
+			continue
+		}
+		for i, want := range keys {
+			if string(k) == want {
+				if n, ok := parseUint(bytes.TrimSpace(v)); ok {
+					out[i] = n
+				}
+				break
+			}
+		}
+	}
+	return out
+}
+
+// parseUint parses decimal digits without the string strconv needs.
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }

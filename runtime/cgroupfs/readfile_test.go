@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,5 +92,20 @@ func TestSubdirs(t *testing.T) {
 	}
 	if _, err := Subdirs(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing dir: %v", err)
+	}
+}
+
+func TestKeyed(t *testing.T) {
+	data := []byte("cache 10\nrss 20\ntotal_rss 30\nbad\nneg -1\nbig 18446744073709551615\nover 18446744073709551616\ntotal_rss_huge 5")
+	got := Keyed(data, "total_rss", "rss", "none", "neg", "big", "over", "total_rss_huge")
+	want := []uint64{30, 20, 0, 0, math.MaxUint64, 0, 5}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	flat := FlatKeyed(data)
+	for i, k := range []string{"total_rss", "rss", "big", "total_rss_huge"} {
+		if v := Keyed(data, k)[0]; v != flat[k] {
+			t.Errorf("%s: Keyed %d, FlatKeyed %d (%d)", k, v, flat[k], i)
+		}
 	}
 }

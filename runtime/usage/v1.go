@@ -58,25 +58,25 @@ func (u *Usage) readV1(path string) error {
 		}
 		return n, nil
 	}
-	keyed := func(controller, file string) (map[string]uint64, error) {
+	keyed := func(controller, file string, keys ...string) ([]uint64, error) {
 		b, _, err := read(controller, file)
-		return cgroupfs.FlatKeyed(b), err
+		return cgroupfs.Keyed(b, keys...), err
 	}
 
 	if u.CPUTotal, err = num("cpuacct", "cpuacct.usage"); err != nil {
 		return err
 	}
 	// User and system time are in clock ticks (USER_HZ, 100 on Linux).
-	cs, err := keyed("cpuacct", "cpuacct.stat")
+	cs, err := keyed("cpuacct", "cpuacct.stat", "user", "system")
 	if err != nil {
 		return err
 	}
-	u.CPUUser, u.CPUSystem = cs["user"]*1e9/100, cs["system"]*1e9/100
-	cpu, err := keyed("cpu", "cpu.stat")
+	u.CPUUser, u.CPUSystem = cs[0]*1e9/100, cs[1]*1e9/100
+	cpu, err := keyed("cpu", "cpu.stat", "nr_periods", "nr_throttled", "throttled_time")
 	if err != nil {
 		return err
 	}
-	u.CFSPeriods, u.CFSThrottledPeriods, u.CFSThrottledNanos = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_time"]
+	u.CFSPeriods, u.CFSThrottledPeriods, u.CFSThrottledNanos = cpu[0], cpu[1], cpu[2]
 
 	var swap uint64
 	for _, f := range []struct {
@@ -93,13 +93,13 @@ func (u *Usage) readV1(path string) error {
 	}
 	// memsw counts memory and swap together.
 	u.MemorySwap = sub(swap, u.MemoryUsage)
-	mem, err := keyed("memory", "memory.stat")
+	mem, err := keyed("memory", "memory.stat", "total_cache", "total_rss", "total_mapped_file", "total_pgfault", "total_pgmajfault", "total_inactive_file")
 	if err != nil {
 		return err
 	}
-	u.MemoryCache, u.MemoryRSS, u.MemoryMappedFile = mem["total_cache"], mem["total_rss"], mem["total_mapped_file"]
-	u.PageFaults, u.MajorPageFaults = mem["total_pgfault"], mem["total_pgmajfault"]
-	u.MemoryWorkingSet = sub(u.MemoryUsage, mem["total_inactive_file"])
+	u.MemoryCache, u.MemoryRSS, u.MemoryMappedFile = mem[0], mem[1], mem[2]
+	u.PageFaults, u.MajorPageFaults = mem[3], mem[4]
+	u.MemoryWorkingSet = sub(u.MemoryUsage, mem[5])
 
 	if u.ThreadsMax, err = num("pids", "pids.max"); err != nil {
 		return err
