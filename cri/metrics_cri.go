@@ -168,7 +168,7 @@ func containerMetrics(st *container.Stats, pod *sandbox.Sandbox) *runtimeapi.Con
 	r := st.Record
 	md := pod.Config.Metadata
 	ms := &metricSet{ts: time.Now().UnixNano(), labels: []string{r.Name, r.Cgroup, r.Image, r.ID, md.Namespace, md.Name}}
-	if u, err := usage.Cgroup(r.Cgroup); err == nil {
+	if u := st.Usage; u != nil {
 		ms.ts = u.Time.UnixNano()
 		ms.addCgroup(u)
 	}
@@ -201,7 +201,7 @@ func (s *Server) podMetrics(st *sandbox.Stats, ctrs []*container.Stats) *runtime
 	sb := st.Sandbox
 	md := sb.Config.Metadata
 	ms := &metricSet{ts: st.Time.UnixNano(), labels: []string{"", sb.Cgroup, "", sb.ID, md.Namespace, md.Name}}
-	if u, err := usage.Cgroup(sb.Cgroup); err == nil {
+	if u := st.Usage; u != nil {
 		ms.addCgroup(u)
 	}
 	ms.add("container_start_time_seconds", uint64(sb.CreatedAt.Unix()))
@@ -232,8 +232,16 @@ func (s *Server) listPodMetrics(ctx context.Context) ([]*runtimeapi.PodSandboxMe
 	if err != nil {
 		return nil, err
 	}
-	sts := m.ListStats(sandbox.Filter{})
-	ctrs := s.containerStatsOf(sts...)
+	// Each cgroup read once, in detail, and no stats' CPU sample taken.
+	sts := m.ListUsage(sandbox.Filter{})
+	var ctrs map[string][]*container.Stats
+	if cm := s.opts.Containers; cm != nil && len(sts) > 0 {
+		pods := make(map[string]bool, len(sts))
+		for _, st := range sts {
+			pods[st.Sandbox.ID] = true
+		}
+		ctrs = cm.ListUsageByPod(pods)
+	}
 	out := make([]*runtimeapi.PodSandboxMetrics, 0, len(sts))
 	for _, st := range sts {
 		out = append(out, s.podMetrics(st, ctrs[st.Sandbox.ID]))

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/usage"
 )
 
 // Stats is a pod's resource usage at one moment, read from its cgroup (which
@@ -29,6 +30,9 @@ type Stats struct {
 	Processes *uint64
 	// Network is nil for a pod on the node's network or without its pin.
 	Network *NetworkStats
+	// Usage is the cgroup's detailed usage, which ListUsage reads instead
+	// of CPU, Memory and Processes (nil when the cgroup is gone).
+	Usage *usage.Usage
 }
 
 // CPUStats are cumulative usage and the rate since the previous sample.
@@ -93,7 +97,15 @@ func (m *Manager) Stats(id string) (*Stats, error) {
 }
 
 // ListStats reads the usage of the ready pods the filter selects.
-func (m *Manager) ListStats(f Filter) []*Stats {
+func (m *Manager) ListStats(f Filter) []*Stats { return m.listRead(f, statsOf) }
+
+// ListUsage reads the detailed usage of the ready pods the filter selects
+// (for metrics): one read of each pod's cgroup, and the CPU samples that
+// ListStats' rates are computed from are left alone, so that a metrics
+// call between two stats calls does not shorten their interval.
+func (m *Manager) ListUsage(f Filter) []*Stats { return m.listRead(f, usageOf) }
+
+func (m *Manager) listRead(f Filter, read func(*Sandbox) *Stats) []*Stats {
 	ready := StateReady
 	f.State = &ready
 	pods := m.List(f)
@@ -101,8 +113,8 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 	for _, st := range pods {
 		live[st.ID] = true
 	}
-	// The reads are system calls each (and a thread's trip into the pod's
-	// network namespace): on as many threads as the Go runtime runs.
+	// The reads are system calls each: on as many threads as the Go
+	// runtime runs.
 	out := make([]*Stats, len(pods))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -111,7 +123,7 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(pods); i = int(next.Add(1) - 1) {
-				out[i] = statsOf(pods[i].Sandbox)
+				out[i] = read(pods[i].Sandbox)
 			}
 		}()
 	}
@@ -125,12 +137,14 @@ func (m *Manager) ListStats(f Filter) []*Stats {
 			}
 		}
 		samples.Unlock()
+		forgetNetPids(live)
 	}
 	return out
 }
 
 func statsOf(sb *Sandbox) *Stats {
 	st := &Stats{Sandbox: sb, Time: time.Now()}
+	var pids []int
 	if sb.Cgroup != "" {
 		if cs, err := cgroups.Usage(sb.Cgroup); err == nil {
 			st.Time = cs.Time
@@ -141,19 +155,40 @@ func statsOf(sb *Sandbox) *Stats {
 			}
 		}
 		if g, err := cgroupfs.Open(sb.Cgroup); err == nil {
-			if pids, err := g.Pids(); err == nil {
+			if pids, err = g.Pids(); err == nil {
 				n := uint64(len(pids))
 				st.Processes = &n
 			}
 		}
 	}
-	if sb.NetNS != "" && !sb.Config.HostNetwork && sb.State == StateReady {
-		ifs, err := NetnsInterfaces(sb.NetNS)
-		if err == nil {
-			st.Network = &NetworkStats{Time: time.Now(), Interfaces: ifs}
+	st.Network = networkOf(sb, pids)
+	return st
+}
+
+// usageOf reads the pod's cgroup in detail, once, and its network.
+func usageOf(sb *Sandbox) *Stats {
+	st := &Stats{Sandbox: sb, Time: time.Now()}
+	var pids []int
+	if sb.Cgroup != "" {
+		if u, err := usage.Cgroup(sb.Cgroup); err == nil {
+			st.Time, st.Usage, pids = u.Time, u, u.Pids
 		}
 	}
+	st.Network = networkOf(sb, pids)
 	return st
+}
+
+// networkOf reads the counters of a ready pod's own network namespace;
+// pids are its cgroup's processes.
+func networkOf(sb *Sandbox, pids []int) *NetworkStats {
+	if sb.NetNS == "" || sb.Config.HostNetwork || sb.State != StateReady {
+		return nil
+	}
+	ifs, err := podInterfaces(sb, pids)
+	if err != nil {
+		return nil
+	}
+	return &NetworkStats{Time: time.Now(), Interfaces: ifs}
 }
 
 // NetnsInterfaces reads the interface counters of the network namespace

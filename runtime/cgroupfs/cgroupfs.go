@@ -193,29 +193,25 @@ func (g *Group) procsDir() string {
 // Pids lists the processes in the cgroup and below it.
 func (g *Group) Pids() ([]int, error) {
 	var pids []int
-	root := g.procsDir()
-	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			if p == root {
-				return err
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		if data, err := ReadFile(dir + "/cgroup.procs"); err == nil {
+			for _, f := range strings.Fields(string(data)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
 			}
-			return nil // a child removed meanwhile
 		}
-		if !e.IsDir() {
-			return nil
-		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		subs, err := Subdirs(dir)
 		if err != nil {
-			return nil
+			return err
 		}
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
+		for _, s := range subs {
+			_ = walk(dir + "/" + s) // a child removed meanwhile
 		}
 		return nil
-	})
-	if err != nil {
+	}
+	if err := walk(g.procsDir()); err != nil {
 		return nil, fmt.Errorf("list processes of cgroup %s: %w", g.path, err)
 	}
 	return pids, nil
@@ -290,7 +286,7 @@ func (g *Group) OOMKills() (uint64, error) {
 	} else {
 		return 0, nil
 	}
-	data, err := os.ReadFile(file)
+	data, err := ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) && g.Exists() {
 		// No memory controller in this cgroup: nothing to count.
 		return 0, nil

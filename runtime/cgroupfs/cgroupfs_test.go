@@ -1,6 +1,8 @@
 package cgroupfs
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,10 +88,25 @@ func TestAddKillRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The parent lists its child's processes too.
+	parent, err := Open(filepath.Dir(g.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	below, err := parent.Pids()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range cmds {
 		if !slices.Contains(pids, c.Process.Pid) {
 			t.Errorf("pid %d not listed in %v", c.Process.Pid, pids)
 		}
+		if !slices.Contains(below, c.Process.Pid) {
+			t.Errorf("pid %d not listed in the parent's %v", c.Process.Pid, below)
+		}
+	}
+	if _, err := (&Group{path: "/none", dirs: []string{g.dirs[0] + "-none"}}).Pids(); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("processes of a missing cgroup: %v", err)
 	}
 	if n, err := g.OOMKills(); err != nil || n != 0 {
 		t.Errorf("OOM kills %d %v", n, err)

@@ -11,7 +11,9 @@ import (
 	"github.com/berth-dev/berth/runtime/cgroupfs"
 )
 
-// Usage reads the same figures as Stats from the few files they come from.
+// Usage reads the same figures as Stats, but OOMKills (which the CRI's
+// stats do not carry: one file fewer a cgroup), from the few files they
+// come from.
 // Stats goes through containerd's library, which on every call reads
 // /proc/self/mountinfo, looks up each of a dozen controllers and reads
 // every statistics file of each (blkio, hugetlb, per-CPU usage ...): tens of
@@ -36,24 +38,19 @@ func Usage(path string) (*Stats, error) {
 }
 
 func usageV2(dir string, st *Stats) error {
-	cpu, err := readKeyed(filepath.Join(dir, "cpu.stat"))
+	cpu, err := readKeyed(filepath.Join(dir, "cpu.stat"), "usage_usec")
 	if err != nil {
 		return err
 	}
-	st.CPUUsageNanos = cpu["usage_usec"] * 1000
+	st.CPUUsageNanos = cpu[0] * 1000
 	// The memory files are missing without the memory controller:
 	// zeros then, as containerd's library reports.
-	if mem, err := readKeyed(filepath.Join(dir, "memory.stat")); err == nil {
+	if mem, err := readKeyed(filepath.Join(dir, "memory.stat"), "anon", "pgfault", "pgmajfault", "inactive_file"); err == nil {
 		st.MemoryUsage, _ = readUint(filepath.Join(dir, "memory.current"))
-		st.MemoryRSS = mem["anon"]
-		st.PageFaults = mem["pgfault"]
-		st.MajorPageFaults = mem["pgmajfault"]
-		st.MemoryWorkingSet = workingSet(st.MemoryUsage, mem["inactive_file"])
+		st.MemoryRSS, st.PageFaults, st.MajorPageFaults = mem[0], mem[1], mem[2]
+		st.MemoryWorkingSet = workingSet(st.MemoryUsage, mem[3])
 	} else if !os.IsNotExist(err) {
 		return err
-	}
-	if ev, err := readKeyed(filepath.Join(dir, "memory.events")); err == nil {
-		st.OOMKills = ev["oom_kill"]
 	}
 	return nil
 }
@@ -71,22 +68,17 @@ func usageV1(g *cgroupfs.Group, st *Stats) error {
 		}
 	}
 	if memDir != "" {
-		mem, err := readKeyed(filepath.Join(memDir, "memory.stat"))
+		mem, err := readKeyed(filepath.Join(memDir, "memory.stat"), "total_rss", "total_pgfault", "total_pgmajfault", "total_inactive_file")
 		switch {
 		case err == nil:
 			found = true
 			if st.MemoryUsage, err = readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err != nil && !os.IsNotExist(err) {
 				return err
 			}
-			st.MemoryRSS = mem["total_rss"]
-			st.PageFaults = mem["total_pgfault"]
-			st.MajorPageFaults = mem["total_pgmajfault"]
-			st.MemoryWorkingSet = workingSet(st.MemoryUsage, mem["total_inactive_file"])
+			st.MemoryRSS, st.PageFaults, st.MajorPageFaults = mem[0], mem[1], mem[2]
+			st.MemoryWorkingSet = workingSet(st.MemoryUsage, mem[3])
 		case !os.IsNotExist(err):
 			return err
-		}
-		if n, err := g.OOMKills(); err == nil {
-			st.OOMKills = n
 		}
 	}
 	if !found {
@@ -95,16 +87,16 @@ func usageV1(g *cgroupfs.Group, st *Stats) error {
 	return nil
 }
 
-func readKeyed(file string) (map[string]uint64, error) {
-	data, err := os.ReadFile(file)
+func readKeyed(file string, keys ...string) ([]uint64, error) {
+	data, err := cgroupfs.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	return cgroupfs.FlatKeyed(data), nil
+	return cgroupfs.Keyed(data, keys...), nil
 }
 
 func readUint(file string) (uint64, error) {
-	data, err := os.ReadFile(file)
+	data, err := cgroupfs.ReadFile(file)
 	if err != nil {
 		return 0, err
 	}

@@ -2,15 +2,14 @@ package container
 
 import (
 	"context"
-	"io/fs"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/usage"
 )
 
 // Stats is a container's resource usage at one moment.
@@ -23,6 +22,9 @@ type Stats struct {
 	Memory *MemoryStats
 	// Layer is the writable layer's use.
 	Layer LayerStats
+	// Usage is the cgroup's detailed usage, which ListUsageByPod reads
+	// instead of CPU and Memory (nil when the cgroup is gone).
+	Usage *usage.Usage
 }
 
 // CPUStats are cumulative usage and the rate since the previous sample.
@@ -70,13 +72,13 @@ func (m *Manager) ListStats(ctx context.Context, f Filter) []*Stats {
 			live = append(live, r)
 		}
 	}
-	return m.statsOf(live)
+	return m.readAll(live, m.stats)
 }
 
-// statsOf reads the records' usage, on as many threads as the Go runtime
+// readAll reads the records' usage, on as many threads as the Go runtime
 // runs at once: the reads are system calls each, and no lock is held
 // across them.
-func (m *Manager) statsOf(recs []*Record) []*Stats {
+func (m *Manager) readAll(recs []*Record, read func(*Record) *Stats) []*Stats {
 	out := make([]*Stats, len(recs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -85,7 +87,7 @@ func (m *Manager) statsOf(recs []*Record) []*Stats {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(recs); i = int(next.Add(1) - 1) {
-				out[i] = m.stats(recs[i])
+				out[i] = read(recs[i])
 			}
 		}()
 	}
@@ -97,11 +99,33 @@ func (m *Manager) statsOf(recs []*Record) []*Stats {
 // in one pass over the records (a pod list's stats need no pass a pod),
 // grouped by pod id, oldest first in each.
 func (m *Manager) ListStatsByPod(pods map[string]bool) map[string][]*Stats {
+	return m.byPod(pods, m.stats)
+}
+
+// ListUsageByPod is ListStatsByPod with the cgroups' detailed usage (for
+// metrics): one read of each cgroup, and the CPU samples of the stats'
+// rates left alone.
+func (m *Manager) ListUsageByPod(pods map[string]bool) map[string][]*Stats {
+	return m.byPod(pods, m.usage)
+}
+
+func (m *Manager) byPod(pods map[string]bool, read func(*Record) *Stats) map[string][]*Stats {
 	out := make(map[string][]*Stats, len(pods))
-	for _, st := range m.statsOf(m.store.view(func(r *Record) bool { return pods[r.PodID] && r.Status.State != Exited })) {
+	for _, st := range m.readAll(m.store.view(func(r *Record) bool { return pods[r.PodID] && r.Status.State != Exited }), read) {
 		out[st.Record.PodID] = append(out[st.Record.PodID], st)
 	}
 	return out
+}
+
+func (m *Manager) usage(rec *Record) *Stats {
+	st := &Stats{Record: rec, Time: time.Now()}
+	if rec.Status.State != Exited {
+		if u, err := usage.Cgroup(rec.Cgroup); err == nil {
+			st.Time, st.Usage = u.Time, u
+		}
+	}
+	st.Layer = layerUse.get(filepath.Join(rec.LayerDir, "upper"))
+	return st
 }
 
 func (m *Manager) stats(rec *Record) *Stats {
@@ -116,7 +140,7 @@ func (m *Manager) stats(rec *Record) *Stats {
 			}
 		}
 	}
-	st.Layer = layerUsage(filepath.Join(rec.LayerDir, "upper"))
+	st.Layer = layerUse.get(filepath.Join(rec.LayerDir, "upper"))
 	return st
 }
 
@@ -135,29 +159,4 @@ func rate(prev, cur cpuSample, ok bool) uint64 {
 	}
 	elapsed := cur.at.Sub(prev.at)
 	return uint64(float64(cur.usage-prev.usage) / elapsed.Seconds())
-}
-
-// layerUsage walks a writable layer: bytes allocated and inodes.
-func layerUsage(dir string) LayerStats {
-	ls := LayerStats{Mountpoint: dir}
-	seen := map[uint64]bool{}
-	_ = filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		info, err := e.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			if seen[st.Ino] {
-				return nil // a hard link counts once
-			}
-			seen[st.Ino] = true
-			ls.Bytes += uint64(st.Blocks) * 512
-		}
-		ls.Inodes++
-		return nil
-	})
-	return ls
 }

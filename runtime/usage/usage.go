@@ -6,7 +6,6 @@
 package usage
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	cgroupsv3 "github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 
@@ -44,6 +42,8 @@ type Usage struct {
 	// Processes, Threads, FileDescriptors and Sockets count what the
 	// cgroup's processes hold; ThreadsMax is its pids limit (0: none).
 	Processes, Threads, FileDescriptors, Sockets, ThreadsMax uint64
+	// Pids are the processes of the cgroup and its descendants.
+	Pids []int
 }
 
 // Cgroup reads the usage of the cgroup at path (below the hierarchy root).
@@ -58,6 +58,7 @@ func Cgroup(path string) (*Usage, error) {
 	}
 	if g, err := cgroupfs.Open(path); err == nil {
 		if pids, err := g.Pids(); err == nil {
+			u.Pids = pids
 			u.countProcesses(pids)
 		}
 	}
@@ -69,81 +70,6 @@ func sub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
-}
-
-func (u *Usage) readV1(path string) error {
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-	if err != nil {
-		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-			err = os.ErrNotExist
-		}
-		return fmt.Errorf("load cgroup %s: %w", path, err)
-	}
-	m, err := cg.Stat(cgroup1.IgnoreNotExist)
-	if err != nil {
-		return fmt.Errorf("stats of cgroup %s: %w", path, err)
-	}
-	if c := m.CPU; c != nil {
-		if c.Usage != nil {
-			u.CPUTotal, u.CPUUser, u.CPUSystem = c.Usage.Total, c.Usage.User, c.Usage.Kernel
-		}
-		if t := c.Throttling; t != nil {
-			u.CFSPeriods, u.CFSThrottledPeriods, u.CFSThrottledNanos = t.Periods, t.ThrottledPeriods, t.ThrottledTime
-		}
-	}
-	if mem := m.Memory; mem != nil {
-		if mem.Usage != nil {
-			u.MemoryUsage, u.MemoryMaxUsage, u.MemoryFailcnt = mem.Usage.Usage, mem.Usage.Max, mem.Usage.Failcnt
-		}
-		if mem.Swap != nil {
-			// memsw counts memory and swap together.
-			u.MemorySwap = sub(mem.Swap.Usage, u.MemoryUsage)
-		}
-		if mem.Kernel != nil {
-			u.MemoryKernel = mem.Kernel.Usage
-		}
-		u.MemoryCache, u.MemoryRSS, u.MemoryMappedFile = mem.TotalCache, mem.TotalRSS, mem.TotalMappedFile
-		u.PageFaults, u.MajorPageFaults = mem.TotalPgFault, mem.TotalPgMajFault
-		u.MemoryWorkingSet = sub(u.MemoryUsage, mem.TotalInactiveFile)
-	}
-	if p := m.Pids; p != nil {
-		u.ThreadsMax = p.Limit
-	}
-	if b := m.Blkio; b != nil {
-		io := map[string]*IO{}
-		dev := func(major, minor uint64) *IO {
-			k := fmt.Sprintf("%d:%d", major, minor)
-			if io[k] == nil {
-				io[k] = &IO{Device: k}
-			}
-			return io[k]
-		}
-		for _, e := range b.IoServiceBytesRecursive {
-			switch strings.ToLower(e.Op) {
-			case "read":
-				dev(e.Major, e.Minor).ReadBytes += e.Value
-			case "write":
-				dev(e.Major, e.Minor).WriteBytes += e.Value
-			}
-		}
-		for _, e := range b.IoServicedRecursive {
-			switch strings.ToLower(e.Op) {
-			case "read":
-				dev(e.Major, e.Minor).Reads += e.Value
-			case "write":
-				dev(e.Major, e.Minor).Writes += e.Value
-			}
-		}
-		for _, v := range io {
-			u.IO = append(u.IO, *v)
-		}
-	}
-	if g, err := cgroupfs.Open(path); err == nil {
-		if n, err := g.OOMKills(); err == nil {
-			u.OOMEvents = n
-		}
-	}
-	return nil
 }
 
 func (u *Usage) readV2(path string) error {
@@ -188,7 +114,7 @@ func (u *Usage) readV2(path string) error {
 func (u *Usage) countProcesses(pids []int) {
 	for _, pid := range pids {
 		dir := filepath.Join("/proc", strconv.Itoa(pid))
-		status, err := os.ReadFile(filepath.Join(dir, "status"))
+		status, err := cgroupfs.ReadFile(filepath.Join(dir, "status"))
 		if err != nil {
 			continue
 		}

@@ -53,7 +53,10 @@ func main() {
 		*timeout += *churnDuration
 	}
 
-	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The kubelet's (and crictl's) receive limit: a metrics list of 250
+	// pods is over gRPC's default 4 MiB.
+	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -30,7 +30,7 @@ var (
 var scaleCalls = []string{
 	"Version", "Status", "ListPodSandbox", "ListPodSandbox(id)", "ListContainers", "ListContainers(pod)",
 	"PodSandboxStatus", "ContainerStatus", "PodSandboxStats", "ListPodSandboxStats", "ContainerStats",
-	"ListContainerStats", "ImageStatus", "ListImages", "ImageFsInfo", "ExecSync",
+	"ListContainerStats", "ListPodSandboxMetrics", "ImageStatus", "ListImages", "ImageFsInfo", "ExecSync",
 	"RunPodSandbox", "CreateContainer", "StartContainer", "StopContainer", "RemoveContainer",
 	"StopPodSandbox", "RemovePodSandbox",
 }
@@ -165,6 +165,10 @@ func scaleCallTimes(e *env, set *podSet) (*callTimes, error) {
 		}},
 		{"ListContainerStats", func(benchPod) error {
 			_, err := e.runtime.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
+			return err
+		}},
+		{"ListPodSandboxMetrics", func(benchPod) error {
+			_, err := e.runtime.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
 			return err
 		}},
 		{"ImageStatus", func(benchPod) error {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,9 @@ func newMetricsEnv(t *testing.T) (*ctrEnv, string) {
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(fmt.Sprintf("metrics_address = %q\n", addr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "2")}
+	// -v 4: TestPodSandboxStatsAndMetrics tells from the log how a pod's
+	// network counters were read.
+	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
 	t.Cleanup(func() {
 		resp, err := e.d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
@@ -131,9 +134,25 @@ func TestPodSandboxStatsAndMetrics(t *testing.T) {
 	if after.RxBytes.Value <= before.RxBytes.Value || after.TxBytes.Value < before.TxBytes.Value+5*60 {
 		t.Errorf("eth0 counters did not grow with traffic: before %v after %v", before, after)
 	}
+	// Those came from /proc/<pid>/net/dev of the container's process; a pod
+	// with no process in its netns has them read from inside the netns.
+	const fallback = "No process in the pod's netns"
+	if strings.Contains(e.d.Logs(), fallback) {
+		t.Errorf("counters of pod %s (a container running) read from inside its netns:\n%s", podID, e.d.Logs())
+	}
 
 	// Filters of ListPodSandboxStats and the stream.
 	other, _ := e.pod(t, "idle")
+	resp, err = e.d.Runtime.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ifaceUsage(resp.Stats, "eth0") == nil {
+		t.Errorf("no eth0 counters of pod %s, which has no container: %v", other, resp.Stats.GetLinux().GetNetwork())
+	}
+	if !slices.ContainsFunc(strings.Split(e.d.Logs(), "\n"), func(l string) bool { return strings.Contains(l, fallback) && strings.Contains(l, other) }) {
+		t.Errorf("counters of pod %s (no container) not read from inside its netns", other)
+	}
 	for _, tc := range []struct {
 		filter *runtimeapi.PodSandboxStatsFilter
 		want   []string
