@@ -17,12 +17,7 @@ import (
 // old pod's MAC. The node must reach the new pod at once (the kubelet's
 // probes do), not after the stale entry expires, up to a minute later.
 func TestPodSandboxReusedAddressReachable(t *testing.T) {
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	only := strings.TrimSuffix(n.gateway, ".1") + ".9"
-	n.writeConf(t, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[`+
-		`{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":%q,"rangeStart":%q,"rangeEnd":%q}]],"dataDir":%q}},`+
-		`{"type":"loopback"}]}`, n.bridge, n.bridge, n.subnet, only, only, n.ipamDir))
+	n, only := singleAddressNet(t)
 	d := n.start(t)
 	kept := false
 	reach := func(name string) (id, ip, mac string) {
@@ -89,4 +84,16 @@ func addPort(t *testing.T, bridge, name string) {
 		}
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })
+}
+
+// singleAddressNet is a pod network of its own whose host-local range
+// holds one address, only.
+func singleAddressNet(t *testing.T) (n *podNet, only string) {
+	t.Helper()
+	n = newPodNet(t, framework.NewDirs(t))
+	only = strings.TrimSuffix(n.gateway, ".1") + ".9"
+	n.writeConf(t, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[`+
+		`{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":%q,"rangeStart":%q,"rangeEnd":%q}]],"dataDir":%q}},`+
+		`{"type":"loopback"}]}`, n.bridge, n.bridge, n.subnet, only, only, n.ipamDir))
+	return n, only
 }

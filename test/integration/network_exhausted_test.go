@@ -23,12 +23,7 @@ import (
 // nothing of that pod (record, pin, veth, address, cgroup, shim, mount,
 // CNI cache); once the first pod is gone a new pod gets the address.
 func TestPodSandboxNetworkExhausted(t *testing.T) {
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	only := strings.TrimSuffix(n.gateway, ".1") + ".9"
-	n.writeConf(t, fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[`+
-		`{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":%q,"rangeStart":%q,"rangeEnd":%q}]],"dataDir":%q}},`+
-		`{"type":"loopback"}]}`, n.bridge, n.bridge, n.subnet, only, only, n.ipamDir))
+	n, only := singleAddressNet(t)
 	d := n.start(t)
 	ipamDir := filepath.Join(n.ipamDir, n.bridge)
 
