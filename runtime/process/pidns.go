@@ -15,7 +15,10 @@ import (
 // fork costs an exec about a third of its setup). Unlike the mount and
 // user namespaces, a thread of a multi-threaded process may set the PID
 // namespace its children get; this one does it on a locked thread and puts
-// its own back before other goroutines may use the thread.
+// its own back before other goroutines may use the thread. A thread the Go
+// runtime needs meanwhile is not cloned from this one (the kernel would
+// refuse a thread in another PID namespace): from a locked thread, newm
+// asks its template thread to create it.
 func startInPIDNS(cmd *exec.Cmd, path string) error {
 	target, err := os.Open(path)
 	if err != nil {
