@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -146,16 +145,8 @@ func execTrue(t *execTarget) (time.Duration, error) {
 
 // shimOfPod is the pid of the berth-shim serving pod, 0 if none.
 func shimOfPod(pod string) int {
-	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, c := range comms {
-		b, err := os.ReadFile(c)
-		if err != nil || strings.TrimSpace(string(b)) != "berth-shim" {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
-		if flagValue(cmdline(pid), "--id") == pod {
-			return pid
-		}
+	if pids := berthShims(func(args []string) bool { return flagValue(args, "--id") == pod }); len(pids) > 0 {
+		return pids[0]
 	}
 	return 0
 }

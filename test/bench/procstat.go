@@ -129,6 +129,15 @@ func flagValue(args []string, name string) string {
 // shimsOf are the pids of the berth-shims whose state dir is under state
 // (those of one berthd, not other runtimes' on the node).
 func shimsOf(state string) []int {
+	return berthShims(func(args []string) bool {
+		sd := flagValue(args, "--state-dir")
+		return sd != "" && strings.HasPrefix(sd, state+"/")
+	})
+}
+
+// berthShims are the pids of the running berth-shims whose command line
+// keep accepts.
+func berthShims(keep func(args []string) bool) []int {
 	var out []int
 	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
 	for _, c := range comms {
@@ -137,7 +146,7 @@ func shimsOf(state string) []int {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
-		if sd := flagValue(cmdline(pid), "--state-dir"); sd != "" && strings.HasPrefix(sd, state+"/") {
+		if keep(cmdline(pid)) {
 			out = append(out, pid)
 		}
 	}
