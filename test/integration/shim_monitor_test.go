@@ -218,24 +218,32 @@ func TestShimMonitorCrash(t *testing.T) {
 
 // napWait is the idle wait that preceded the hand-off of the shim at pid,
 // now berth-mon: what the Go shim put in its environment for the way back.
+// Right after the execve the process already shows berth-mon as its exe
+// while the kernel has not yet set up its environment (environ reads
+// empty), so it is read again until the nap shows.
 func napWait(t *testing.T, pid int) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/proc", itoa(pid), "environ"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, kv := range strings.Split(string(b), "\x00") {
-		if v, ok := strings.CutPrefix(kv, "_BERTH_SHIM_NAP="); ok {
-			wait, _, _ := strings.Cut(v, ":")
-			n, err := strconv.ParseInt(wait, 10, 64)
-			if err != nil {
-				t.Fatalf("shim %d: nap %q", pid, v)
-			}
-			return time.Duration(n)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, err := os.ReadFile(filepath.Join("/proc", itoa(pid), "environ"))
+		if err != nil {
+			t.Fatal(err)
 		}
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "_BERTH_SHIM_NAP="); ok {
+				wait, _, _ := strings.Cut(v, ":")
+				n, err := strconv.ParseInt(wait, 10, 64)
+				if err != nil {
+					t.Fatalf("shim %d: nap %q", pid, v)
+				}
+				return time.Duration(n)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shim %d has no nap in its environment (%d bytes): runs %s", pid, len(b), shimExe(t, pid))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("shim %d has no nap in its environment", pid)
-	return 0
 }
 
 // TestShimMonitorBackOff: a shim woken soon after its hand-off to
