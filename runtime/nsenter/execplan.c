@@ -15,6 +15,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -31,7 +32,8 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-#define PLAN_MAX (8 << 20)
+#include "execplan.h"
+
 #define SECCOMP_MAX (1 << 24)
 
 enum {
@@ -43,9 +45,18 @@ enum {
 
 static int plan_fd = -1;
 
+// A spawned exec (spawn.c) runs this code in a process that shares the
+// shim's memory: its failures are written to spawn_err, and a failure while
+// the shim itself parses the plan returns there through plan_jmp instead of
+// ending the shim.
+char *spawn_err;
+size_t spawn_err_len;
+int spawn_errno;
+jmp_buf *plan_jmp;
+
 // plan_fail reports why the exec cannot happen, as the Go init does
 // ("error <message>"), and exits.
-static void plan_fail(int err, const char *fmt, ...)
+void plan_fail(int err, const char *fmt, ...)
 {
 	char msg[768];
 	va_list ap;
@@ -56,6 +67,15 @@ static void plan_fail(int err, const char *fmt, ...)
 	for (char *p = msg; *p; p++)
 		if (*p == '\n')
 			*p = ' ';
+	if (spawn_err) {
+		// strerror(3) may take locale locks another thread holds: the
+		// shim adds it.
+		snprintf(spawn_err, spawn_err_len, "%s", msg);
+		spawn_errno = err;
+		if (plan_jmp)
+			longjmp(*plan_jmp, 1);
+		_exit(1);
+	}
 	if (err)
 		dprintf(plan_fd, "error %s: %s\n", msg, strerror(err));
 	else
@@ -134,22 +154,14 @@ static struct sock_fprog seccomp_prog;
 static unsigned int seccomp_flags;
 
 // read_seccomp reads the compiled program (filter.Program's encoding:
-// "berthbp1", flags, count, instructions, little-endian) from the fd the
-// creator named, and closes it: the command must not inherit it.
-static void read_seccomp(void)
+// "berthbp1", flags, count, instructions, little-endian) from fd.
+static void read_seccomp(int fd)
 {
-	const char *s = getenv("_BERTH_SECCOMP_FD");
 	unsigned char *buf;
 	struct cursor c;
 	struct stat st;
 	uint32_t n;
-	int fd;
 
-	if (!s)
-		plan_fail(0, "seccomp: no compiled program handed down");
-	fd = atoi(s);
-	if (fd < 3)
-		plan_fail(0, "seccomp: bad _BERTH_SECCOMP_FD %s", s);
 	if (fstat(fd, &st) < 0)
 		plan_fail(errno, "seccomp: read program");
 	if (st.st_size < 16 || st.st_size > SECCOMP_MAX)
@@ -165,7 +177,6 @@ static void read_seccomp(void)
 			plan_fail(r < 0 ? errno : 0, "seccomp: read program");
 		off += r;
 	}
-	close(fd);
 	if (memcmp(buf, "berthbp1", 8) != 0)
 		plan_fail(0, "seccomp: not an encoded filter program");
 	c.p = buf + 8;
@@ -296,27 +307,34 @@ static const char *look_path(const char *file, char **env)
 	return NULL;
 }
 
-// reset_signals gives the command default signal handling and an empty
-// mask (containerinit.resetSignals).
+// plan_reset_handlers makes every signal's handling the default.
 //
-// The raw system call, not sigaction(3): glibc refuses its own two
+// The raw system calls, not sigaction(3): glibc refuses its own two
 // real-time signals (32 and 33) with EINVAL, so an ignored 32 inherited
 // from berthd's environment would have reached the command. The kernel's
 // struct starts with the handler; SIG_DFL is all zeroes; 8 is the size of
 // the kernel's sigset_t (64 signals).
-static void reset_signals(void)
+void plan_reset_handlers(void)
+{
+	for (int sig = 1; sig < NSIG; sig++) {
+		unsigned long dfl[4] = {0};
+		if (sig != SIGKILL && sig != SIGSTOP)
+			syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
+	}
+}
+
+// reset_signals gives the command default signal handling and an empty
+// mask (containerinit.resetSignals).
+static void reset_signals(struct exec_plan *p)
 {
 	sigset_t none;
 
-	for (int sig = 1; sig < NSIG; sig++) {
-		unsigned long old[4] = {0}, dfl[4] = {0};
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		if (syscall(SYS_rt_sigaction, sig, NULL, old, 8) == 0 && old[0] == (unsigned long)SIG_IGN)
-			syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
-	}
+	// Every handler, not only the ignored ones: a spawned exec runs with
+	// the shim's handlers until it resets them (its first step).
+	if (!p->handlers_default)
+		plan_reset_handlers();
 	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
 }
 
 static void close_extra_fds(void)
@@ -328,19 +346,143 @@ static void close_extra_fds(void)
 		fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
+// plan_parse reads a plan's body (after "berthx01" and its length).
+void plan_parse(unsigned char *body, uint32_t len, struct exec_plan *p)
+{
+	struct cursor c = {.p = body, .end = body + len};
+
+	p->bnd = get64(&c);
+	p->eff = get64(&c);
+	p->prm = get64(&c);
+	p->inh = get64(&c);
+	p->amb = get64(&c);
+	p->uid = get32(&c);
+	p->gid = get32(&c);
+	p->flags = get32(&c);
+	p->umask = get32(&c);
+	p->oom = (int32_t)get32(&c);
+	p->ngroups = get32(&c);
+	if (p->ngroups > 65536)
+		plan_fail(0, "exec: %u groups", p->ngroups);
+	p->groups = calloc(p->ngroups + 1, sizeof(gid_t));
+	if (!p->groups)
+		plan_fail(errno, "exec: plan");
+	for (uint32_t i = 0; i < p->ngroups; i++)
+		p->groups[i] = get32(&c);
+	p->nrlimits = get32(&c);
+	if (p->nrlimits > PLAN_RLIMITS)
+		plan_fail(0, "exec: %u rlimits", p->nrlimits);
+	for (uint32_t i = 0; i < p->nrlimits; i++) {
+		p->rl[i].res = get32(&c);
+		p->rl[i].lim.rlim_cur = get64(&c);
+		p->rl[i].lim.rlim_max = get64(&c);
+	}
+	p->cwd = getstr(&c);
+	p->args = getstrs(&c);
+	p->env = getstrs(&c);
+	if (c.p != c.end || !p->args[0])
+		plan_fail(0, "exec: malformed plan");
+	if (p->flags & PLAN_SECCOMP) {
+		if (p->seccomp_fd < 3)
+			plan_fail(0, "seccomp: no compiled program handed down");
+		read_seccomp(p->seccomp_fd);
+	}
+}
+
+// plan_free frees what plan_parse allocated (the strings point into the
+// body, which stays the caller's).
+void plan_free(struct exec_plan *p)
+{
+	free(p->groups);
+	free(p->args);
+	free(p->env);
+	free(seccomp_prog.filter);
+	p->groups = NULL;
+	p->args = p->env = NULL;
+	seccomp_prog.filter = NULL;
+}
+
+// plan_apply makes this process what the plan says, up to its execve, and
+// returns the command's path. Only system calls: in a spawned exec it runs
+// in memory it shares with the shim, whose other threads may hold libc's
+// locks.
+const char *plan_apply(struct exec_plan *p)
+{
+	const char *path, *cwd = p->cwd;
+	int last;
+
+	// runExec: a session of its own, at the root of the container.
+	if (setsid() < 0)
+		plan_fail(errno, "setsid");
+	if (chdir("/") < 0)
+		plan_fail(errno, "chdir /");
+
+	if ((p->flags & PLAN_SECCOMP) && !(p->flags & PLAN_NNP))
+		load_seccomp();
+	for (uint32_t i = 0; i < p->nrlimits; i++)
+		if (prlimit(0, p->rl[i].res, &p->rl[i].lim, NULL) < 0)
+			plan_fail(errno, "rlimit %u", p->rl[i].res);
+	if (p->flags & PLAN_OOM) {
+		char v[16];
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		int n = snprintf(v, sizeof(v), "%d", p->oom);
+		// Lowering the score needs CAP_SYS_RESOURCE over the whole
+		// machine, which a nested node may lack. A spawned exec's score
+		// is its own (the kernel does not pass a vfork child's on to
+		// the memory's other users).
+		if ((fd < 0 || write(fd, v, n) != n) && errno != EPERM && errno != EACCES)
+			plan_fail(errno, "oom_score_adj");
+		if (fd >= 0)
+			close(fd);
+	}
+	last = last_cap();
+	drop_bounds(p->bnd, last);
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		plan_fail(errno, "keep capabilities");
+	if (p->flags & PLAN_UMASK)
+		umask(p->umask);
+	// Raw system calls: the thread's credentials, as the Go init sets them
+	// (libc's wrappers would signal every thread they believe shares them).
+	if (syscall(SYS_setgroups, p->ngroups, p->groups) < 0)
+		plan_fail(errno, "setgroups");
+	if (syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0)
+		plan_fail(errno, "setgid %u", p->gid);
+	if (syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0)
+		plan_fail(errno, "setuid %u", p->uid);
+	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+		plan_fail(errno, "keep capabilities");
+	apply_caps(p->eff, p->prm, p->inh, p->amb, last);
+	if ((p->flags & PLAN_NNP) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		plan_fail(errno, "no_new_privs");
+	if (!*cwd)
+		cwd = "/";
+	if (chdir(cwd) < 0)
+		plan_fail(errno, "chdir %s", cwd);
+	path = look_path(p->args[0], p->env);
+	if ((p->flags & PLAN_SECCOMP) && (p->flags & PLAN_NNP))
+		load_seccomp();
+	return path;
+}
+
+// plan_exec gives the command default signal handling and only fds 0-2,
+// and executes it.
+void plan_exec(const char *path, struct exec_plan *p)
+{
+	reset_signals(p);
+	close_extra_fds();
+	execve(path, p->args, p->env);
+	plan_fail(errno, "exec %s", p->args[0]);
+}
+
 void berth_exec_plan(int sync_fd)
 {
 	unsigned char head[12];
 	unsigned char *body;
-	struct cursor c;
-	uint64_t bnd, eff, prm, inh, amb;
-	uint32_t uid, gid, flags, umask_v, ngroups, nrlimits, len;
-	int32_t oom;
-	gid_t *groups;
-	const char *cwd, *path;
-	char **args, **env, line[16];
+	struct exec_plan p = {.seccomp_fd = -1};
+	const char *path, *s;
+	char line[16];
 	size_t got = 0;
-	int last;
+	uint32_t len;
 
 	plan_fd = sync_fd;
 	if (sync_fd < 0)
@@ -357,95 +499,16 @@ void berth_exec_plan(int sync_fd)
 	if (!body)
 		plan_fail(errno, "exec: plan");
 	read_full(sync_fd, body, len);
-	c.p = body;
-	c.end = body + len;
-
-	bnd = get64(&c);
-	eff = get64(&c);
-	prm = get64(&c);
-	inh = get64(&c);
-	amb = get64(&c);
-	uid = get32(&c);
-	gid = get32(&c);
-	flags = get32(&c);
-	umask_v = get32(&c);
-	oom = (int32_t)get32(&c);
-	ngroups = get32(&c);
-	if (ngroups > 65536)
-		plan_fail(0, "exec: %u groups", ngroups);
-	groups = calloc(ngroups + 1, sizeof(gid_t));
-	if (!groups)
-		plan_fail(errno, "exec: plan");
-	for (uint32_t i = 0; i < ngroups; i++)
-		groups[i] = get32(&c);
-	nrlimits = get32(&c);
-	if (nrlimits > 64)
-		plan_fail(0, "exec: %u rlimits", nrlimits);
-	struct {
-		uint32_t res;
-		struct rlimit lim;
-	} rl[64];
-	for (uint32_t i = 0; i < nrlimits; i++) {
-		rl[i].res = get32(&c);
-		rl[i].lim.rlim_cur = get64(&c);
-		rl[i].lim.rlim_max = get64(&c);
+	if ((s = getenv("_BERTH_SECCOMP_FD")) != NULL) {
+		p.seccomp_fd = atoi(s);
+		if (p.seccomp_fd < 3)
+			plan_fail(0, "seccomp: bad _BERTH_SECCOMP_FD %s", s);
 	}
-	cwd = getstr(&c);
-	args = getstrs(&c);
-	env = getstrs(&c);
-	if (c.p != c.end || !args[0])
-		plan_fail(0, "exec: malformed plan");
-
-	// runExec: a session of its own, at the root of the container.
-	if (setsid() < 0)
-		plan_fail(errno, "setsid");
-	if (chdir("/") < 0)
-		plan_fail(errno, "chdir /");
-
-	if (flags & PLAN_SECCOMP) {
-		read_seccomp();
-		if (!(flags & PLAN_NNP))
-			load_seccomp();
-	}
-	for (uint32_t i = 0; i < nrlimits; i++)
-		if (prlimit(0, rl[i].res, &rl[i].lim, NULL) < 0)
-			plan_fail(errno, "rlimit %u", rl[i].res);
-	if (flags & PLAN_OOM) {
-		char v[16];
-		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-		int n = snprintf(v, sizeof(v), "%d", oom);
-		// Lowering the score needs CAP_SYS_RESOURCE over the whole
-		// machine, which a nested node may lack.
-		if ((fd < 0 || write(fd, v, n) != n) && errno != EPERM && errno != EACCES)
-			plan_fail(errno, "oom_score_adj");
-		if (fd >= 0)
-			close(fd);
-	}
-	last = last_cap();
-	drop_bounds(bnd, last);
-	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-		plan_fail(errno, "keep capabilities");
-	if (flags & PLAN_UMASK)
-		umask(umask_v);
-	// Raw system calls: the thread's credentials, as the Go init sets them.
-	if (syscall(SYS_setgroups, ngroups, groups) < 0)
-		plan_fail(errno, "setgroups");
-	if (syscall(SYS_setresgid, gid, gid, gid) < 0)
-		plan_fail(errno, "setgid %u", gid);
-	if (syscall(SYS_setresuid, uid, uid, uid) < 0)
-		plan_fail(errno, "setuid %u", uid);
-	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
-		plan_fail(errno, "keep capabilities");
-	apply_caps(eff, prm, inh, amb, last);
-	if ((flags & PLAN_NNP) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		plan_fail(errno, "no_new_privs");
-	if (!*cwd)
-		cwd = "/";
-	if (chdir(cwd) < 0)
-		plan_fail(errno, "chdir %s", cwd);
-	path = look_path(args[0], env);
-	if ((flags & PLAN_SECCOMP) && (flags & PLAN_NNP))
-		load_seccomp();
+	plan_parse(body, len, &p);
+	// The command must not inherit it.
+	if (p.seccomp_fd >= 0)
+		close(p.seccomp_fd);
+	path = plan_apply(&p);
 
 	if (dprintf(sync_fd, "ready\n") < 0)
 		plan_fail(errno, "report ready");
@@ -462,8 +525,5 @@ void berth_exec_plan(int sync_fd)
 	line[got] = '\0';
 	if (strcmp(line, "start\n") != 0)
 		plan_fail(0, "unexpected message %s", line);
-	reset_signals();
-	close_extra_fds();
-	execve(path, args, env);
-	plan_fail(errno, "exec %s", args[0]);
+	plan_exec(path, &p);
 }
