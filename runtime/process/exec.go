@@ -37,6 +37,10 @@ type ExecOpts struct {
 	// which otherwise the C code of runtime/nsenter finishes
 	// (containerinit.ExecPlan) without starting a Go runtime.
 	GoInit bool
+	// Now lets the command run as soon as its process is made (an
+	// ExecSync): where it is safe (spawnSafe), the process is spawned
+	// from the caller (nsenter.SpawnExec) and Start only returns.
+	Now bool
 }
 
 // Exec starts a process in a running container, held before execve like a
@@ -101,6 +105,15 @@ func Exec(o ExecOpts) (*Container, error) {
 	c := &Container{exec: true}
 	if c.cg, err = openCgroup(&s); err != nil {
 		return nil, err
+	}
+	if o.Now && env != nil && spawnSafe(&s) {
+		err := c.spawn(o, &s, data, nsc, pidNS)
+		if err == nil || !errors.Is(err, errNoSpawn) {
+			if err != nil {
+				return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+			}
+			return c, nil
+		}
 	}
 	err = c.launch(launchOpts{
 		initPath: initPath, args: []string{containerinit.ExecFlag}, ns: nsc,

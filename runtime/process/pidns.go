@@ -20,6 +20,12 @@ import (
 // refuse a thread in another PID namespace): from a locked thread, newm
 // asks its template thread to create it.
 func startInPIDNS(cmd *exec.Cmd, path string) error {
+	return inPIDNS(path, cmd.Start)
+}
+
+// inPIDNS runs start on a thread whose children are born in the PID
+// namespace at path.
+func inPIDNS(path string, start func() error) error {
 	target, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open PID namespace: %w", err)
@@ -37,7 +43,7 @@ func startInPIDNS(cmd *exec.Cmd, path string) error {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("join PID namespace %s: %w", path, err)
 	}
-	err = cmd.Start()
+	err = start()
 	if rerr := unix.Setns(int(own.Fd()), unix.CLONE_NEWPID); rerr == nil {
 		runtime.UnlockOSThread()
 	}

@@ -38,6 +38,7 @@ type Container struct {
 	pending []byte // read from sync, not yet consumed
 	cg      *cgroupfs.Group
 	exec    bool // an Exec: Destroy kills only this process
+	spawned bool // running its command already: Start only returns
 	// Console is the pty master when the spec asked for a terminal; the
 	// caller owns it.
 	Console *os.File
@@ -69,12 +70,19 @@ func (c *Container) abort() {
 // Pid is the container's init process in the caller's PID namespace.
 func (c *Container) Pid() int { return c.pid }
 
+// Spawned reports whether the process was spawned from the caller
+// (ExecOpts.Now) and runs its command already.
+func (c *Container) Spawned() bool { return c.spawned }
+
 // Cgroup is the container's cgroup (nil if the spec has none).
 func (c *Container) Cgroup() *cgroupfs.Group { return c.cg }
 
 // Start lets the process exec its command and reports whether the exec
 // succeeded.
 func (c *Container) Start() error {
+	if c.spawned {
+		return nil
+	}
 	if c.sync == nil {
 		return errors.New("container already started")
 	}

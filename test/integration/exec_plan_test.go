@@ -57,10 +57,13 @@ func TestRuntimeExecPlan(t *testing.T) {
 	p.OOMScoreAdj = &oom
 	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 321, Hard: 654}, {Type: "RLIMIT_NPROC", Soft: 77, Hard: 77}}
 
-	viaPlan := execWith(t, e, c, s, &p, false)
-	viaGo := execWith(t, e, c, s, &p, true)
+	viaPlan := execWith(t, e, c, s, &p, execHelper)
+	viaGo := execWith(t, e, c, s, &p, execGoInit)
 	if viaPlan != viaGo {
 		t.Fatalf("the exec plan gives\n%s\nthe Go init gives\n%s", viaPlan, viaGo)
+	}
+	if viaSpawn := execWith(t, e, c, s, &p, execSpawn); viaSpawn != viaGo {
+		t.Fatalf("the spawned exec gives\n%s\nthe Go init gives\n%s", viaSpawn, viaGo)
 	}
 	for _, want := range []string{
 		"Uid:\t1000\t1000\t1000\t1000\n", "Gid:\t1001\t1001\t1001\t1001\n", "Groups:\t2000 2001 \n",
@@ -91,17 +94,36 @@ func TestRuntimeExecPlan(t *testing.T) {
 
 	// What the Go init refuses, the plan refuses with the same words.
 	p.Args = []string{"no-such-tool"}
-	for _, goInit := range []bool{false, true} {
-		_, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, GoInit: goInit})
+	for _, how := range []execHow{execHelper, execGoInit, execSpawn} {
+		_, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p,
+			GoInit: how == execGoInit, Now: how == execSpawn})
 		if err == nil || !strings.Contains(err.Error(), "exec no-such-tool: executable file not found in $PATH") {
-			t.Errorf("exec of a missing command (Go init %v): %v", goInit, err)
+			t.Errorf("exec of a missing command (%s): %v", how, err)
+		}
+	}
+	p.Args, p.Cwd = []string{"true"}, "/no-such-dir"
+	for _, how := range []execHow{execHelper, execSpawn} {
+		_, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: &p, Now: how == execSpawn})
+		if err == nil || !strings.Contains(err.Error(), "chdir /no-such-dir: No such file or directory") {
+			t.Errorf("exec in a missing directory (%s): %v", how, err)
 		}
 	}
 }
 
-// execWith runs p in c through the exec plan or the Go init and returns
-// its output (stdout and stderr); it must exit 0.
-func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, p *specs.Process, goInit bool) string {
+// execHow is the way an exec's process is made: a helper that runs the
+// exec plan (berth-shim init with a plan), the Go init, or spawned from
+// the caller (process.ExecOpts.Now).
+type execHow string
+
+const (
+	execHelper execHow = "plan helper"
+	execGoInit execHow = "Go init"
+	execSpawn  execHow = "spawned"
+)
+
+// execWith runs p in c the way how says and returns its output (stdout
+// and stderr); it must exit 0.
+func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, p *specs.Process, how execHow) string {
 	t.Helper()
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -114,10 +136,13 @@ func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, 
 	}
 	defer null.Close()
 	x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: p,
-		Stdin: null, Stdout: outW, Stderr: outW, GoInit: goInit})
+		Stdin: null, Stdout: outW, Stderr: outW, GoInit: how == execGoInit, Now: how == execSpawn})
 	outW.Close()
 	if err != nil {
-		t.Fatalf("exec (Go init %v): %v", goInit, err)
+		t.Fatalf("exec (%s): %v", how, err)
+	}
+	if x.Spawned() != (how == execSpawn) {
+		t.Fatalf("exec (%s): spawned %v", how, x.Spawned())
 	}
 	if err := x.Start(); err != nil {
 		t.Fatal(err)
@@ -128,7 +153,7 @@ func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, 
 		t.Fatal(err)
 	}
 	if st.Code != 0 {
-		t.Fatalf("exec (Go init %v) exited %d:\n%s", goInit, st.Code, out)
+		t.Fatalf("exec (%s) exited %d:\n%s", how, st.Code, out)
 	}
 	return string(out)
 }
