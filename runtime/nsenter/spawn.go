@@ -27,20 +27,21 @@ type PlanError struct{ Msg string }
 
 func (e *PlanError) Error() string { return e.Msg }
 
-// Spawn is what SpawnExec needs, all of it open already.
+// Spawn is what SpawnExec needs, all of it open already (descriptors).
 type Spawn struct {
-	// Join are namespace files in the order they are joined (JoinOrder).
-	Join []*os.File
-	// Kinds are Join's kinds (User, IPC, ...).
+	// Join are namespace files in the order they are joined (JoinOrder);
+	// Kinds are their kinds (User, IPC, ...).
+	Join  []int
 	Kinds []string
 	// CgroupTasks are cgroup v1 "tasks" files the process writes "0" to;
-	// CgroupDir is a cgroup v2 directory it is born in (CLONE_INTO_CGROUP).
-	CgroupTasks []*os.File
-	CgroupDir   *os.File
+	// CgroupDir, if not -1, is a cgroup v2 directory it is born in
+	// (CLONE_INTO_CGROUP).
+	CgroupTasks []int
+	CgroupDir   int
 	// Stdio are its stdin, stdout and stderr.
 	Stdio [3]*os.File
-	// Seccomp is the compiled seccomp program, if the plan has one.
-	Seccomp *os.File
+	// Seccomp is the compiled seccomp program if the plan has one, else -1.
+	Seccomp int
 	// Plan is containerinit.ExecPlan's encoding.
 	Plan []byte
 }
@@ -84,25 +85,19 @@ func SpawnExec(s *Spawn) (int, error) {
 		return 0, err
 	}
 	var cs C.struct_berth_spawn
-	for i, f := range s.Join {
+	for i, fd := range s.Join {
 		fl, ok := flags[s.Kinds[i]]
 		if !ok || s.Kinds[i] == PID {
 			return 0, fmt.Errorf("spawn: cannot join a %q namespace", s.Kinds[i])
 		}
-		cs.ns_fd[i], cs.ns_flag[i] = C.int(f.Fd()), C.int(fl)
+		cs.ns_fd[i], cs.ns_flag[i] = C.int(fd), C.int(fl)
 	}
 	cs.nns = C.int(len(s.Join))
-	for i, f := range s.CgroupTasks {
-		cs.cgroup_tasks[i] = C.int(f.Fd())
+	for i, fd := range s.CgroupTasks {
+		cs.cgroup_tasks[i] = C.int(fd)
 	}
 	cs.ncgroup = C.int(len(s.CgroupTasks))
-	cs.cgroup_dir, cs.seccomp_fd = -1, -1
-	if s.CgroupDir != nil {
-		cs.cgroup_dir = C.int(s.CgroupDir.Fd())
-	}
-	if s.Seccomp != nil {
-		cs.seccomp_fd = C.int(s.Seccomp.Fd())
-	}
+	cs.cgroup_dir, cs.seccomp_fd = C.int(s.CgroupDir), C.int(s.Seccomp)
 	for i, f := range s.Stdio {
 		if f == nil {
 			return 0, errors.New("spawn: stdin, stdout and stderr are needed")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -83,19 +84,19 @@ func Exec(o ExecOpts) (*Container, error) {
 	// A container that shares our cgroup namespace (cgroup v1) does not
 	// join it: from a user namespace it could not (it is the node's).
 	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.Cgroup)
-	if same, err := sameNamespace(cgroupNS, "/proc/self/ns/"+nsenter.Cgroup); err != nil {
+	if same, err := isOwnNamespace(cgroupNS, nsenter.Cgroup); err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	} else if !same {
 		nsc.Join[nsenter.Cgroup] = cgroupNS
 	}
 	// Joining our own user namespace would fail (EINVAL).
 	userNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.User)
-	if same, err := sameNamespace(userNS, "/proc/self/ns/"+nsenter.User); err != nil {
+	if same, err := isOwnNamespace(userNS, nsenter.User); err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	} else if !same {
 		nsc.Join[nsenter.User] = userNS
 	}
-	same, err := sameNamespace(nsc.Join[nsenter.Mount], "/proc/self/ns/"+nsenter.Mount)
+	same, err := isOwnNamespace(nsc.Join[nsenter.Mount], nsenter.Mount)
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	}
@@ -126,13 +127,31 @@ func Exec(o ExecOpts) (*Container, error) {
 	return c, nil
 }
 
-func sameNamespace(a, b string) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Stat(a, &sa); err != nil {
+// ownNamespaces are this process's mount, cgroup and user namespaces
+// (device and inode of /proc/self/ns/<kind>): process-wide, and no thread
+// of ours ever changes them, so they are read once.
+var ownNamespaces = sync.OnceValues(func() (map[string]unix.Stat_t, error) {
+	m := map[string]unix.Stat_t{}
+	for _, kind := range []string{nsenter.Mount, nsenter.Cgroup, nsenter.User} {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/"+kind, &st); err != nil {
+			return nil, fmt.Errorf("stat own %s namespace: %w", kind, err)
+		}
+		m[kind] = st
+	}
+	return m, nil
+})
+
+// isOwnNamespace reports whether the namespace file at path is this
+// process's namespace of that kind (mount, cgroup or user).
+func isOwnNamespace(path, kind string) (bool, error) {
+	own, err := ownNamespaces()
+	if err != nil {
 		return false, err
 	}
-	if err := unix.Stat(b, &sb); err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		return false, err
 	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+	return st.Dev == own[kind].Dev && st.Ino == own[kind].Ino, nil
 }

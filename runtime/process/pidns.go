@@ -5,9 +5,20 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
+
+// ownPIDNS is our own active PID namespace, which setns back to is always
+// allowed; open for the process's life (a process never changes it).
+var ownPIDNS = sync.OnceValues(func() (*os.File, error) {
+	f, err := os.Open("/proc/self/ns/pid")
+	if err != nil {
+		return nil, fmt.Errorf("open own PID namespace: %w", err)
+	}
+	return f, nil
+})
 
 // startInPIDNS starts cmd as a child born in the PID namespace at path.
 // Only children enter a PID namespace: started from here, the init is
@@ -26,20 +37,18 @@ func startInPIDNS(cmd *exec.Cmd, path string) error {
 // inPIDNS runs start on a thread whose children are born in the PID
 // namespace at path.
 func inPIDNS(path string, start func() error) error {
-	target, err := os.Open(path)
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open PID namespace: %w", err)
+		return fmt.Errorf("open PID namespace %s: %w", path, err)
 	}
-	defer target.Close()
-	// Our own active namespace: setns back to it is always allowed.
-	own, err := os.Open("/proc/self/ns/pid")
+	defer unix.Close(target)
+	own, err := ownPIDNS()
 	if err != nil {
-		return fmt.Errorf("open own PID namespace: %w", err)
+		return err
 	}
-	defer own.Close()
 
 	runtime.LockOSThread()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWPID); err != nil {
+	if err := unix.Setns(target, unix.CLONE_NEWPID); err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("join PID namespace %s: %w", path, err)
 	}

@@ -49,61 +49,64 @@ func spawnSafe(s *specs.Spec) bool {
 // spawn starts the exec's process with nsenter.SpawnExec: the files it
 // needs are opened here, in the caller's mount namespace.
 func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Config, pidNS string) error {
-	sp := nsenter.Spawn{Plan: plan}
-	var opened []*os.File
+	sp := nsenter.Spawn{Plan: plan, CgroupDir: -1, Seccomp: -1}
+	// Plain descriptors: an os.File would be offered to the poller first.
+	var opened []int
 	defer func() {
-		for _, f := range opened {
-			f.Close()
+		for _, fd := range opened {
+			unix.Close(fd)
 		}
 	}()
-	open := func(path string, flag int) (*os.File, error) {
-		f, err := os.OpenFile(path, flag|unix.O_CLOEXEC, 0)
-		if err == nil {
-			opened = append(opened, f)
+	open := func(path string, flag int) (int, error) {
+		fd, err := unix.Open(path, flag|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
 		}
-		return f, err
+		opened = append(opened, fd)
+		return fd, nil
 	}
 	for _, kind := range nsenter.JoinOrder {
 		path, ok := nsc.Join[kind]
 		if !ok {
 			continue
 		}
-		f, err := open(path, os.O_RDONLY)
+		fd, err := open(path, unix.O_RDONLY)
 		if err != nil {
 			return fmt.Errorf("open %s namespace: %w", kind, err)
 		}
-		sp.Join, sp.Kinds = append(sp.Join, f), append(sp.Kinds, kind)
+		sp.Join, sp.Kinds = append(sp.Join, fd), append(sp.Kinds, kind)
 	}
 	if c.cg != nil {
 		// As nsenter.c: a hierarchy without the cgroup is skipped.
 		for _, path := range c.cg.TaskFiles() {
-			f, err := open(path, os.O_WRONLY)
+			fd, err := open(path, unix.O_WRONLY)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("join cgroup: %w", err)
 			}
-			sp.CgroupTasks = append(sp.CgroupTasks, f)
+			sp.CgroupTasks = append(sp.CgroupTasks, fd)
 		}
 		dir, err := c.cg.UnifiedDir()
 		if err != nil {
 			return err
 		}
 		if dir != nil {
-			opened = append(opened, dir)
-			sp.CgroupDir = dir
+			defer dir.Close()
+			sp.CgroupDir = int(dir.Fd())
 		}
-		if len(sp.CgroupTasks) == 0 && sp.CgroupDir == nil {
+		if len(sp.CgroupTasks) == 0 && sp.CgroupDir < 0 {
 			return errors.New("join cgroup: no hierarchy has it")
 		}
 	}
 	for i, f := range []*os.File{o.Stdin, o.Stdout, o.Stderr} {
 		if f == nil {
-			null, err := open(os.DevNull, os.O_RDWR)
+			null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 			if err != nil {
 				return err
 			}
+			defer null.Close()
 			f = null
 		}
 		sp.Stdio[i] = f
@@ -113,8 +116,8 @@ func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Co
 		if err != nil {
 			return err
 		}
-		opened = append(opened, prog)
-		sp.Seccomp = prog
+		defer prog.Close()
+		sp.Seccomp = int(prog.Fd())
 	}
 	var pid int
 	err := inPIDNS(pidNS, func() (err error) {
