@@ -70,6 +70,11 @@ __asm__(".text\n"
 
 static struct exec_plan spawn_plan;
 
+// spawn_stack is kept from one spawn to the next (spawns take turns): a
+// mapping made and unmade each time costs the shim's threads a TLB
+// shootdown each.
+static void *spawn_stack;
+
 static int spawn_child(void *arg)
 {
 	struct berth_spawn *s = arg;
@@ -147,14 +152,17 @@ long berth_spawn_exec(struct berth_spawn *s, const unsigned char *plan, unsigned
 	// From here on a failure is the child's: it ends it.
 	plan_jmp = NULL;
 
-	stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	if (stack == MAP_FAILED) {
-		pid = -errno;
-		goto out;
+	if (!spawn_stack) {
+		stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (stack == MAP_FAILED) {
+			pid = -errno;
+			goto out;
+		}
+		// A guard page below the stack.
+		mprotect(stack, 4096, PROT_NONE);
+		spawn_stack = stack;
 	}
-	// A guard page below the stack.
-	mprotect(stack, 4096, PROT_NONE);
-	ca.stack = (uintptr_t)stack;
+	ca.stack = (uintptr_t)spawn_stack;
 	ca.stack_size = SPAWN_STACK;
 	if (s->cgroup_dir >= 0) {
 		ca.flags |= CLONE_INTO_CGROUP;
@@ -164,7 +172,6 @@ long berth_spawn_exec(struct berth_spawn *s, const unsigned char *plan, unsigned
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
 	pid = berth_clone3(&ca, sizeof(ca), spawn_child, s);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
-	munmap(stack, SPAWN_STACK);
 out:
 	if (s->err[0] && spawn_errno) {
 		size_t n = strlen(s->err);
