@@ -70,7 +70,7 @@ type Config struct {
 	// StatsCollectPeriod: while the stats lists are called, the pods' and
 	// containers' usage is read in the background this often and the
 	// lists answer from it (docs/design.md, State); "0": in each call.
-	StatsCollectPeriod string `toml:"stats_collect_period" json:"statsCollectPeriod" doc:"while stats are asked for, pods' and containers' usage is read in the background this often and the stats lists answer from it (Go duration; 0: read in each call)"`
+	StatsCollectPeriod string `toml:"stats_collect_period" json:"statsCollectPeriod" doc:"while stats are asked for, pods' and containers' usage is read in the background this often and the stats lists answer from it (Go duration, at least 1s; 0: read in each call)"`
 
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
@@ -272,8 +272,9 @@ func (c *Config) validate() error {
 	if d, err := time.ParseDuration(c.ShimIdleMonitorMax); err != nil || d < 0 {
 		return configErrorf("shim_idle_monitor_max %q: need a duration such as 1m, or 0", c.ShimIdleMonitorMax)
 	}
-	if d, err := time.ParseDuration(c.StatsCollectPeriod); err != nil || d < 0 {
-		return configErrorf("stats_collect_period %q: need a duration such as 10s, or 0", c.StatsCollectPeriod)
+	// Under a second the rounds would be most of berthd's work.
+	if d, err := time.ParseDuration(c.StatsCollectPeriod); err != nil || d < 0 || (d > 0 && d < time.Second) {
+		return configErrorf("stats_collect_period %q: need a duration of at least 1s such as 10s, or 0", c.StatsCollectPeriod)
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)
