@@ -12,6 +12,7 @@ import (
 // pods' nanoCores are rates between consecutive reads, whoever made them.
 func newStatsCollector(m *Manager) *collector.Collector[*Sandbox, *Stats] {
 	return collector.New(collector.Options[*Sandbox, *Stats]{
+		Name:   "pods",
 		Period: m.opts.StatsCollectPeriod,
 		Key:    func(sb *Sandbox) collector.Key { return collector.Key{ID: sb.ID, Born: sb.CreatedAt} },
 		All:    func() []*Sandbox { return m.readyPods(Filter{}) },

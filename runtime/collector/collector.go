@@ -7,6 +7,8 @@ package collector
 import (
 	"sync"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Idle is how long the collector keeps reading after the last Get: the
@@ -32,6 +34,8 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 
 // Options configure a Collector of items I whose samples are V.
 type Options[I, V any] struct {
+	// Name is what the logs call the items ("pods").
+	Name string
 	// Period is how often the items are read while asked for; 0: never in
 	// the background, every Get reads.
 	Period time.Duration
@@ -102,6 +106,7 @@ func (c *Collector[I, V]) Get(items []I) []V {
 	c.mu.Lock()
 	c.asked = now
 	if !c.running && !c.closed {
+		klog.V(4).InfoS("Stats collector starting", "of", c.o.Name, "period", c.o.Period)
 		c.running = true
 		c.wg.Add(1)
 		go c.loop()
@@ -165,12 +170,15 @@ func (c *Collector[I, V]) loop() {
 			c.running = false
 			c.m = map[string]entry[V]{}
 			c.mu.Unlock()
+			klog.V(4).InfoS("Stats collector stopping: no stats asked for", "of", c.o.Name, "idle", c.o.Idle)
 			return
 		}
 		c.mu.Unlock()
 		c.round(start)
-		wait = c.o.Period - c.o.Clock.Now().Sub(start)
+		took := c.o.Clock.Now().Sub(start)
+		wait = c.o.Period - took
 		if wait <= 0 {
+			klog.V(2).InfoS("Stats round took longer than its period", "of", c.o.Name, "took", took, "period", c.o.Period)
 			wait = c.o.Period
 		}
 	}

@@ -14,6 +14,7 @@ import (
 // put back after the removal dropped them.
 func newStatsCollector(m *Manager) *collector.Collector[*Record, *Stats] {
 	return collector.New(collector.Options[*Record, *Stats]{
+		Name:   "containers",
 		Period: m.opts.StatsCollectPeriod,
 		Key:    func(r *Record) collector.Key { return collector.Key{ID: r.ID, Born: r.Status.CreatedAt} },
 		All: func() []*Record {
