@@ -149,7 +149,7 @@ func TestStatsCollector(t *testing.T) {
 	// A pod made after the last round is listed at once, with its
 	// container; a removed one is not.
 	podC, cfgC := e.pod(t, "collect-c")
-	ctrC := e.run(t, podC, cfgC, ctrConfig("new", "sleep", "100000"))
+	ctrC := e.run(t, podC, cfgC, busyConfig("new"))
 	removePod(t, e.d, podB)
 	pods, ctrs = e.listPodStats(t), e.listCtrStats(t)
 	if !sameSet(keysOf(pods), podA, podC) || !sameSet(keysOf(ctrs), grow, ctrC) {
@@ -158,6 +158,17 @@ func TestStatsCollector(t *testing.T) {
 	if pods[podC].Linux.GetCpu() == nil || len(pods[podC].Linux.Containers) != 1 || ctrs[ctrC].GetMemory() == nil {
 		t.Errorf("new pod's stats: %v, its container's %v", pods[podC], ctrs[ctrC])
 	}
+
+	// The rounds' reads are CPU samples: the new container's rate (it
+	// burns a fifth of a core) shows in the lists, within its quota.
+	pollStats(t, "the new container's CPU rate", func() bool {
+		cs, ps := e.listCtrStats(t)[ctrC], e.listPodStats(t)[podC]
+		nc, pnc := cs.GetCpu().GetUsageNanoCores().GetValue(), ps.GetLinux().GetCpu().GetUsageNanoCores().GetValue()
+		if nc > 600_000_000 || pnc > 600_000_000 {
+			t.Fatalf("nano cores of a container capped at 0.2 cores: %d, its pod's %d", nc, pnc)
+		}
+		return nc > 0 && pnc > 0
+	})
 
 	// grow's working set, and its pod's, rise in a later list once a
 	// round has read them.
