@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/cgroups"
+	"github.com/berth-dev/berth/runtime/collector"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/inflight"
 	"github.com/berth-dev/berth/runtime/shim"
@@ -52,6 +53,9 @@ type Options struct {
 	// test's stand-in for a crash right after a stop returned (berthd's
 	// hidden --test-hooks).
 	HoldNetRelease bool
+	// StatsCollectPeriod: how often the pods' usage is read in the
+	// background while the stats lists are called (0: in each call).
+	StatsCollectPeriod time.Duration
 }
 
 // Hooks let the containers side take part in a pod's lifecycle.
@@ -83,6 +87,8 @@ type Manager struct {
 	rel *releases
 	// live is what List knows of the ready pods' processes (liveness.go).
 	live *liveness
+	// collect keeps the pods' usage for the stats lists (statscollect.go).
+	collect *collector.Collector[*Sandbox, *Stats]
 }
 
 // New opens the pod records, makes the pin dir a private mount and repairs
@@ -124,6 +130,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m.recover(context.Background())
 	go m.checkLive()
+	m.collect = newStatsCollector(m)
 	return m, nil
 }
 
@@ -138,6 +145,7 @@ func (m *Manager) SetHooks(h Hooks) {
 // releases the pin dir's own mount when no pod pins remain in it.
 func (m *Manager) Close() error {
 	m.live.once.Do(func() { close(m.live.done) })
+	m.collect.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
 	m.waitReleases(ctx)
 	cancel()

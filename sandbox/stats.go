@@ -80,8 +80,13 @@ func nanoCores(id string, at time.Time, usage uint64) uint64 {
 	samples.Lock()
 	defer samples.Unlock()
 	prev, ok := samples.m[id]
+	if ok && !at.After(prev.at) {
+		// A read that began before the previous one ended (a call and
+		// the collector): the newer sample stays.
+		return 0
+	}
 	samples.m[id] = cpuSample{at: at, usage: usage}
-	if !ok || !at.After(prev.at) || usage < prev.usage {
+	if !ok || usage < prev.usage {
 		return 0
 	}
 	return uint64(float64(usage-prev.usage) / at.Sub(prev.at).Seconds())
@@ -96,25 +101,54 @@ func (m *Manager) Stats(id string) (*Stats, error) {
 	return statsOf(sb), nil
 }
 
-// ListStats reads the usage of the ready pods the filter selects.
-func (m *Manager) ListStats(f Filter) []*Stats { return m.listRead(f, statsOf) }
+// ListStats is the usage of the ready pods the filter selects: their
+// collected samples while the collector runs (statscollect.go), read now
+// otherwise and for the pods it has none of.
+func (m *Manager) ListStats(f Filter) []*Stats {
+	pods := m.readyPods(f)
+	out := m.collect.Get(pods)
+	for i, st := range out {
+		// The reply shows the pod as it is now, the usage as read.
+		if st.Sandbox != pods[i] {
+			c := *st
+			c.Sandbox = pods[i]
+			out[i] = &c
+		}
+	}
+	if f.ID == "" && len(f.LabelSelector) == 0 {
+		forgetGone(pods)
+	}
+	return out
+}
 
 // ListUsage reads the detailed usage of the ready pods the filter selects
 // (for metrics): one read of each pod's cgroup, and the CPU samples that
 // ListStats' rates are computed from are left alone, so that a metrics
 // call between two stats calls does not shorten their interval.
-func (m *Manager) ListUsage(f Filter) []*Stats { return m.listRead(f, usageOf) }
+func (m *Manager) ListUsage(f Filter) []*Stats {
+	pods := m.readyPods(f)
+	out := readPods(pods, usageOf)
+	if f.ID == "" && len(f.LabelSelector) == 0 {
+		forgetGone(pods)
+	}
+	return out
+}
 
-func (m *Manager) listRead(f Filter, read func(*Sandbox) *Stats) []*Stats {
+// readyPods are the ready pods the filter selects.
+func (m *Manager) readyPods(f Filter) []*Sandbox {
 	ready := StateReady
 	f.State = &ready
-	pods := m.List(f)
-	live := make(map[string]bool, len(pods))
-	for _, st := range pods {
-		live[st.ID] = true
+	sts := m.List(f)
+	pods := make([]*Sandbox, len(sts))
+	for i, st := range sts {
+		pods[i] = st.Sandbox
 	}
-	// The reads are system calls each: on as many threads as the Go
-	// runtime runs.
+	return pods
+}
+
+// readPods reads the pods' usage. The reads are system calls each: on as
+// many threads as the Go runtime runs.
+func readPods(pods []*Sandbox, read func(*Sandbox) *Stats) []*Stats {
 	out := make([]*Stats, len(pods))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -123,23 +157,32 @@ func (m *Manager) listRead(f Filter, read func(*Sandbox) *Stats) []*Stats {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(pods); i = int(next.Add(1) - 1) {
-				out[i] = read(pods[i].Sandbox)
+				out[i] = read(pods[i])
 			}
 		}()
 	}
 	wg.Wait()
-	if f.ID == "" && len(f.LabelSelector) == 0 {
-		// Forget the samples of pods that are gone.
-		samples.Lock()
-		for id := range samples.m {
-			if !live[id] {
-				delete(samples.m, id)
-			}
-		}
-		samples.Unlock()
-		forgetNetPids(live)
-	}
 	return out
+}
+
+// forgetGone drops the samples of the pods not among the ready ones.
+func forgetGone(ready []*Sandbox) {
+	live := make(map[string]bool, len(ready))
+	for _, sb := range ready {
+		live[sb.ID] = true
+	}
+	forgetPods(live)
+}
+
+func forgetPods(live map[string]bool) {
+	samples.Lock()
+	for id := range samples.m {
+		if !live[id] {
+			delete(samples.m, id)
+		}
+	}
+	samples.Unlock()
+	forgetNetPids(live)
 }
 
 func statsOf(sb *Sandbox) *Stats {

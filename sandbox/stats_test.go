@@ -36,6 +36,14 @@ func TestNanoCores(t *testing.T) {
 	if n := nanoCores(id, t0.Add(2*time.Second), 2e9); n != 5e8 {
 		t.Fatalf("half a core: %d", n)
 	}
+	// A read that began before the last one (a call's and the
+	// collector's overlapping) leaves the newer sample in place.
+	if n := nanoCores(id, t0.Add(time.Second), 19e8); n != 0 {
+		t.Fatalf("older sample: %d", n)
+	}
+	if n := nanoCores(id, t0.Add(4*time.Second), 3e9); n != 5e8 {
+		t.Fatalf("rate after an older sample: %d, want half a core since the newest", n)
+	}
 }
 
 func TestNetnsInterfacesOwnNamespace(t *testing.T) {

@@ -67,6 +67,11 @@ type Config struct {
 	// a Go start at each probe); equal to shim_idle_monitor: no back-off.
 	ShimIdleMonitorMax string `toml:"shim_idle_monitor_max" json:"shimIdleMonitorMax" doc:"a shim woken within this long of its hand-off doubles its idle wait, up to this (Go duration; shim_idle_monitor or less: no back-off)"`
 
+	// StatsCollectPeriod: while the stats lists are called, the pods' and
+	// containers' usage is read in the background this often and the
+	// lists answer from it (docs/design.md, State); "0": in each call.
+	StatsCollectPeriod string `toml:"stats_collect_period" json:"statsCollectPeriod" doc:"while stats are asked for, pods' and containers' usage is read in the background this often and the stats lists answer from it (Go duration, at least 1s; 0: read in each call)"`
+
 	// warnings are what validate fixed (the mode of a dir others could
 	// write), for berthd to log.
 	warnings []string
@@ -86,11 +91,18 @@ func defaultConfig() Config {
 		StreamIdleTimeout:        "4h",
 		ShimIdleMonitor:          "2s",
 		ShimIdleMonitorMax:       "1m",
+		StatsCollectPeriod:       "10s",
 		RegistryConfigDir:        "/etc/berth/certs.d",
 		ImagePullProgressTimeout: "1m",
 		CDISpecDirs:              append([]string(nil), cdi.DefaultSpecDirs...),
 		NRI:                      defaultNRIConfig(),
 	}
+}
+
+// statsCollectPeriod is stats_collect_period, checked by validate.
+func (c Config) statsCollectPeriod() time.Duration {
+	d, _ := time.ParseDuration(c.StatsCollectPeriod)
+	return d
 }
 
 // configError marks a problem with the configuration: berthd exits with status 2.
@@ -259,6 +271,10 @@ func (c *Config) validate() error {
 	}
 	if d, err := time.ParseDuration(c.ShimIdleMonitorMax); err != nil || d < 0 {
 		return configErrorf("shim_idle_monitor_max %q: need a duration such as 1m, or 0", c.ShimIdleMonitorMax)
+	}
+	// Under a second the rounds would be most of berthd's work.
+	if d, err := time.ParseDuration(c.StatsCollectPeriod); err != nil || d < 0 || (d > 0 && d < time.Second) {
+		return configErrorf("stats_collect_period %q: need a duration of at least 1s such as 10s, or 0", c.StatsCollectPeriod)
 	}
 	if d, err := time.ParseDuration(c.ImagePullProgressTimeout); err != nil || d <= 0 {
 		return configErrorf("image_pull_progress_timeout %q: need a positive duration such as 1m", c.ImagePullProgressTimeout)

@@ -57,6 +57,8 @@ func TestConfigErrors(t *testing.T) {
 		"image_pull_progress_timeout = \"soon\"\n": "image_pull_progress_timeout",
 		"runtime_handlers = [\"Test_Handler\"]\n":  "runtime_handlers",
 		"runtime_handlers = [\"berth\"]\n":         "runtime_handlers",
+		"stats_collect_period = \"100ms\"\n":       "stats_collect_period",
+		"stats_collect_period = \"-1s\"\n":         "stats_collect_period",
 	} {
 		_, err := parse(t, file)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -28,6 +28,8 @@ func newContainerManager(cfg Config, db *bolt.DB, pods *sandbox.Manager, images 
 		Events:          bus,
 		CDI:             devices,
 		HoldCleanup:     cfg.hooks.holdCleanup,
+
+		StatsCollectPeriod: cfg.statsCollectPeriod(),
 	})
 	if err != nil {
 		return nil, err

@@ -267,6 +267,8 @@ func newSandboxManager(cfg Config, db *bolt.DB, shim string, podCIDR func() stri
 		Events:         bus,
 		UserNamespaces: usernsErr,
 		HoldNetRelease: cfg.hooks.holdNetRelease,
+
+		StatsCollectPeriod: cfg.statsCollectPeriod(),
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/cdi"
+	"github.com/berth-dev/berth/runtime/collector"
 	"github.com/berth-dev/berth/runtime/events"
 	"github.com/berth-dev/berth/runtime/inflight"
 	"github.com/berth-dev/berth/runtime/spec"
@@ -98,6 +99,9 @@ type Options struct {
 	// (berthd's hidden --test-hooks). A pod removal still cleans its
 	// containers up.
 	HoldCleanup bool
+	// StatsCollectPeriod: how often the containers' usage is read in the
+	// background while the stats lists are called (0: in each call).
+	StatsCollectPeriod time.Duration
 }
 
 // Manager creates and controls containers through their pod's shim.
@@ -117,6 +121,9 @@ type Manager struct {
 	creates *inflight.Group
 	// cpu keeps the previous CPU sample of each container, for nano cores.
 	cpu map[string]cpuSample
+	// collect keeps the containers' usage for the stats lists
+	// (statscollect.go).
+	collect *collector.Collector[*Record, *Stats]
 	// adjust is the runtime extensions' spec hook (adjust.go).
 	adjust AdjustFunc
 	// exits tells of exit records as the shims write them (exitwatch.go).
@@ -154,6 +161,7 @@ func New(opts Options) (*Manager, error) {
 		done:     make(chan struct{}),
 		trash:    newTrash(opts.HoldCleanup),
 	}
+	m.collect = newStatsCollector(m)
 	for _, d := range []string{m.layerDir, m.stateDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("container dirs: %w", err)

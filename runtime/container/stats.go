@@ -72,7 +72,23 @@ func (m *Manager) ListStats(ctx context.Context, f Filter) []*Stats {
 			live = append(live, r)
 		}
 	}
-	return m.readAll(live, m.stats)
+	return m.collected(live)
+}
+
+// collected is the records' usage: their collected samples while the
+// collector runs (statscollect.go), read now otherwise and for the
+// records it has none of.
+func (m *Manager) collected(recs []*Record) []*Stats {
+	out := m.collect.Get(recs)
+	for i, st := range out {
+		// The reply shows the container as it is now, the usage as read.
+		if st.Record != recs[i] {
+			c := *st
+			c.Record = recs[i]
+			out[i] = &c
+		}
+	}
+	return out
 }
 
 // readAll reads the records' usage, on as many threads as the Go runtime
@@ -99,19 +115,19 @@ func (m *Manager) readAll(recs []*Record, read func(*Record) *Stats) []*Stats {
 // in one pass over the records (a pod list's stats need no pass a pod),
 // grouped by pod id, oldest first in each.
 func (m *Manager) ListStatsByPod(pods map[string]bool) map[string][]*Stats {
-	return m.byPod(pods, m.stats)
+	return m.byPod(pods, m.collected)
 }
 
 // ListUsageByPod is ListStatsByPod with the cgroups' detailed usage (for
 // metrics): one read of each cgroup, and the CPU samples of the stats'
 // rates left alone.
 func (m *Manager) ListUsageByPod(pods map[string]bool) map[string][]*Stats {
-	return m.byPod(pods, m.usage)
+	return m.byPod(pods, func(recs []*Record) []*Stats { return m.readAll(recs, m.usage) })
 }
 
-func (m *Manager) byPod(pods map[string]bool, read func(*Record) *Stats) map[string][]*Stats {
+func (m *Manager) byPod(pods map[string]bool, read func([]*Record) []*Stats) map[string][]*Stats {
 	out := make(map[string][]*Stats, len(pods))
-	for _, st := range m.readAll(m.store.view(func(r *Record) bool { return pods[r.PodID] && r.Status.State != Exited }), read) {
+	for _, st := range read(m.store.view(func(r *Record) bool { return pods[r.PodID] && r.Status.State != Exited })) {
 		out[st.Record.PodID] = append(out[st.Record.PodID], st)
 	}
 	return out
@@ -149,6 +165,11 @@ func (m *Manager) nanoCores(id string, at time.Time, usage uint64) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	prev, ok := m.cpu[id]
+	if ok && !at.After(prev.at) {
+		// A read that began before the previous one ended (a call and
+		// the collector): the newer sample stays.
+		return 0
+	}
 	m.cpu[id] = cpuSample{at: at, usage: usage}
 	return rate(prev, cpuSample{at: at, usage: usage}, ok)
 }

@@ -38,7 +38,7 @@ func (m *Manager) watch() {
 
 // Close stops the exit watcher.
 func (m *Manager) Close() {
-	m.closeOnce.Do(func() { close(m.done); m.exits.close() })
+	m.closeOnce.Do(func() { close(m.done); m.exits.close(); m.collect.Close() })
 }
 
 // refreshAll brings records up to date: exit records for all, the shim
