@@ -32,25 +32,28 @@ type ctrEnv struct {
 
 func newCtrEnv(t *testing.T, extra ...string) *ctrEnv {
 	t.Helper()
+	return newCtrEnvWith(t, nil, append([]string{"-v", "4"}, extra...)...)
+}
+
+// newCtrEnvWith is newCtrEnv with berthd's config.toml made by config
+// (given the test's dir; nil: none) and berthd's arguments args.
+func newCtrEnvWith(t *testing.T, config func(dir string) string, args ...string) *ctrEnv {
+	t.Helper()
 	reg := framework.StartRegistry(t)
 	dir := framework.NewDirs(t)
 	n := newPodNet(t, dir)
 	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
 		t.Fatal(err)
 	}
-	e := &ctrEnv{podNet: n, d: n.start(t, append([]string{"-v", "4"}, extra...)...)}
+	if config != nil {
+		if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config(dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &ctrEnv{podNet: n, d: n.start(t, args...)}
 	// A failed test still removes its pods (and so their containers)
 	// before berthd stops.
-	t.Cleanup(func() {
-		ctx := framework.Context(t)
-		resp, err := e.d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-		if err != nil {
-			return
-		}
-		for _, p := range resp.Items {
-			removePod(t, e.d, p.Id)
-		}
-	})
+	t.Cleanup(func() { removePodsOf(t, e.d) })
 	if _, err := e.d.Images.PullImage(framework.Context(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
 		t.Fatalf("pull busybox: %v", err)
 	}

@@ -26,37 +26,17 @@ import (
 // the address it returns last.
 func newNRIEnv(t *testing.T, requestTimeout string) (*ctrEnv, string, string) {
 	t.Helper()
-	reg := framework.StartRegistry(t)
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "nri.sock")
-	cfg := fmt.Sprintf("[nri]\nenable = true\nsocket_path = %q\nplugin_path = %q\nplugin_config_path = %q\n",
-		sock, filepath.Join(dir, "nri-plugins"), filepath.Join(dir, "nri-conf.d"))
-	if requestTimeout != "" {
-		cfg += fmt.Sprintf("plugin_request_timeout = %q\n", requestTimeout)
-	}
-	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg = fmt.Sprintf("metrics_address = %q\n", metrics) + cfg
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "2")}
-	t.Cleanup(func() {
-		ctx := framework.Context(t)
-		resp, err := e.d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-		if err != nil {
-			return
+	var sock, metrics string
+	e := newCtrEnvWith(t, func(dir string) string {
+		sock = filepath.Join(dir, "nri.sock")
+		metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfg := fmt.Sprintf("metrics_address = %q\n[nri]\nenable = true\nsocket_path = %q\nplugin_path = %q\nplugin_config_path = %q\n",
+			metrics, sock, filepath.Join(dir, "nri-plugins"), filepath.Join(dir, "nri-conf.d"))
+		if requestTimeout != "" {
+			cfg += fmt.Sprintf("plugin_request_timeout = %q\n", requestTimeout)
 		}
-		for _, p := range resp.Items {
-			removePod(t, e.d, p.Id)
-		}
-	})
-	if _, err := e.d.Images.PullImage(framework.Context(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		t.Fatalf("pull busybox: %v", err)
-	}
+		return cfg
+	}, "-v", "2")
 	return e, sock, metrics
 }
 

@@ -5,8 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,31 +20,10 @@ import (
 // loopback port; it returns the env and the endpoint's URL.
 func newMetricsEnv(t *testing.T) (*ctrEnv, string) {
 	t.Helper()
-	reg := framework.StartRegistry(t)
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
-		t.Fatal(err)
-	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(fmt.Sprintf("metrics_address = %q\n", addr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// -v 4: TestPodSandboxStatsAndMetrics tells from the log how a pod's
 	// network counters were read.
-	e := &ctrEnv{podNet: n, d: n.start(t, "-v", "4")}
-	t.Cleanup(func() {
-		resp, err := e.d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
-		if err != nil {
-			return
-		}
-		for _, p := range resp.Items {
-			removePod(t, e.d, p.Id)
-		}
-	})
-	if _, err := e.d.Images.PullImage(framework.Context(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		t.Fatalf("pull busybox: %v", err)
-	}
+	e := newCtrEnvWith(t, func(string) string { return fmt.Sprintf("metrics_address = %q\n", addr) }, "-v", "4")
 	return e, "http://" + addr + "/metrics"
 }
 

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,21 +13,7 @@ import (
 // second.
 func newCollectEnv(t *testing.T) *ctrEnv {
 	t.Helper()
-	reg := framework.StartRegistry(t)
-	dir := framework.NewDirs(t)
-	n := newPodNet(t, dir)
-	if err := reg.WriteHosts(filepath.Join(dir, "certs.d")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte("stats_collect_period = \"1s\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := &ctrEnv{podNet: n, d: n.start(t)}
-	t.Cleanup(func() { removePodsOf(t, e.d) })
-	if _, err := e.d.Images.PullImage(framework.Context(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		t.Fatalf("pull busybox: %v", err)
-	}
-	return e
+	return newCtrEnvWith(t, func(string) string { return "stats_collect_period = \"1s\"\n" })
 }
 
 func (e *ctrEnv) listPodStats(t *testing.T) map[string]*runtimeapi.PodSandboxStats {
