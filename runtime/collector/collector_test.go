@@ -104,6 +104,24 @@ func (w *world) remove(id string) {
 	}
 }
 
+// blockReads makes the reads that start from now on wait until the
+// returned channel is closed.
+func (w *world) blockReads() chan struct{} {
+	block := make(chan struct{})
+	w.mu.Lock()
+	w.block = block
+	w.mu.Unlock()
+	return block
+}
+
+// unblockNewReads lets the reads that start from now on run (those
+// already waiting still wait for their channel).
+func (w *world) unblockNewReads() {
+	w.mu.Lock()
+	w.block = nil
+	w.mu.Unlock()
+}
+
 func (w *world) set(id string, u uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -268,17 +286,12 @@ func TestStaleSamplesAreReadAgain(t *testing.T) {
 	c := newCollector(t, w, clk, 10*time.Second)
 	// A round that cannot finish: the sample of the first call ages.
 	c.Get(w.all())
-	block := make(chan struct{})
-	w.mu.Lock()
-	w.block = block
-	w.mu.Unlock()
+	block := w.blockReads()
 	waitFor(t, "the collector to wait", func() bool { return clk.waiting() == 1 })
 	clk.advance(10 * time.Second)
 	clk.advance(10 * time.Second)
 	w.set("a", 300)
-	w.mu.Lock()
-	w.block = nil
-	w.mu.Unlock()
+	w.unblockNewReads()
 	// Two periods old: the call reads, not waiting for the round.
 	if got := c.Get(w.all()); usages(got) != "a=300 " {
 		t.Fatalf("stale sample served: %s", usages(got))
@@ -295,10 +308,7 @@ func TestLongRoundDoesNotPileUp(t *testing.T) {
 	w, clk := newWorld("a"), newFakeClock()
 	c := newCollector(t, w, clk, 10*time.Second)
 	c.Get(w.all())
-	block := make(chan struct{})
-	w.mu.Lock()
-	w.block = block
-	w.mu.Unlock()
+	block := w.blockReads()
 	waitFor(t, "the collector to wait", func() bool { return clk.waiting() == 1 })
 	clk.advance(10 * time.Second)
 	// The round is stuck for three periods: nothing else waits or reads.
@@ -308,9 +318,7 @@ func TestLongRoundDoesNotPileUp(t *testing.T) {
 	if n := clk.waiting(); n != 0 {
 		t.Fatalf("%d waits while a round runs", n)
 	}
-	w.mu.Lock()
-	w.block = nil
-	w.mu.Unlock()
+	w.unblockNewReads()
 	close(block)
 	waitFor(t, "the long round", func() bool { return c.Rounds() == 1 })
 	// The next round is a whole period later, not at once.
