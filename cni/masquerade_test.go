@@ -165,3 +165,10 @@ func TestSplitRule(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// hack/bench.sh and hack/clean-node.sh name the chain with sha256sum.
+func TestMasqueradeChainName(t *testing.T) {
+	if c := (&Masquerade{Network: "berth0"}).Chain(); c != "BERTH-MASQ-2bfe032993df13cc" {
+		t.Fatalf("chain %q, want BERTH-MASQ- and the first 16 hex digits of sha256(name)", c)
+	}
+}
