@@ -180,13 +180,22 @@ func TestMasqueradePerSubnet(t *testing.T) {
 		}
 	}()
 
-	podID, podCfg := e.pod(t, "masq")
+	// A hostPort too: portmap runs in the list with the key as well.
+	podCfg := n.podConfig("masq")
+	podCfg.LogDirectory = filepath.Join(dir, "logs", "masq")
+	podCfg.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 8080, HostPort: n.hostPort}}
+	podID := runPod(t, e.d, podCfg)
 	podIP := inspectPod(t, e.d, podID).status.Network.Ip
 	if _, sub, _ := net.ParseCIDR(n.subnet); net.ParseIP(podIP) == nil || !sub.Contains(net.ParseIP(podIP)) {
 		t.Fatalf("pod IP %q, want one of %s", podIP, n.subnet)
 	}
-	if rules := natRules(t, ""); strings.Contains(rules, podID) || strings.Contains(rules, podIP+"/32") {
+	// The bridge plugin's ipMasq would jump from POSTROUTING to a chain of
+	// the pod's own, for its address (portmap's rules are elsewhere).
+	if rules := natRules(t, "POSTROUTING"); strings.Contains(rules, podID) || strings.Contains(rules, podIP+"/32") {
 		t.Fatalf("a per-pod NAT rule for %s (%s):\n%s", podID, podIP, rules)
+	}
+	if rules := natRules(t, ""); !strings.Contains(rules, podID) {
+		t.Fatalf("no portmap rule of pod %s:\n%s", podID, rules)
 	}
 	check("with a pod")
 
