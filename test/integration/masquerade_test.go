@@ -214,3 +214,32 @@ func TestMasqueradePerSubnet(t *testing.T) {
 	}
 	removePod(t, e.d, podID)
 }
+
+// TestMasqueradeBadConfig: a berthMasquerade network with a subnet that is
+// not a clean CIDR stops berthd at start, naming it, before any rule is made
+// (not even for the network's good subnet).
+func TestMasqueradeBadConfig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	dir := framework.NewDirs(t)
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	name := fmt.Sprintf("bbad%08x", h.Sum32())
+	chain := masqChainOf(name)
+	t.Cleanup(func() { deleteMasquerade(name, chain) })
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"berthMasquerade":true,"plugins":[`+
+		`{"type":"bridge","bridge":%q,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.250.0.0/24"}],[{"subnet":"10.250.1.1/24"}]]}}]}`, name, name)
+	writeFile(t, filepath.Join(dir, "net.d", "10-test.conflist"), conf)
+	writeFile(t, filepath.Join(dir, "config.toml"), "")
+	out, code := runBerthd(t, framework.Args(dir)...)
+	if code == 0 || !strings.Contains(out, "10.250.1.1/24") || !strings.Contains(out, "has host bits set") || !strings.Contains(out, name) {
+		t.Errorf("berthd exit %d, want an error naming the network and the subnet:\n%s", code, out)
+	}
+	if exec.Command("iptables", "-w", "-t", "nat", "-S", chain).Run() == nil {
+		t.Errorf("chain %s made for a config berthd refused", chain)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "berth.sock")); !os.IsNotExist(err) {
+		t.Errorf("socket left behind after a config error")
+	}
+}
