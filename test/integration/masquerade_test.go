@@ -24,10 +24,12 @@ func masqChainOf(network string) string {
 // deleteMasquerade removes berthd's masquerade of a network: the jumps
 // from POSTROUTING and the chain (berthd leaves them when it stops).
 func deleteMasquerade(network, chain string) {
-	for exec.Command("iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "berth masquerade of network "+network, "-j", chain).Run() == nil {
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		for exec.Command(ipt, "-w", "-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "berth masquerade of network "+network, "-j", chain).Run() == nil {
+		}
+		_ = exec.Command(ipt, "-w", "-t", "nat", "-F", chain).Run()
+		_ = exec.Command(ipt, "-w", "-t", "nat", "-X", chain).Run()
 	}
-	_ = exec.Command("iptables", "-w", "-t", "nat", "-F", chain).Run()
-	_ = exec.Command("iptables", "-w", "-t", "nat", "-X", chain).Run()
 }
 
 // natRules is iptables -t nat -S of a chain (all of nat when chain is "").
@@ -241,5 +243,49 @@ func TestMasqueradeBadConfig(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "berth.sock")); !os.IsNotExist(err) {
 		t.Errorf("socket left behind after a config error")
+	}
+}
+
+// TestMasqueradeDualStack: a network with an IPv4 and an IPv6 subnet gets
+// its IPv4 rules from iptables and its IPv6 ones (multicast ff00::/8) from
+// ip6tables, at berthd's start.
+func TestMasqueradeDualStack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if exec.Command("ip6tables", "-w", "-t", "nat", "-S", "POSTROUTING").Run() != nil {
+		t.Skip("no ip6tables nat table")
+	}
+	dir := framework.NewDirs(t)
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	v := h.Sum32()
+	name := fmt.Sprintf("bds%08x", v)
+	v4, v6 := fmt.Sprintf("10.251.%d.0/24", v%256), fmt.Sprintf("fd00:%x:%x::/64", v>>16, v&0xffff)
+	chain := masqChainOf(name)
+	t.Cleanup(func() { deleteMasquerade(name, chain) })
+	writeFile(t, filepath.Join(dir, "net.d", "10-test.conflist"), fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"berthMasquerade":true,"plugins":[`+
+		`{"type":"bridge","bridge":%q,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":%q}],[{"subnet":%q}]],"dataDir":%q}}]}`,
+		name, name, v6, v4, filepath.Join(dir, "ipam")))
+	d := framework.StartDaemon(t, dir)
+	comment := `"berth masquerade of network ` + name + `"`
+	for _, f := range []struct{ ipt, subnet, multicast string }{{"iptables", v4, "224.0.0.0/4"}, {"ip6tables", v6, "ff00::/8"}} {
+		out, err := exec.Command(f.ipt, "-w", "-t", "nat", "-S", chain).CombinedOutput()
+		want := strings.Join([]string{
+			"-N " + chain,
+			fmt.Sprintf("-A %s -s %s -d %s -m comment --comment %s -j ACCEPT", chain, f.subnet, f.subnet, comment),
+			fmt.Sprintf("-A %s -s %s -d %s -m comment --comment %s -j ACCEPT", chain, f.subnet, f.multicast, comment),
+			fmt.Sprintf("-A %s -s %s -m comment --comment %s -j MASQUERADE", chain, f.subnet, comment),
+		}, "\n") + "\n"
+		if err != nil || string(out) != want {
+			t.Errorf("%s -t nat -S %s: %v\n%s\nwant\n%s", f.ipt, chain, err, out, want)
+		}
+		post, _ := exec.Command(f.ipt, "-w", "-t", "nat", "-S", "POSTROUTING").Output()
+		if k := strings.Count(string(post), "-j "+chain+"\n"); k != 1 {
+			t.Errorf("%s: %d jumps to %s in POSTROUTING, want 1", f.ipt, k, chain)
+		}
+	}
+	if err := d.Stop(t); err != nil {
+		t.Fatalf("stop berthd: %v", err)
 	}
 }
