@@ -6,9 +6,10 @@ import (
 	"sync"
 
 	"github.com/containernetworking/cni/libcni"
-
 	"github.com/coreos/go-iptables/iptables"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // Ensure makes the network's nat rules (IPv4 with iptables, IPv6 with
@@ -120,8 +121,12 @@ type masqueradeState struct {
 
 func (s *masqueradeState) ensure(list *libcni.NetworkConfigList) error {
 	m, err := MasqueradeOf(list)
-	if err != nil || m == nil {
-		return err
+	if err != nil {
+		// The node's config, not the request, is wrong.
+		return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+	}
+	if m == nil {
+		return nil
 	}
 	key := fmt.Sprint(m.Network, m.Subnets)
 	s.mu.Lock()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/test/framework"
@@ -284,6 +286,33 @@ func TestMasqueradeDualStack(t *testing.T) {
 		if k := strings.Count(string(post), "-j "+chain+"\n"); k != 1 {
 			t.Errorf("%s: %d jumps to %s in POSTROUTING, want 1", f.ipt, k, chain)
 		}
+	}
+	if err := d.Stop(t); err != nil {
+		t.Fatalf("stop berthd: %v", err)
+	}
+}
+
+// TestMasqueradeConfigBrokenLater: the config read at a pod's ADD is checked
+// too. Edited to a broken berthMasquerade subnet while berthd runs, a new
+// pod fails with FailedPrecondition naming it, and leaves nothing.
+func TestMasqueradeConfigBrokenLater(t *testing.T) {
+	n := newPodNet(t, framework.NewDirs(t))
+	chain := masqChainOf(n.bridge)
+	t.Cleanup(func() { deleteMasquerade(n.bridge, chain) })
+	good := strings.Replace(n.conflist(), `"plugins":`, `"berthMasquerade":true,"plugins":`, 1)
+	n.writeConf(t, good)
+	d := n.start(t)
+	if err := exec.Command("iptables", "-w", "-t", "nat", "-S", chain).Run(); err != nil {
+		t.Fatalf("no chain %s at start: %v", chain, err)
+	}
+	n.writeConf(t, strings.Replace(good, `"subnet":"`+n.subnet+`"`, `"subnet":"`+strings.TrimSuffix(n.subnet, "0/24")+"7/24"+`"`, 1))
+	_, err := d.Runtime.RunPodSandbox(framework.Context(t), &runtimeapi.RunPodSandboxRequest{Config: n.podConfig("broken")})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "has host bits set") {
+		t.Fatalf("RunPodSandbox on a broken berthMasquerade config: %v, want FailedPrecondition naming the subnet", err)
+	}
+	resp, err := d.Runtime.ListPodSandbox(framework.Context(t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil || len(resp.Items) != 0 {
+		t.Errorf("pods after the refused run: %v %v", resp, err)
 	}
 	if err := d.Stop(t); err != nil {
 		t.Fatalf("stop berthd: %v", err)
