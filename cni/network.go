@@ -22,6 +22,7 @@ const IfName = "eth0"
 type Network struct {
 	confDir string
 	cni     *libcni.CNIConfig
+	masq    masqueradeState
 }
 
 // New returns a Network over confDir whose plugins are found in binDirs and
@@ -33,7 +34,11 @@ func New(confDir string, binDirs []string, cacheDir string) *Network {
 
 // Ready reports nil when a usable network config exists.
 func (n *Network) Ready() error {
-	_, err := LoadNetwork(n.confDir)
+	list, err := LoadNetwork(n.confDir)
+	if err != nil {
+		return err
+	}
+	_, err = MasqueradeOf(list)
 	return err
 }
 
@@ -78,6 +83,9 @@ type Attachment struct {
 func (n *Network) Setup(ctx context.Context, p Pod) (*Attachment, error) {
 	list, err := LoadNetwork(n.confDir)
 	if err != nil {
+		return nil, err
+	}
+	if err := n.masq.ensure(list); err != nil {
 		return nil, err
 	}
 	rt := runtimeConf(p)

@@ -31,9 +31,10 @@ if [ -z "$endpoint" ]; then
 		mkdir -p "$dir/net.d"
 		sed -e "s|@BRIDGE@|$bridge|g" -e "s|@SUBNET@|10.199.$((RANDOM % 64 * 4)).0/22|" \
 			-e "s|@IPAMDIR@|$dir/ipam|" hack/cni-default.conflist >"$dir/net.d/10-bench.conflist"
-		# BENCH_NO_NAT=1: the same bridge without the masquerade.
+		# BENCH_NO_NAT=1: the same bridge without any masquerade (neither
+		# berthd's per subnet nor the bridge plugin's per pod).
 		if [ -n "${BENCH_NO_NAT:-}" ]; then
-			sed -i 's|"ipMasq": true|"ipMasq": false|' "$dir/net.d/10-bench.conflist"
+			sed -i -e '/"berthMasquerade"/d' -e 's|"ipMasq": true|"ipMasq": false|' "$dir/net.d/10-bench.conflist"
 		fi
 	fi
 	pid=""
@@ -63,6 +64,14 @@ if [ -z "$endpoint" ]; then
 			wait "$pid" 2>/dev/null
 		fi
 		[ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null
+		# berthd's masquerade of the bench network (cni/masquerade.go) stays
+		# after it stops: its jump and chain go here.
+		if [ -n "$bridge" ]; then
+			local chain
+			chain=BERTH-MASQ-$(printf %s "$bridge" | sha256sum | cut -c1-16)
+			while iptables -w -t nat -D POSTROUTING -m comment --comment "berth masquerade of network $bridge" -j "$chain" 2>/dev/null; do :; done
+			iptables -w -t nat -F "$chain" 2>/dev/null && iptables -w -t nat -X "$chain" 2>/dev/null
+		fi
 		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh stop 2>/dev/null
 		[ -n "${BENCH_KEEP_LOG:-}" ] && cp "$dir/berthd.log" "$BENCH_KEEP_LOG"
 		rm -rf "$dir"

@@ -12,6 +12,9 @@
 #     allocations for it (/var/lib/cni/networks/berth0)
 #   - iptables rules the CNI plugins made for that network (their comment
 #     names it) and the CNI-* chains those rules jump to
+#   - berthd's masquerade of that network (cni/masquerade.go): the chain
+#     BERTH-MASQ-<sha256 of the name> in nat (iptables and ip6tables) and
+#     POSTROUTING's jumps to it
 #   - /etc/cni/net.d/10-berth.conflist (make run's) and 99-berth.conflist
 #     (make install's and the package's), each only when it is berth's
 #     default network to the byte: the file hack/setup-default.sh writes,
@@ -138,6 +141,25 @@ for table in nat filter; do
 		iptables -w -t "$table" -F "$c" 2>/dev/null && iptables -w -t "$table" -X "$c" 2>/dev/null &&
 			log "iptables -t $table: removed chain $c"
 	done
+done
+
+# berthd's masquerade (cni/masquerade.go): one chain per network, named by
+# the first 16 hex digits of the name's sha256, jumped to from POSTROUTING.
+masq_chain=BERTH-MASQ-$(printf %s "$bridge" | sha256sum | cut -c1-16)
+for ipt in iptables ip6tables; do
+	command -v "$ipt" >/dev/null || continue
+	"$ipt" -w -t nat -S "$masq_chain" >/dev/null 2>&1 || continue
+	while read -r rule; do
+		[ -n "$rule" ] || continue
+		if [[ $rule == *[\$\`\;\&\|\<\>\(\)]* ]]; then
+			log "skip $ipt rule with unexpected characters: $rule"
+			continue
+		fi
+		log "$ipt -t nat ${rule/#-A/-D}"
+		eval "$ipt -w -t nat ${rule/#-A/-D}"
+	done <<<"$("$ipt" -w -t nat -S POSTROUTING | grep -E -- "-j $masq_chain( |\$)" || true)"
+	"$ipt" -w -t nat -F "$masq_chain" && "$ipt" -w -t nat -X "$masq_chain" &&
+		log "$ipt -t nat: removed chain $masq_chain"
 done
 
 default_cni=$(mktemp)

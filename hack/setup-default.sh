@@ -3,7 +3,9 @@
 # when /etc/cni/net.d holds no network config, a default one: a bridge
 # (berth0, 10.88.0.0/16, NAT to the outside) with host-local IPAM on that
 # static range (not the kubelet's pod CIDR: see README), portmap
-# for hostPorts and loopback, from hack/cni-default.conflist. The plugins are
+# for hostPorts and loopback, from hack/cni-default.conflist. The NAT is
+# berthd's, one rule per subnet ("berthMasquerade": true in the list; the
+# bridge plugin's per-pod "ipMasq" is off: cni/masquerade.go). The plugins are
 # Debian's containernetworking-plugins in /usr/lib/cni (hack/install-deps.sh).
 #
 #   setup-default.sh --print-cni   prints that config and changes nothing

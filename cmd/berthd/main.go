@@ -256,13 +256,19 @@ func newSandboxManager(cfg Config, db *bolt.DB, shim string, podCIDR func() stri
 	if err != nil {
 		return nil, err
 	}
+	network := cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni"))
+	// Before any pod starts: the network's one masquerade per subnet
+	// (cni.MasqueradeKey), for the pods still running too.
+	if err := network.EnsureMasquerade(); err != nil {
+		return nil, err
+	}
 	return sandbox.New(sandbox.Options{
 		Cgroups:        cgroupDriver,
 		DB:             db,
 		StateDir:       cfg.State,
 		ShimBinary:     shim,
 		ShimEnv:        []string{"BERTH_SHIM_IDLE_MONITOR=" + cfg.ShimIdleMonitor, "BERTH_SHIM_IDLE_MONITOR_MAX=" + cfg.ShimIdleMonitorMax},
-		Network:        cni.New(cfg.CNIConfDir, cfg.CNIBinDirs, filepath.Join(cfg.Root, "cni")),
+		Network:        network,
 		PodCIDR:        podCIDR,
 		Events:         bus,
 		UserNamespaces: usernsErr,

@@ -10,8 +10,9 @@
 #                of a busy machine for a third less size)
 #
 # Depends: what berthd and the shim need at run time: libc6 (the newest
-# GLIBC symbol version the binaries use), libseccomp2, iptables (the CNI
-# plugins' NAT and port maps), containernetworking-plugins (/usr/lib/cni).
+# GLIBC symbol version the binaries use), libseccomp2, iptables (berthd's
+# masquerade of the default network, the CNI plugins' port maps),
+# containernetworking-plugins (/usr/lib/cni).
 # Recommends dbus (the systemd cgroup driver talks to systemd over it);
 # Suggests criu and qemu-system-x86, which only optional features use.
 set -euo pipefail

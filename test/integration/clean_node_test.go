@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -147,9 +148,19 @@ func TestCleanNode(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "share", "99-berth.conflist"), string(installed))
 	installedPath := filepath.Join(confDir, "99-berth.conflist")
 	writeFile(t, installedPath, string(installed))
+	// berthd, started on the default network, makes its masquerade
+	// (berthMasquerade) and leaves it when it stops.
+	masqChain := "BERTH-MASQ-" + fmt.Sprintf("%x", sha256.Sum256([]byte(bridge)))[:16]
+	t.Cleanup(func() { deleteMasquerade(bridge, masqChain) })
+	if err := framework.StartDaemon(t, dir).Stop(t); err != nil {
+		t.Fatalf("stop berthd: %v", err)
+	}
+	if err := exec.Command("iptables", "-w", "-t", "nat", "-S", masqChain).Run(); err != nil {
+		t.Fatalf("berthd on the default network made no chain %s: %v", masqChain, err)
+	}
 
 	out, code = cleanNode(t, env)
-	wantOutput(t, "no pod, berthd stopped", out, code, 0, "remove "+d.State, "remove "+d.Root, "remove bridge "+bridge, "removed chain "+chain, "remove "+confPath, "remove "+installedPath, "done")
+	wantOutput(t, "no pod, berthd stopped", out, code, 0, "remove "+d.State, "remove "+d.Root, "remove bridge "+bridge, "removed chain "+chain, "removed chain "+masqChain, "remove "+confPath, "remove "+installedPath, "done")
 	for _, p := range []string{d.Root, d.State, confPath, installedPath, filepath.Join(ipamDir, bridge), etc} {
 		if exists(p) {
 			t.Errorf("%s is left after clean-node", p)
@@ -160,6 +171,9 @@ func TestCleanNode(t *testing.T) {
 	}
 	if rules, _ := exec.Command("iptables", "-w", "-t", "nat", "-S").Output(); strings.Contains(string(rules), bridge) {
 		t.Errorf("iptables rules of %s are left after clean-node:\n%s", bridge, rules)
+	}
+	if exec.Command("iptables", "-w", "-t", "nat", "-S", masqChain).Run() == nil {
+		t.Errorf("chain %s is left after clean-node", masqChain)
 	}
 
 	// A config that is not setup-default.sh's stays, and so does another

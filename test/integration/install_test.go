@@ -82,6 +82,10 @@ func TestInstallDestdir(t *testing.T) {
 	if !strings.Contains(readFile(t, cni), `"bridge": "berth0"`) {
 		t.Errorf("default CNI network is not berth0's bridge:\n%s", readFile(t, cni))
 	}
+	// Its NAT comes with it: berthd's masquerade, not the plugin's per pod.
+	if c := readFile(t, cni); !strings.Contains(c, `"berthMasquerade": true`) || !strings.Contains(c, `"ipMasq": false`) {
+		t.Errorf("default CNI network without berthMasquerade:\n%s", c)
+	}
 
 	// Again over an edited config, with another network's config and no
 	// berth one: both stay as they are.
