@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/utils"
@@ -196,7 +197,7 @@ func reconcile(have, want [][]string) []ruleOp {
 	var ops []ruleOp
 	cur := append([][]string(nil), have...)
 	for i, w := range want {
-		if i < len(cur) && equalSpec(cur[i], w) {
+		if i < len(cur) && slices.Equal(cur[i], w) {
 			continue
 		}
 		ops = append(ops, ruleOp{pos: i + 1, spec: w})
@@ -206,16 +207,4 @@ func reconcile(have, want [][]string) []ruleOp {
 		ops = append(ops, ruleOp{pos: len(want) + 1})
 	}
 	return ops
-}
-
-func equalSpec(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -281,13 +281,21 @@ func TestRecreatedIDGetsNoOldSample(t *testing.T) {
 	}
 }
 
-func TestStaleSamplesAreReadAgain(t *testing.T) {
-	w, clk := newWorld("a"), newFakeClock()
-	c := newCollector(t, w, clk, 10*time.Second)
-	// A round that cannot finish: the sample of the first call ages.
+// heldRound is a collector of item "a" at a 10 s period, asked once, whose
+// next round's read waits until block is closed.
+func heldRound(t *testing.T) (w *world, clk *fakeClock, c *Collector[item, sample], block chan struct{}) {
+	t.Helper()
+	w, clk = newWorld("a"), newFakeClock()
+	c = newCollector(t, w, clk, 10*time.Second)
 	c.Get(w.all())
-	block := w.blockReads()
+	block = w.blockReads()
 	waitFor(t, "the collector to wait", func() bool { return clk.waiting() == 1 })
+	return w, clk, c, block
+}
+
+func TestStaleSamplesAreReadAgain(t *testing.T) {
+	// A round that cannot finish: the sample of the first call ages.
+	w, clk, c, block := heldRound(t)
 	clk.advance(10 * time.Second)
 	clk.advance(10 * time.Second)
 	w.set("a", 300)
@@ -305,11 +313,7 @@ func TestStaleSamplesAreReadAgain(t *testing.T) {
 }
 
 func TestLongRoundDoesNotPileUp(t *testing.T) {
-	w, clk := newWorld("a"), newFakeClock()
-	c := newCollector(t, w, clk, 10*time.Second)
-	c.Get(w.all())
-	block := w.blockReads()
-	waitFor(t, "the collector to wait", func() bool { return clk.waiting() == 1 })
+	w, clk, c, block := heldRound(t)
 	clk.advance(10 * time.Second)
 	// The round is stuck for three periods: nothing else waits or reads.
 	for range 3 {
