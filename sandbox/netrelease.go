@@ -94,35 +94,22 @@ func (r *releases) end(id string, done chan struct{}) {
 // release runs one pod's CNI DEL and what follows it.
 func (m *Manager) release(sb *Sandbox) {
 	start := time.Now()
-	// A DEL that needs no namespace runs after the unpin: the kernel
-	// deletes the veth with the namespace (cni.DelNeedsNetNS). A crash
-	// in between leaves the record attached, and the DEL of the next
-	// start finds the pin gone, as here.
-	unpinFirst := m.opts.Network != nil && !m.opts.Network.DelNeedsNetNS(sb.ID)
-	if unpinFirst {
-		if err := m.unmountAll(sb.ID); err != nil {
-			klog.ErrorS(err, "Unpin pod namespaces", "pod", sb.ID)
-			return
-		}
-	}
 	if err := m.teardown(sb); err != nil {
 		// Left attached in the record (or to the start-up repair of an
 		// unknown pod's cache entry): the next start tries again.
 		klog.ErrorS(err, "Release pod network", "pod", sb.ID)
 		return
 	}
-	if !unpinFirst {
-		if err := m.unmountAll(sb.ID); err != nil {
-			klog.ErrorS(err, "Unpin pod namespaces", "pod", sb.ID)
-			return
-		}
+	if err := m.unmountAll(sb.ID); err != nil {
+		klog.ErrorS(err, "Unpin pod namespaces", "pod", sb.ID)
+		return
 	}
 	_ = os.RemoveAll(filepath.Join(m.nsDir, sb.ID))
 	m.mu.Lock()
 	_, ok := m.pods[sb.ID]
 	m.mu.Unlock()
 	if !ok {
-		klog.V(4).InfoS("Pod network released", "pod", sb.ID, "unpinnedFirst", unpinFirst, "took", time.Since(start))
+		klog.V(4).InfoS("Pod network released", "pod", sb.ID, "took", time.Since(start))
 		return
 	}
 	// The record changes under the pod's lock, so that a removal running
@@ -151,7 +138,7 @@ func (m *Manager) release(sb *Sandbox) {
 		}
 		m.mu.Unlock()
 	}
-	klog.V(4).InfoS("Pod network released", "pod", sb.ID, "unpinnedFirst", unpinFirst, "took", time.Since(start))
+	klog.V(4).InfoS("Pod network released", "pod", sb.ID, "took", time.Since(start))
 }
 
 // throttleReleases waits, up to ctx's end, while more than
