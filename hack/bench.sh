@@ -74,7 +74,14 @@ if [ -z "$endpoint" ]; then
 		fi
 		BERTH_REGISTRY_DIR="$dir/registry" bash hack/registry.sh stop 2>/dev/null
 		[ -n "${BENCH_KEEP_LOG:-}" ] && cp "$dir/berthd.log" "$BENCH_KEEP_LOG"
-		rm -rf "$dir"
+		# Pods a failed run left (berthd gone before it removed them) still
+		# have their rootfs and pins mounted here: removing through them
+		# would delete inside containers. Leave it all and say so.
+		if grep -q " $dir/" /proc/self/mountinfo; then
+			echo "bench: pods left mounted under $dir; not removed (stop their shims, unmount, then remove it)" >&2
+		else
+			rm -rf "$dir"
+		fi
 	}
 	trap cleanup EXIT
 	regdir=${BENCH_REGISTRY_CONFIG_DIR:-}

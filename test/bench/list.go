@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,6 +38,17 @@ func benchList(e *env) error {
 			return fmt.Errorf("bad -list-containers %q", *listSizes)
 		}
 		sizes = append(sizes, n)
+	}
+	// A berthd swapped in that cannot start (it finds berth-shim beside
+	// itself) would leave the node's containers to nobody.
+	if *listBerthd != "" {
+		for _, bin := range strings.Split(*listBerthd, ",") {
+			for _, exe := range []string{bin, filepath.Join(filepath.Dir(bin), "berth-shim")} {
+				if st, err := os.Stat(exe); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+					return fmt.Errorf("-list-berthd %s: %s is no executable file (berthd needs berth-shim beside it)", bin, exe)
+				}
+			}
+		}
 	}
 	if err := ensureImage(e, *containerImage); err != nil {
 		return err
