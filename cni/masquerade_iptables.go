@@ -115,29 +115,29 @@ func splitRule(line string) []string {
 // masqueradeState remembers the masquerade last made, so that the config
 // read at every pod's ADD costs no iptables run unless it changed.
 type masqueradeState struct {
-	mu   sync.Mutex
+	mu sync.Mutex
+	// done is the config (its bytes) whose masquerade was last made or
+	// found unasked: a pod's ADD with the same config parses nothing.
 	done string
 }
 
 func (s *masqueradeState) ensure(list *libcni.NetworkConfigList) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done == string(list.Bytes) {
+		return nil
+	}
 	m, err := MasqueradeOf(list)
 	if err != nil {
 		// The node's config, not the request, is wrong.
 		return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	}
-	if m == nil {
-		return nil
+	if m != nil {
+		if err := m.Ensure(); err != nil {
+			return err
+		}
 	}
-	key := fmt.Sprint(m.Network, m.Subnets)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done == key {
-		return nil
-	}
-	if err := m.Ensure(); err != nil {
-		return err
-	}
-	s.done = key
+	s.done = string(list.Bytes)
 	return nil
 }
 
