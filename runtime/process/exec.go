@@ -59,7 +59,8 @@ func Exec(o ExecOpts) (*Container, error) {
 	var env []string
 	var err error
 	initPath := o.InitPath
-	if !o.GoInit && !o.Process.Terminal {
+	planned := !o.GoInit && !o.Process.Terminal
+	if planned {
 		if data, err = containerinit.ExecPlan(o.Process, s.Linux.Seccomp != nil); err != nil {
 			return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 		}
@@ -107,7 +108,7 @@ func Exec(o ExecOpts) (*Container, error) {
 	if c.cg, err = openCgroup(&s); err != nil {
 		return nil, err
 	}
-	if o.Now && env != nil && spawnSafe(&s) {
+	if o.Now && planned && spawnSafe(&s) {
 		err := c.spawn(o, &s, data, nsc, pidNS)
 		if err == nil || !errors.Is(err, errNoSpawn) {
 			if err != nil {
