@@ -213,9 +213,9 @@ func TestSystemdCgroupDriver(t *testing.T) {
 			t.Errorf("RemoveContainer: %v", err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ctrCg)); !os.IsNotExist(err) {
-		t.Errorf("container cgroup %s after removal: %v", ctrCg, err)
-	}
+	// An exited container's empty cgroup goes in the background cleanup
+	// that RemoveContainer does not wait for.
+	waitGone(t, time.Minute, filepath.Join("/sys/fs/cgroup", ctrCg))
 	removePod(t, e.d, podID)
 	if p := systemctlShow(t, unit, "LoadState", "ActiveState"); p["LoadState"] != "not-found" && p["ActiveState"] != "inactive" {
 		t.Errorf("pod scope after removal: %v", p)
