@@ -24,12 +24,15 @@ import (
 const releaseWait = time.Minute
 
 // maxPendingReleases bounds the releases not yet done. Pods stopped faster
-// than their networks are released (a churn on a loaded node: each DEL's
-// iptables calls slow down as the rules of the pods waiting pile up) would
-// otherwise leave a backlog that grows without end, each with its veth,
-// IP, rules and netns pins, until the IP range runs out. Past the bound a
-// stop returns once the backlog is back under it.
-const maxPendingReleases = 8
+// than their networks are released (a churn on a loaded node) would
+// otherwise leave a backlog that grows without end, each with its veth, IP
+// and netns pins. Past the bound a stop returns once the backlog is back
+// under it. It is well above a burst of stops (a node drained of half the
+// kubelet's 110 pods returns each stop without waiting for a DEL); a pod
+// range too small for the running pods plus the backlog is covered by
+// setupNetwork, which waits for the releases and tries once more when an
+// ADD fails while some are pending.
+const maxPendingReleases = 64
 
 // releases are the network releases running in the background.
 type releases struct {
@@ -178,6 +181,39 @@ func (m *Manager) waitPortReleases(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// pendingReleases are the done channels of the releases not yet done
+// (a held one is done at once).
+func (m *Manager) pendingReleases() []chan struct{} {
+	m.rel.mu.Lock()
+	defer m.rel.mu.Unlock()
+	chans := make([]chan struct{}, 0, len(m.rel.running))
+	for _, c := range m.rel.running {
+		chans = append(chans, c)
+	}
+	return chans
+}
+
+// afterReleases runs f; when it fails and releases were pending as it
+// began (whose addresses, ports or interfaces it may have lacked, even if
+// they ended meanwhile), it waits for those releases and runs f once more.
+// The second error is the one returned.
+func (m *Manager) afterReleases(ctx context.Context, what string, f func() error) error {
+	pending := m.pendingReleases()
+	err := f()
+	if err == nil || len(pending) == 0 {
+		return err
+	}
+	klog.V(2).InfoS("Trying again once the pending network releases are done", "what", what, "pending", len(pending), "err", err)
+	for _, c := range pending {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return err
+		}
+	}
+	return f()
 }
 
 // waitReleases waits, up to ctx's end, for the releases running.

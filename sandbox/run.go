@@ -338,9 +338,17 @@ func (r *podRun) setupNetwork(ctx context.Context) error {
 			return err
 		}
 	}
-	att, err := m.opts.Network.Setup(ctx, cni.Pod{
+	pod := cni.Pod{
 		ID: sb.ID, Name: cfg.Metadata.Name, Namespace: cfg.Metadata.Namespace, UID: cfg.Metadata.UID,
 		NetNS: sb.NetNS, PortMappings: cfg.PortMappings, PodCIDR: podCIDR, Bandwidth: bw,
+	}
+	// A failed ADD cleaned up after itself (cni.Network.Setup), so it may
+	// be tried again: an IP range may be short only of the addresses that
+	// stopped pods still hold until their release.
+	var att *cni.Attachment
+	err := m.afterReleases(ctx, "pod network "+sb.ID, func() (err error) {
+		att, err = m.opts.Network.Setup(ctx, pod)
+		return err
 	})
 	if err != nil {
 		return err

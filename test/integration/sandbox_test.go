@@ -862,8 +862,8 @@ exit 0
 }
 
 // slowPluginNet is a podNet whose config ends in a plugin that sleeps
-// (seconds) on ADD and passes the previous result on.
-func slowPluginNet(t *testing.T, dir string, seconds int) *podNet {
+// (seconds) on command (ADD or DEL) and passes the previous result on.
+func slowPluginNet(t *testing.T, dir, command string, seconds int) *podNet {
 	t.Helper()
 	n := newPodNet(t, dir)
 	n.binDir = filepath.Join(dir, "cni-bin")
@@ -877,12 +877,12 @@ func slowPluginNet(t *testing.T, dir string, seconds int) *podNet {
 	}
 	script := fmt.Sprintf(`#!/bin/sh
 conf=$(cat)
+[ "$CNI_COMMAND" = %s ] && sleep %d
 if [ "$CNI_COMMAND" = ADD ]; then
-	sleep %d
 	echo "$conf" | sed -n 's/.*"prevResult":\(.*\),"type":"slow"}$/\1/p'
 fi
 exit 0
-`, seconds)
+`, command, seconds)
 	if err := os.WriteFile(filepath.Join(n.binDir, "slow"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -890,12 +890,54 @@ exit 0
 	return n
 }
 
+// TestPodSandboxRunWaitsForReleases: a pod range with one address, held by
+// a stopped pod whose network release (a slow DEL) is still pending: the
+// next pod's ADD fails for want of an address, and RunPodSandbox tries it
+// again once the release is done instead of failing the pod.
+func TestPodSandboxRunWaitsForReleases(t *testing.T) {
+	dir := framework.NewDirs(t)
+	n := slowPluginNet(t, dir, "DEL", 3)
+	// host-local leaves out the network, the gateway and the broadcast
+	// address of a /30: one address for pods.
+	n.subnet = strings.Replace(n.subnet, "/24", "/30", 1)
+	n.writeConf(t, n.conflist(`{"type":"slow"}`))
+	d := n.start(t, "-v", "2")
+	ctx := framework.Context(t)
+
+	first := runPod(t, d, n.podConfig("first"))
+	ip := inspectPod(t, d, first).status.Network.GetIp()
+	if ip == "" {
+		t.Fatal("first pod has no IP")
+	}
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: first}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	second, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: n.podConfig("second")})
+	if err != nil {
+		t.Fatalf("RunPodSandbox while the only address waits for its release: %v\n%s", err, d.Logs())
+	}
+	if got := inspectPod(t, d, second.PodSandboxId).status.Network.GetIp(); got != ip {
+		t.Errorf("second pod's IP %q, want the released %q", got, ip)
+	}
+	// With the address taken and nothing pending, a third pod fails and
+	// leaves nothing.
+	_, err = d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: n.podConfig("third")})
+	if err == nil || !strings.Contains(err.Error(), "no IP addresses available") {
+		t.Errorf("third pod with the range full: %v", err)
+	}
+	if list, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil || len(list.Items) != 2 {
+		t.Errorf("pods after the failed run: %v %v, want the two", list.GetItems(), err)
+	}
+	removePod(t, d, first)
+	removePod(t, d, second.PodSandboxId)
+}
+
 // TestPodSandboxCrashDuringRun: berthd is killed while a pod is half made
 // (namespaces pinned, shim running, IP allocated, no record yet); the next
 // start removes all of it.
 func TestPodSandboxCrashDuringRun(t *testing.T) {
 	dir := framework.NewDirs(t)
-	n := slowPluginNet(t, dir, 3)
+	n := slowPluginNet(t, dir, "ADD", 3)
 	d := n.start(t)
 	go func() {
 		_, _ = d.Runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: n.podConfig("half")})
