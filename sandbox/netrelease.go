@@ -167,32 +167,34 @@ func (m *Manager) throttleReleases(ctx context.Context) {
 // waitPortReleases waits for the releases of pods with host ports that
 // are running now (a held release is not waited for).
 func (m *Manager) waitPortReleases(ctx context.Context) error {
-	m.rel.mu.Lock()
-	chans := make([]chan struct{}, 0, len(m.rel.ports))
-	for _, c := range m.rel.ports {
-		chans = append(chans, c)
-	}
-	m.rel.mu.Unlock()
-	for _, c := range chans {
-		select {
-		case <-c:
-		case <-ctx.Done():
-			return fmt.Errorf("wait for the network release of a pod with host ports: %w", ctx.Err())
-		}
+	if err := waitAll(ctx, m.rel.pending(m.rel.ports)); err != nil {
+		return fmt.Errorf("wait for the network release of a pod with host ports: %w", err)
 	}
 	return nil
 }
 
-// pendingReleases are the done channels of the releases not yet done
-// (a held one is done at once).
-func (m *Manager) pendingReleases() []chan struct{} {
-	m.rel.mu.Lock()
-	defer m.rel.mu.Unlock()
-	chans := make([]chan struct{}, 0, len(m.rel.running))
-	for _, c := range m.rel.running {
+// pending are the done channels of those releases of set (running or
+// ports) not yet done; a held one is done at once.
+func (r *releases) pending(set map[string]chan struct{}) []chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	chans := make([]chan struct{}, 0, len(set))
+	for _, c := range set {
 		chans = append(chans, c)
 	}
 	return chans
+}
+
+// waitAll waits until every channel of chans is closed, or ctx ends.
+func waitAll(ctx context.Context, chans []chan struct{}) error {
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // afterReleases runs f; when it fails and releases were pending as it
@@ -200,18 +202,14 @@ func (m *Manager) pendingReleases() []chan struct{} {
 // they ended meanwhile), it waits for those releases and runs f once more.
 // The second error is the one returned.
 func (m *Manager) afterReleases(ctx context.Context, what string, f func() error) error {
-	pending := m.pendingReleases()
+	pending := m.rel.pending(m.rel.running)
 	err := f()
 	if err == nil || len(pending) == 0 {
 		return err
 	}
 	klog.V(2).InfoS("Trying again once the pending network releases are done", "what", what, "pending", len(pending), "err", err)
-	for _, c := range pending {
-		select {
-		case <-c:
-		case <-ctx.Done():
-			return err
-		}
+	if waitAll(ctx, pending) != nil {
+		return err
 	}
 	return f()
 }

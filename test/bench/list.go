@@ -3,7 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,8 +44,8 @@ func benchList(e *env) error {
 	if *listBerthd != "" {
 		for _, bin := range strings.Split(*listBerthd, ",") {
 			for _, exe := range []string{bin, filepath.Join(filepath.Dir(bin), "berth-shim")} {
-				if st, err := os.Stat(exe); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
-					return fmt.Errorf("-list-berthd %s: %s is no executable file (berthd needs berth-shim beside it)", bin, exe)
+				if _, err := exec.LookPath(exe); err != nil {
+					return fmt.Errorf("-list-berthd %s: berthd needs berth-shim beside it: %w", bin, err)
 				}
 			}
 		}
