@@ -92,6 +92,9 @@ type container struct {
 	deleteMu sync.Mutex
 	// handoff stops the output copiers for a demotion (demote.go).
 	handoff atomic.Bool
+	// execFiles keeps what its spawned execs join open while it runs;
+	// closed at its exit (a demotion's exec closes them too: O_CLOEXEC).
+	execFiles process.ExecFiles
 
 	state shim.ContainerState // guarded by containers.mu
 

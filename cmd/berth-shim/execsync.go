@@ -127,7 +127,7 @@ func (c *container) startExecSync(s *server, pid int, cmd []string) (*process.Co
 	}
 	x, err := process.Exec(process.ExecOpts{
 		InitPath: initPath, PlanPath: planPath(), Pid: pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p,
-		Stdout: outW, Stderr: errW, Timeout: execSetupTimeout, Now: true,
+		Stdout: outW, Stderr: errW, Timeout: execSetupTimeout, Now: true, Files: &c.execFiles,
 	})
 	outW.Close()
 	errW.Close()

@@ -16,6 +16,8 @@ import (
 func (c *container) reap(exited <-chan unix.WaitStatus) {
 	ws := <-exited
 	finished := time.Now().UTC()
+	// They would hold the namespaces of a container that is over.
+	c.execFiles.Close()
 	// The OOM counter goes with the cgroup: read it first.
 	oom := c.proc.OOMKilled()
 	// The container is over when its init ends; in a PID namespace shared

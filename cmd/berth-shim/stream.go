@@ -87,7 +87,7 @@ func startExec(s *server, raw json.RawMessage) (_ *process.Container, _ *execSes
 	}()
 	// The streams are in place before the process is made: it may run
 	// at once (Now), spawned where that is safe.
-	opts := process.ExecOpts{InitPath: initPath, PlanPath: planPath(), Pid: st.Pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p, Timeout: execSetupTimeout, Now: true}
+	opts := process.ExecOpts{InitPath: initPath, PlanPath: planPath(), Pid: st.Pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p, Timeout: execSetupTimeout, Now: true, Files: &c.execFiles}
 	if !a.Tty {
 		if a.Stdin {
 			r, w, err := os.Pipe()

@@ -42,6 +42,9 @@ type ExecOpts struct {
 	// ExecSync): where it is safe (spawnSafe), the process is spawned
 	// from the caller (nsenter.SpawnExec) and Start only returns.
 	Now bool
+	// Files, if set, keeps what a spawned exec joins open for the next
+	// exec into the same container.
+	Files *ExecFiles
 }
 
 // Exec starts a process in a running container, held before execve like a

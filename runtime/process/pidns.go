@@ -42,6 +42,12 @@ func inPIDNS(path string, start func() error) error {
 		return fmt.Errorf("open PID namespace %s: %w", path, err)
 	}
 	defer unix.Close(target)
+	return inPIDNSFile(target, path, start)
+}
+
+// inPIDNSFile is inPIDNS with the namespace open already (target); path
+// names it in errors.
+func inPIDNSFile(target int, path string, start func() error) error {
 	own, err := ownPIDNS()
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -46,15 +47,29 @@ func spawnSafe(s *specs.Spec) bool {
 	return false
 }
 
-// spawn starts the exec's process with nsenter.SpawnExec: the files it
-// needs are opened here, in the caller's mount namespace.
-func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Config, pidNS string) error {
-	sp := nsenter.Spawn{Plan: plan, CgroupDir: -1, Seccomp: -1}
-	// Plain descriptors: an os.File would be offered to the poller first.
-	var opened []int
+// spawnFiles are what a spawned exec joins, open: its namespaces (the PID
+// namespace apart: it is born in it), its cgroup (v1 tasks files or the
+// v2 dir) and its seccomp program.
+type spawnFiles struct {
+	sp    nsenter.Spawn // Join, Kinds, CgroupTasks, CgroupDir, Seccomp
+	pidNS int
+	fds   []int // all of the above
+}
+
+func (f *spawnFiles) close() {
+	for _, fd := range f.fds {
+		unix.Close(fd)
+	}
+	f.fds = nil
+}
+
+// openSpawnFiles opens them in the caller's mount namespace; on failure
+// nothing stays open.
+func (c *Container) openSpawnFiles(o ExecOpts, s *specs.Spec, nsc nsenter.Config, pidNS string) (f *spawnFiles, err error) {
+	f = &spawnFiles{sp: nsenter.Spawn{CgroupDir: -1, Seccomp: -1}}
 	defer func() {
-		for _, fd := range opened {
-			unix.Close(fd)
+		if err != nil {
+			f.close()
 		}
 	}()
 	open := func(path string, flag int) (int, error) {
@@ -62,7 +77,7 @@ func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Co
 		if err != nil {
 			return -1, &os.PathError{Op: "open", Path: path, Err: err}
 		}
-		opened = append(opened, fd)
+		f.fds = append(f.fds, fd)
 		return fd, nil
 	}
 	for _, kind := range nsenter.JoinOrder {
@@ -72,9 +87,12 @@ func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Co
 		}
 		fd, err := open(path, unix.O_RDONLY)
 		if err != nil {
-			return fmt.Errorf("open %s namespace: %w", kind, err)
+			return nil, fmt.Errorf("open %s namespace: %w", kind, err)
 		}
-		sp.Join, sp.Kinds = append(sp.Join, fd), append(sp.Kinds, kind)
+		f.sp.Join, f.sp.Kinds = append(f.sp.Join, fd), append(f.sp.Kinds, kind)
+	}
+	if f.pidNS, err = open(pidNS, unix.O_RDONLY); err != nil {
+		return nil, fmt.Errorf("open PID namespace: %w", err)
 	}
 	if c.cg != nil {
 		// As nsenter.c: a hierarchy without the cgroup is skipped.
@@ -84,43 +102,129 @@ func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Co
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("join cgroup: %w", err)
+				return nil, fmt.Errorf("join cgroup: %w", err)
 			}
-			sp.CgroupTasks = append(sp.CgroupTasks, fd)
+			f.sp.CgroupTasks = append(f.sp.CgroupTasks, fd)
 		}
 		dir, err := c.cg.UnifiedDir()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if dir != nil {
-			defer dir.Close()
-			sp.CgroupDir = int(dir.Fd())
-		}
-		if len(sp.CgroupTasks) == 0 && sp.CgroupDir < 0 {
-			return errors.New("join cgroup: no hierarchy has it")
-		}
-	}
-	for i, f := range []*os.File{o.Stdin, o.Stdout, o.Stderr} {
-		if f == nil {
-			null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			fd, err := unix.Dup(int(dir.Fd()))
+			dir.Close()
 			if err != nil {
-				return err
+				return nil, fmt.Errorf("open cgroup: %w", err)
 			}
-			defer null.Close()
-			f = null
+			unix.CloseOnExec(fd)
+			f.fds = append(f.fds, fd)
+			f.sp.CgroupDir = fd
 		}
-		sp.Stdio[i] = f
+		if len(f.sp.CgroupTasks) == 0 && f.sp.CgroupDir < 0 {
+			return nil, errors.New("join cgroup: no hierarchy has it")
+		}
 	}
 	if s.Linux.Seccomp != nil {
 		prog, err := seccompFile(o.BundleDir, s.Linux.Seccomp)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer prog.Close()
-		sp.Seccomp = int(prog.Fd())
+		fd, err := unix.Dup(int(prog.Fd()))
+		prog.Close()
+		if err != nil {
+			return nil, fmt.Errorf("seccomp program: %w", err)
+		}
+		unix.CloseOnExec(fd)
+		f.fds = append(f.fds, fd)
+		f.sp.Seccomp = fd
+	}
+	return f, nil
+}
+
+// ExecFiles keeps open, from one spawned exec into a running container to
+// the next, the files they join (its namespaces, cgroup and seccomp
+// program): an exec probe would otherwise open and close some twenty
+// files in /proc and the cgroup hierarchies each time, on the way to its
+// command. They are kept for one init (ExecOpts.Pid): held open, they
+// name that container's namespaces and cgroup even if its pid is reused.
+// Close them once the init has exited; the zero value is ready.
+type ExecFiles struct {
+	mu     sync.Mutex
+	pid    int
+	files  *spawnFiles
+	closed bool
+}
+
+// acquire returns the files for the init pid, opened by open unless kept
+// already, and holds them until release. Without f, or once f is closed,
+// they are opened for this exec alone.
+func (f *ExecFiles) acquire(pid int, open func() (*spawnFiles, error)) (*spawnFiles, func(), error) {
+	if f != nil {
+		f.mu.Lock()
+		if !f.closed {
+			if f.files == nil || f.pid != pid {
+				f.dropLocked()
+				files, err := open()
+				if err != nil {
+					f.mu.Unlock()
+					return nil, nil, err
+				}
+				f.files, f.pid = files, pid
+			}
+			return f.files, f.mu.Unlock, nil
+		}
+		f.mu.Unlock()
+	}
+	files, err := open()
+	if err != nil {
+		return nil, nil, err
+	}
+	return files, files.close, nil
+}
+
+// Close closes the kept files, waiting for an exec that holds them; later
+// execs keep nothing.
+func (f *ExecFiles) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	f.dropLocked()
+}
+
+func (f *ExecFiles) dropLocked() {
+	if f.files != nil {
+		f.files.close()
+		f.files = nil
+	}
+}
+
+// devNull is the stdin (or other stream) of an exec that has none; open
+// for the process's life.
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.DevNull, os.O_RDWR, 0) })
+
+// spawn starts the exec's process with nsenter.SpawnExec: the files it
+// needs are opened here, in the caller's mount namespace, or taken from
+// o.Files.
+func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Config, pidNS string) error {
+	files, release, err := o.Files.acquire(o.Pid, func() (*spawnFiles, error) { return c.openSpawnFiles(o, s, nsc, pidNS) })
+	if err != nil {
+		return err
+	}
+	defer release()
+	sp := files.sp
+	sp.Plan = plan
+	for i, f := range []*os.File{o.Stdin, o.Stdout, o.Stderr} {
+		if f == nil {
+			null, err := devNull()
+			if err != nil {
+				return err
+			}
+			f = null
+		}
+		sp.Stdio[i] = f
 	}
 	var pid int
-	err := inPIDNS(pidNS, func() (err error) {
+	err = inPIDNSFile(files.pidNS, pidNS, func() (err error) {
 		pid, err = nsenter.SpawnExec(&sp)
 		return err
 	})

@@ -65,6 +65,14 @@ func TestRuntimeExecPlan(t *testing.T) {
 	if viaSpawn := execWith(t, e, c, s, &p, execSpawn); viaSpawn != viaGo {
 		t.Fatalf("the spawned exec gives\n%s\nthe Go init gives\n%s", viaSpawn, viaGo)
 	}
+	// The second run takes the files the first kept.
+	var files process.ExecFiles
+	defer files.Close()
+	for range 2 {
+		if viaKept := execWithFiles(t, e, c, s, &p, execSpawn, &files); viaKept != viaGo {
+			t.Fatalf("the spawned exec with kept files gives\n%s\nthe Go init gives\n%s", viaKept, viaGo)
+		}
+	}
 	for _, want := range []string{
 		"Uid:\t1000\t1000\t1000\t1000\n", "Gid:\t1001\t1001\t1001\t1001\n", "Groups:\t2000 2001 \n",
 		// Not root: after execve only the ambient set is left.
@@ -125,6 +133,12 @@ const (
 // and stderr); it must exit 0.
 func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, p *specs.Process, how execHow) string {
 	t.Helper()
+	return execWithFiles(t, e, c, s, p, how, nil)
+}
+
+// execWithFiles is execWith with files kept across execs (ExecOpts.Files).
+func execWithFiles(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, p *specs.Process, how execHow, files *process.ExecFiles) string {
+	t.Helper()
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +150,7 @@ func execWith(t *testing.T, e *runtimeEnv, c *process.Container, s *specs.Spec, 
 	}
 	defer null.Close()
 	x, err := process.Exec(process.ExecOpts{InitPath: e.initPath, Pid: c.Pid(), Spec: s, Process: p,
-		Stdin: null, Stdout: outW, Stderr: outW, GoInit: how == execGoInit, Now: how == execSpawn})
+		Stdin: null, Stdout: outW, Stderr: outW, GoInit: how == execGoInit, Now: how == execSpawn, Files: files})
 	outW.Close()
 	if err != nil {
 		t.Fatalf("exec (%s): %v", how, err)
@@ -179,5 +193,58 @@ func TestSeccompCompiledByBerthd(t *testing.T) {
 	want := "/proc/self/status:Seccomp:\t2\n/proc/self/status:Seccomp_filters:\t1\n/proc/1/status:Seccomp:\t2\n/proc/1/status:Seccomp_filters:\t1\n"
 	if out.ExitCode != 0 || string(out.Stdout) != want {
 		t.Errorf("exec: exit %d stdout %q stderr %q, want %q", out.ExitCode, out.Stdout, out.Stderr, want)
+	}
+}
+
+// TestRuntimeExecFilesKept: spawned execs given ExecFiles open the
+// container's namespaces and cgroup once and reuse them, Close closes
+// them, and an exec after Close still runs and keeps nothing open.
+func TestRuntimeExecFilesKept(t *testing.T) {
+	e := newRuntimeEnv(t)
+	b := e.bundle(t, "kept")
+	s := e.baseSpec("kept", "sleep", "1000")
+	c, output := e.create(t, b, s)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Destroy()
+		_, _ = c.Wait()
+		output()
+	})
+	mnt, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid()) + "/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// held counts our descriptors on the container's mount namespace.
+	held := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, fd := range fds {
+			if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && l == mnt {
+				n++
+			}
+		}
+		return n
+	}
+	p := *s.Process
+	p.Args = []string{"true"}
+	var files process.ExecFiles
+	for i := range 3 {
+		execWithFiles(t, e, c, s, &p, execSpawn, &files)
+		if n := held(); n != 1 {
+			t.Fatalf("after exec %d: %d descriptors on the container's mount namespace, want 1 kept", i+1, n)
+		}
+	}
+	files.Close()
+	if n := held(); n != 0 {
+		t.Fatalf("after Close: %d descriptors on the container's mount namespace", n)
+	}
+	execWithFiles(t, e, c, s, &p, execSpawn, &files)
+	if n := held(); n != 0 {
+		t.Fatalf("an exec after Close kept %d descriptors on the container's mount namespace", n)
 	}
 }
