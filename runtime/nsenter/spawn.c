@@ -33,6 +33,9 @@
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
+#ifndef CLONE_CLEAR_SIGHAND
+#define CLONE_CLEAR_SIGHAND 0x100000000ULL
+#endif
 
 #define SPAWN_STACK (256 << 10)
 
@@ -75,6 +78,9 @@ static struct exec_plan spawn_plan;
 // shootdown each.
 static void *spawn_stack;
 
+// no_clear_sighand: the kernel refused CLONE_CLEAR_SIGHAND (before 5.5).
+static int no_clear_sighand;
+
 static int spawn_child(void *arg)
 {
 	struct berth_spawn *s = arg;
@@ -82,8 +88,18 @@ static int spawn_child(void *arg)
 	const char *path;
 
 	// The handlers are the Go runtime's: a synchronous signal must not
-	// run one here.
-	plan_reset_handlers();
+	// run one here. CLONE_CLEAR_SIGHAND made the handled signals' default
+	// already (one system call where resetting each is 62); what the shim
+	// ignores stays ignored through it and the command's execve.
+	if (s->cleared) {
+		for (int sig = 1; sig < NSIG && sig <= 64; sig++)
+			if (s->ignored & (1ULL << (sig - 1))) {
+				unsigned long dfl[4] = {0};
+				syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
+			}
+	} else {
+		plan_reset_handlers();
+	}
 	spawn_plan.handlers_default = 1;
 	// Above 2 first, so that no source is overwritten by another's target.
 	for (int i = 0; i < 3; i++)
@@ -170,7 +186,18 @@ long berth_spawn_exec(struct berth_spawn *s, const unsigned char *plan, unsigned
 	}
 	// The raw call: glibc keeps its own two signals out of a mask.
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
+	s->cleared = !no_clear_sighand;
+	if (s->cleared)
+		ca.flags |= CLONE_CLEAR_SIGHAND;
 	pid = berth_clone3(&ca, sizeof(ca), spawn_child, s);
+	if (pid == -EINVAL && s->cleared) {
+		// An older kernel; the child resets every handler itself.
+		s->cleared = 0;
+		ca.flags &= ~CLONE_CLEAR_SIGHAND;
+		pid = berth_clone3(&ca, sizeof(ca), spawn_child, s);
+		if (pid > 0)
+			no_clear_sighand = 1;
+	}
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
 out:
 	if (s->err[0] && spawn_errno) {

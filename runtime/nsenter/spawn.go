@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"sync"
 	"syscall"
@@ -70,6 +71,19 @@ var (
 	})
 )
 
+// ignoredSignals are the signals this process ignores (bit sig-1), as the
+// Go runtime tracks them: inherited ignored at its start or ignored since
+// with signal.Ignore. Every other signal has the runtime's handler.
+func ignoredSignals() uint64 {
+	var m uint64
+	for sig := 1; sig <= 64; sig++ {
+		if signal.Ignored(syscall.Signal(sig)) {
+			m |= 1 << (sig - 1)
+		}
+	}
+	return m
+}
+
 // SpawnExec starts a process that joins the namespaces and cgroup of s,
 // applies its exec plan and executes the command, without an execve of a
 // helper (see spawn.c), and returns its pid once it has executed the
@@ -98,6 +112,7 @@ func SpawnExec(s *Spawn) (int, error) {
 	}
 	cs.ncgroup = C.int(len(s.CgroupTasks))
 	cs.cgroup_dir, cs.seccomp_fd = C.int(s.CgroupDir), C.int(s.Seccomp)
+	cs.ignored = C.ulonglong(ignoredSignals())
 	for i, f := range s.Stdio {
 		if f == nil {
 			return 0, errors.New("spawn: stdin, stdout and stderr are needed")

@@ -17,6 +17,10 @@ struct berth_spawn {
 	int cgroup_dir;
 	int stdio[3];
 	int seccomp_fd;
+	// ignored are the signals the shim ignores (bit sig-1): the clone
+	// resets only the handled ones (CLONE_CLEAR_SIGHAND).
+	unsigned long long ignored;
+	int cleared; // set by berth_spawn_exec: the clone reset the handlers
 	int plan_error; // err is the plan's fault, nothing was started
 	char err[1024];
 };

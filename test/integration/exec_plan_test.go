@@ -3,9 +3,11 @@ package integration
 import (
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -65,7 +67,12 @@ func TestRuntimeExecPlan(t *testing.T) {
 	if viaSpawn := execWith(t, e, c, s, &p, execSpawn); viaSpawn != viaGo {
 		t.Fatalf("the spawned exec gives\n%s\nthe Go init gives\n%s", viaSpawn, viaGo)
 	}
-	// The second run takes the files the first kept.
+	// A signal the caller ignores stays ignored through the clone
+	// (CLONE_CLEAR_SIGHAND resets only handled ones); the command must
+	// still get it at its default. The second run takes the files the
+	// first kept.
+	signal.Ignore(syscall.SIGWINCH)
+	defer signal.Reset(syscall.SIGWINCH)
 	var files process.ExecFiles
 	defer files.Close()
 	for range 2 {
