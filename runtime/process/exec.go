@@ -74,51 +74,34 @@ func Exec(o ExecOpts) (*Container, error) {
 	} else if data, err = initSpecJSON(&s); err != nil {
 		return nil, err
 	}
-	// The network, IPC, UTS and PID namespaces are always joined, even
-	// one that looks like ours: /proc/self/ns shows the main thread's, and
-	// the process is forked from whichever thread runs this. The mount,
-	// cgroup and user namespaces are process-wide (no thread of ours ever
-	// changes them) and can be compared. The PID namespace is joined by
-	// being born in it (startInPIDNS), not by nsenter.c.
-	nsc := nsenter.Config{Join: map[string]string{}}
-	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.Mount} {
-		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", o.Pid, kind)
-	}
-	pidNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.PID)
-	// A container that shares our cgroup namespace (cgroup v1) does not
-	// join it: from a user namespace it could not (it is the node's).
-	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.Cgroup)
-	if same, err := isOwnNamespace(cgroupNS, nsenter.Cgroup); err != nil {
-		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
-	} else if !same {
-		nsc.Join[nsenter.Cgroup] = cgroupNS
-	}
-	// Joining our own user namespace would fail (EINVAL).
-	userNS := fmt.Sprintf("/proc/%d/ns/%s", o.Pid, nsenter.User)
-	if same, err := isOwnNamespace(userNS, nsenter.User); err != nil {
-		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
-	} else if !same {
-		nsc.Join[nsenter.User] = userNS
-	}
-	same, err := isOwnNamespace(nsc.Join[nsenter.Mount], nsenter.Mount)
-	if err != nil {
-		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
-	}
-	if same {
-		return nil, fmt.Errorf("exec in container %d: it shares the caller's mount namespace", o.Pid)
-	}
 	c := &Container{exec: true}
-	if c.cg, err = openCgroup(&s); err != nil {
-		return nil, err
-	}
 	if o.Now && planned && spawnSafe(&s) {
-		err := c.spawn(o, &s, data, nsc, pidNS)
+		// The namespaces and cgroup are looked up only when their files
+		// are opened: kept ones (o.Files) need neither.
+		err := c.spawn(o, data, func() (*spawnFiles, error) {
+			nsc, pidNS, err := joinConfig(o.Pid)
+			if err != nil {
+				return nil, err
+			}
+			cg, err := openCgroup(&s)
+			if err != nil {
+				return nil, err
+			}
+			return openSpawnFiles(o, &s, cg, nsc, pidNS)
+		})
 		if err == nil || !errors.Is(err, errNoSpawn) {
 			if err != nil {
 				return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 			}
 			return c, nil
 		}
+	}
+	nsc, pidNS, err := joinConfig(o.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
+	}
+	if c.cg, err = openCgroup(&s); err != nil {
+		return nil, err
 	}
 	err = c.launch(launchOpts{
 		initPath: initPath, args: []string{containerinit.ExecFlag}, ns: nsc,
@@ -129,6 +112,46 @@ func Exec(o ExecOpts) (*Container, error) {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	}
 	return c, nil
+}
+
+// joinConfig is what an exec into the container whose init is pid joins:
+// its namespaces, and the path of its PID namespace, which the exec is
+// born in.
+func joinConfig(pid int) (nsenter.Config, string, error) {
+	// The network, IPC, UTS and PID namespaces are always joined, even
+	// one that looks like ours: /proc/self/ns shows the main thread's, and
+	// the process is forked from whichever thread runs this. The mount,
+	// cgroup and user namespaces are process-wide (no thread of ours ever
+	// changes them) and can be compared. The PID namespace is joined by
+	// being born in it (startInPIDNS), not by nsenter.c.
+	nsc := nsenter.Config{Join: map[string]string{}}
+	for _, kind := range []string{nsenter.IPC, nsenter.UTS, nsenter.Net, nsenter.Mount} {
+		nsc.Join[kind] = fmt.Sprintf("/proc/%d/ns/%s", pid, kind)
+	}
+	pidNS := fmt.Sprintf("/proc/%d/ns/%s", pid, nsenter.PID)
+	// A container that shares our cgroup namespace (cgroup v1) does not
+	// join it: from a user namespace it could not (it is the node's).
+	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", pid, nsenter.Cgroup)
+	if same, err := isOwnNamespace(cgroupNS, nsenter.Cgroup); err != nil {
+		return nsc, "", err
+	} else if !same {
+		nsc.Join[nsenter.Cgroup] = cgroupNS
+	}
+	// Joining our own user namespace would fail (EINVAL).
+	userNS := fmt.Sprintf("/proc/%d/ns/%s", pid, nsenter.User)
+	if same, err := isOwnNamespace(userNS, nsenter.User); err != nil {
+		return nsc, "", err
+	} else if !same {
+		nsc.Join[nsenter.User] = userNS
+	}
+	same, err := isOwnNamespace(nsc.Join[nsenter.Mount], nsenter.Mount)
+	if err != nil {
+		return nsc, "", err
+	}
+	if same {
+		return nsc, "", errors.New("it shares the caller's mount namespace")
+	}
+	return nsc, pidNS, nil
 }
 
 // ownNamespaces are this process's mount, cgroup and user namespaces

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/runtime/cgroupfs"
 	"github.com/berth-dev/berth/runtime/containerinit"
 	"github.com/berth-dev/berth/runtime/nsenter"
 )
@@ -51,9 +52,10 @@ func spawnSafe(s *specs.Spec) bool {
 // namespace apart: it is born in it), its cgroup (v1 tasks files or the
 // v2 dir) and its seccomp program.
 type spawnFiles struct {
-	sp    nsenter.Spawn // Join, Kinds, CgroupTasks, CgroupDir, Seccomp
-	pidNS int
-	fds   []int // all of the above
+	sp        nsenter.Spawn // Join, Kinds, CgroupTasks, CgroupDir, Seccomp
+	pidNS     int
+	pidNSPath string
+	fds       []int // all of the above
 }
 
 func (f *spawnFiles) close() {
@@ -65,8 +67,8 @@ func (f *spawnFiles) close() {
 
 // openSpawnFiles opens them in the caller's mount namespace; on failure
 // nothing stays open.
-func (c *Container) openSpawnFiles(o ExecOpts, s *specs.Spec, nsc nsenter.Config, pidNS string) (f *spawnFiles, err error) {
-	f = &spawnFiles{sp: nsenter.Spawn{CgroupDir: -1, Seccomp: -1}}
+func openSpawnFiles(o ExecOpts, s *specs.Spec, cg *cgroupfs.Group, nsc nsenter.Config, pidNS string) (f *spawnFiles, err error) {
+	f = &spawnFiles{sp: nsenter.Spawn{CgroupDir: -1, Seccomp: -1}, pidNSPath: pidNS}
 	defer func() {
 		if err != nil {
 			f.close()
@@ -94,9 +96,9 @@ func (c *Container) openSpawnFiles(o ExecOpts, s *specs.Spec, nsc nsenter.Config
 	if f.pidNS, err = open(pidNS, unix.O_RDONLY); err != nil {
 		return nil, fmt.Errorf("open PID namespace: %w", err)
 	}
-	if c.cg != nil {
+	if cg != nil {
 		// As nsenter.c: a hierarchy without the cgroup is skipped.
-		for _, path := range c.cg.TaskFiles() {
+		for _, path := range cg.TaskFiles() {
 			fd, err := open(path, unix.O_WRONLY)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -106,7 +108,7 @@ func (c *Container) openSpawnFiles(o ExecOpts, s *specs.Spec, nsc nsenter.Config
 			}
 			f.sp.CgroupTasks = append(f.sp.CgroupTasks, fd)
 		}
-		dir, err := c.cg.UnifiedDir()
+		dir, err := cg.UnifiedDir()
 		if err != nil {
 			return nil, err
 		}
@@ -203,10 +205,10 @@ func (f *ExecFiles) dropLocked() {
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.DevNull, os.O_RDWR, 0) })
 
 // spawn starts the exec's process with nsenter.SpawnExec: the files it
-// needs are opened here, in the caller's mount namespace, or taken from
-// o.Files.
-func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Config, pidNS string) error {
-	files, release, err := o.Files.acquire(o.Pid, func() (*spawnFiles, error) { return c.openSpawnFiles(o, s, nsc, pidNS) })
+// needs are opened by open, in the caller's mount namespace, or taken
+// from o.Files.
+func (c *Container) spawn(o ExecOpts, plan []byte, open func() (*spawnFiles, error)) error {
+	files, release, err := o.Files.acquire(o.Pid, open)
 	if err != nil {
 		return err
 	}
@@ -224,7 +226,7 @@ func (c *Container) spawn(o ExecOpts, s *specs.Spec, plan []byte, nsc nsenter.Co
 		sp.Stdio[i] = f
 	}
 	var pid int
-	err = inPIDNSFile(files.pidNS, pidNS, func() (err error) {
+	err = inPIDNSFile(files.pidNS, files.pidNSPath, func() (err error) {
 		pid, err = nsenter.SpawnExec(&sp)
 		return err
 	})
