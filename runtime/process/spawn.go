@@ -113,14 +113,9 @@ func openSpawnFiles(o ExecOpts, s *specs.Spec, cg *cgroupfs.Group, nsc nsenter.C
 			return nil, err
 		}
 		if dir != nil {
-			fd, err := unix.Dup(int(dir.Fd()))
-			dir.Close()
-			if err != nil {
+			if f.sp.CgroupDir, err = f.keep(dir); err != nil {
 				return nil, fmt.Errorf("open cgroup: %w", err)
 			}
-			unix.CloseOnExec(fd)
-			f.fds = append(f.fds, fd)
-			f.sp.CgroupDir = fd
 		}
 		if len(f.sp.CgroupTasks) == 0 && f.sp.CgroupDir < 0 {
 			return nil, errors.New("join cgroup: no hierarchy has it")
@@ -131,16 +126,23 @@ func openSpawnFiles(o ExecOpts, s *specs.Spec, cg *cgroupfs.Group, nsc nsenter.C
 		if err != nil {
 			return nil, err
 		}
-		fd, err := unix.Dup(int(prog.Fd()))
-		prog.Close()
-		if err != nil {
+		if f.sp.Seccomp, err = f.keep(prog); err != nil {
 			return nil, fmt.Errorf("seccomp program: %w", err)
 		}
-		unix.CloseOnExec(fd)
-		f.fds = append(f.fds, fd)
-		f.sp.Seccomp = fd
 	}
 	return f, nil
+}
+
+// keep takes file over as a plain descriptor of f's (an os.File's may be
+// the poller's, and its finalizer would close it).
+func (f *spawnFiles) keep(file *os.File) (int, error) {
+	defer file.Close()
+	fd, err := unix.FcntlInt(file.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	f.fds = append(f.fds, fd)
+	return fd, nil
 }
 
 // ExecFiles keeps open, from one spawned exec into a running container to

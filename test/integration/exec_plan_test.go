@@ -208,17 +208,7 @@ func TestSeccompCompiledByBerthd(t *testing.T) {
 // them, and an exec after Close still runs and keeps nothing open.
 func TestRuntimeExecFilesKept(t *testing.T) {
 	e := newRuntimeEnv(t)
-	b := e.bundle(t, "kept")
-	s := e.baseSpec("kept", "sleep", "1000")
-	c, output := e.create(t, b, s)
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.Destroy()
-		_, _ = c.Wait()
-		output()
-	})
+	c, s := e.startSleeper(t, "kept")
 	mnt, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid()) + "/ns/mnt")
 	if err != nil {
 		t.Fatal(err)
