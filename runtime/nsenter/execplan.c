@@ -307,18 +307,19 @@ static const char *look_path(const char *file, char **env)
 	return NULL;
 }
 
-// plan_reset_handlers makes every signal's handling the default.
+// plan_reset_handlers makes the handling of the signals in mask (bit
+// sig-1; PLAN_ALL_SIGNALS: every one) the default.
 //
 // The raw system calls, not sigaction(3): glibc refuses its own two
 // real-time signals (32 and 33) with EINVAL, so an ignored 32 inherited
 // from berthd's environment would have reached the command. The kernel's
 // struct starts with the handler; SIG_DFL is all zeroes; 8 is the size of
 // the kernel's sigset_t (64 signals).
-void plan_reset_handlers(void)
+void plan_reset_handlers(uint64_t mask)
 {
-	for (int sig = 1; sig < NSIG; sig++) {
+	for (int sig = 1; sig < NSIG && sig <= 64; sig++) {
 		unsigned long dfl[4] = {0};
-		if (sig != SIGKILL && sig != SIGSTOP)
+		if (sig != SIGKILL && sig != SIGSTOP && (mask & (1ULL << (sig - 1))))
 			syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
 	}
 }
@@ -332,7 +333,7 @@ static void reset_signals(struct exec_plan *p)
 	// Every handler, not only the ignored ones: a spawned exec runs with
 	// the shim's handlers until it resets them (its first step).
 	if (!p->handlers_default)
-		plan_reset_handlers();
+		plan_reset_handlers(PLAN_ALL_SIGNALS);
 	sigemptyset(&none);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
 }

@@ -35,7 +35,8 @@ extern jmp_buf *plan_jmp;
 void plan_fail(int err, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 void plan_parse(unsigned char *body, uint32_t len, struct exec_plan *p);
 void plan_free(struct exec_plan *p);
-void plan_reset_handlers(void);
+#define PLAN_ALL_SIGNALS (~0ULL)
+void plan_reset_handlers(uint64_t mask);
 const char *plan_apply(struct exec_plan *p);
 void plan_exec(const char *path, struct exec_plan *p) __attribute__((noreturn));
 

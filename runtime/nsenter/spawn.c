@@ -91,15 +91,7 @@ static int spawn_child(void *arg)
 	// run one here. CLONE_CLEAR_SIGHAND made the handled signals' default
 	// already (one system call where resetting each is 62); what the shim
 	// ignores stays ignored through it and the command's execve.
-	if (s->cleared) {
-		for (int sig = 1; sig < NSIG && sig <= 64; sig++)
-			if (s->ignored & (1ULL << (sig - 1))) {
-				unsigned long dfl[4] = {0};
-				syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
-			}
-	} else {
-		plan_reset_handlers();
-	}
+	plan_reset_handlers(s->cleared ? s->ignored : PLAN_ALL_SIGNALS);
 	spawn_plan.handlers_default = 1;
 	// Above 2 first, so that no source is overwritten by another's target.
 	for (int i = 0; i < 3; i++)

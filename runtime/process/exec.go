@@ -133,23 +133,23 @@ func joinConfig(pid int) (nsenter.Config, string, error) {
 	// join it: from a user namespace it could not (it is the node's).
 	cgroupNS := fmt.Sprintf("/proc/%d/ns/%s", pid, nsenter.Cgroup)
 	if same, err := isOwnNamespace(cgroupNS, nsenter.Cgroup); err != nil {
-		return nsc, "", err
+		return nsenter.Config{}, "", err
 	} else if !same {
 		nsc.Join[nsenter.Cgroup] = cgroupNS
 	}
 	// Joining our own user namespace would fail (EINVAL).
 	userNS := fmt.Sprintf("/proc/%d/ns/%s", pid, nsenter.User)
 	if same, err := isOwnNamespace(userNS, nsenter.User); err != nil {
-		return nsc, "", err
+		return nsenter.Config{}, "", err
 	} else if !same {
 		nsc.Join[nsenter.User] = userNS
 	}
 	same, err := isOwnNamespace(nsc.Join[nsenter.Mount], nsenter.Mount)
 	if err != nil {
-		return nsc, "", err
+		return nsenter.Config{}, "", err
 	}
 	if same {
-		return nsc, "", errors.New("it shares the caller's mount namespace")
+		return nsenter.Config{}, "", errors.New("it shares the caller's mount namespace")
 	}
 	return nsc, pidNS, nil
 }
