@@ -37,6 +37,27 @@ func ExecPlan(p *specs.Process, seccomp bool) ([]byte, error) {
 	if p.Terminal {
 		return nil, errors.New("exec plan: a terminal needs the Go init")
 	}
+	head, env, err := ExecPlanParts(p, seccomp)
+	if err != nil {
+		return nil, err
+	}
+	b, err := appendPlanStrings(head, p.Args)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, env...)
+	out := append([]byte("berthx01"), binary.LittleEndian.AppendUint32(nil, uint32(len(b)))...)
+	return append(out, b...), nil
+}
+
+// ExecPlanParts is the body of p's plan around its args: head is what
+// comes before them (masks to working directory), env what comes after.
+// berth-mon keeps the parts of a container's process and puts an exec's
+// args between them (cmd/berth-mon/exec.c).
+func ExecPlanParts(p *specs.Process, seccomp bool) (head, env []byte, err error) {
+	if p == nil {
+		return nil, nil, errors.New("exec plan: no process")
+	}
 	var masks [5]uint64 // bounding, effective, permitted, inheritable, ambient
 	if c := p.Capabilities; c != nil {
 		for i, names := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
@@ -51,13 +72,6 @@ func ExecPlan(p *specs.Process, seccomp bool) ([]byte, error) {
 	var b []byte
 	u32 := func(v uint32) { b = binary.LittleEndian.AppendUint32(b, v) }
 	u64 := func(v uint64) { b = binary.LittleEndian.AppendUint64(b, v) }
-	str := func(s string) error {
-		if strings.IndexByte(s, 0) >= 0 {
-			return fmt.Errorf("exec plan: %q holds a NUL", s)
-		}
-		b = append(append(b, s...), 0)
-		return nil
-	}
 	for _, m := range masks {
 		u64(m)
 	}
@@ -86,29 +100,44 @@ func ExecPlan(p *specs.Process, seccomp bool) ([]byte, error) {
 		u32(g)
 	}
 	if len(p.Rlimits) > 64 {
-		return nil, fmt.Errorf("exec plan: %d rlimits", len(p.Rlimits))
+		return nil, nil, fmt.Errorf("exec plan: %d rlimits", len(p.Rlimits))
 	}
 	u32(uint32(len(p.Rlimits)))
 	for _, r := range p.Rlimits {
 		res, ok := rlimitByName[r.Type]
 		if !ok {
-			return nil, fmt.Errorf("unknown rlimit %q", r.Type)
+			return nil, nil, fmt.Errorf("unknown rlimit %q", r.Type)
 		}
 		u32(uint32(res))
 		u64(r.Soft)
 		u64(r.Hard)
 	}
-	if err := str(p.Cwd); err != nil {
-		return nil, err
+	if head, err = appendPlanString(b, p.Cwd); err != nil {
+		return nil, nil, err
 	}
-	for _, list := range [][]string{p.Args, p.Env} {
-		u32(uint32(len(list)))
-		for _, s := range list {
-			if err := str(s); err != nil {
-				return nil, err
-			}
+	if env, err = appendPlanStrings(nil, p.Env); err != nil {
+		return nil, nil, err
+	}
+	return head, env, nil
+}
+
+// appendPlanString appends s NUL-terminated.
+func appendPlanString(b []byte, s string) ([]byte, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, fmt.Errorf("exec plan: %q holds a NUL", s)
+	}
+	return append(append(b, s...), 0), nil
+}
+
+// appendPlanStrings appends list as the plan has it: its length, then each
+// string NUL-terminated.
+func appendPlanStrings(b []byte, list []string) ([]byte, error) {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(list)))
+	for _, s := range list {
+		var err error
+		if b, err = appendPlanString(b, s); err != nil {
+			return nil, err
 		}
 	}
-	head := append([]byte("berthx01"), binary.LittleEndian.AppendUint32(nil, uint32(len(b)))...)
-	return append(head, b...), nil
+	return b, nil
 }

@@ -60,3 +60,35 @@ func TestExecPlanRefuses(t *testing.T) {
 		}
 	}
 }
+
+// berth-mon puts an exec's args between the parts of its container's
+// process: that must be the plan ExecPlan encodes.
+func TestExecPlanParts(t *testing.T) {
+	p := &specs.Process{Args: []string{"sh", "-c", "echo a b"}, Env: []string{"PATH=/bin", "X=y z"}, Cwd: "/tmp",
+		User: specs.User{UID: 5, GID: 6, AdditionalGids: []uint32{7}}, NoNewPrivileges: true}
+	want, err := ExecPlan(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, env, err := ExecPlanParts(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := append([]byte(nil), head...)
+	body = binary.LittleEndian.AppendUint32(body, uint32(len(p.Args)))
+	for _, a := range p.Args {
+		body = append(append(body, a...), 0)
+	}
+	body = append(body, env...)
+	got := append([]byte("berthx01"), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...)
+	if got = append(got, body...); !bytes.Equal(got, want) {
+		t.Errorf("parts with the args:\n%q\nExecPlan:\n%q", got, want)
+	}
+	if !bytes.HasSuffix(head, []byte("/tmp\x00")) {
+		t.Errorf("head does not end with the cwd: %q", head)
+	}
+	p.Env = append(p.Env, "BAD=\x00")
+	if _, _, err := ExecPlanParts(p, true); err == nil {
+		t.Error("an env var with a NUL was taken")
+	}
+}
