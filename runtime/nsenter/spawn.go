@@ -56,6 +56,10 @@ var flags = map[string]int{
 	PID: unix.CLONE_NEWPID, Cgroup: unix.CLONE_NEWCGROUP, Mount: unix.CLONE_NEWNS,
 }
 
+// CloneFlag is the CLONE_NEW* flag of a namespace kind, 0 for an unknown
+// kind.
+func CloneFlag(kind string) int { return flags[kind] }
+
 var (
 	// spawnMu: spawn.c keeps the plan being applied in static memory.
 	spawnMu     sync.Mutex

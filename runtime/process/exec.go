@@ -78,17 +78,7 @@ func Exec(o ExecOpts) (*Container, error) {
 	if o.Now && planned && spawnSafe(&s) {
 		// The namespaces and cgroup are looked up only when their files
 		// are opened: kept ones (o.Files) need neither.
-		err := c.spawn(o, data, func() (*spawnFiles, error) {
-			nsc, pidNS, err := joinConfig(o.Pid)
-			if err != nil {
-				return nil, err
-			}
-			cg, err := openCgroup(&s)
-			if err != nil {
-				return nil, err
-			}
-			return openSpawnFiles(o, &s, cg, nsc, pidNS)
-		})
+		err := c.spawn(o, data, spawnOpener(o, &s))
 		if err == nil || !errors.Is(err, errNoSpawn) {
 			if err != nil {
 				return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
@@ -112,6 +102,21 @@ func Exec(o ExecOpts) (*Container, error) {
 		return nil, fmt.Errorf("exec in container %d: %w", o.Pid, err)
 	}
 	return c, nil
+}
+
+// spawnOpener opens the files a spawned exec into the container joins.
+func spawnOpener(o ExecOpts, s *specs.Spec) func() (*spawnFiles, error) {
+	return func() (*spawnFiles, error) {
+		nsc, pidNS, err := joinConfig(o.Pid)
+		if err != nil {
+			return nil, err
+		}
+		cg, err := openCgroup(s)
+		if err != nil {
+			return nil, err
+		}
+		return openSpawnFiles(o, s, cg, nsc, pidNS)
+	}
 }
 
 // joinConfig is what an exec into the container whose init is pid joins:

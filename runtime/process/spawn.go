@@ -202,6 +202,60 @@ func (f *ExecFiles) dropLocked() {
 	}
 }
 
+// ExecShare is what another process of ours needs to spawn an exec into
+// a running container as Exec would (berth-mon, which an idle shim
+// becomes, serves ExecSync with it): the descriptors an ExecFiles keeps
+// for the container and its process's plan without the args. The
+// descriptors stay the ExecFiles'.
+type ExecShare struct {
+	Join        []int // namespace files, in nsenter.JoinOrder
+	JoinFlags   []int // their CLONE_NEW* flags
+	PIDNS       int   // born in, not joined
+	CgroupTasks []int // cgroup v1 tasks files
+	CgroupDir   int   // cgroup v2 dir, or -1
+	Seccomp     int   // compiled program, or -1
+	// PlanHead and PlanEnv: containerinit.ExecPlanParts of the process.
+	PlanHead, PlanEnv []byte
+}
+
+// ErrNotShared: an exec into this container is not spawned (spawnSafe),
+// so there is nothing to share.
+var ErrNotShared = errors.New("exec not spawned in this container")
+
+// ShareExec opens what an exec of o.Process into the container joins, or
+// takes what o.Files keeps already, and returns it with the process's
+// plan parts; the files stay open in o.Files until its Close.
+func ShareExec(o ExecOpts) (*ExecShare, error) {
+	if o.Spec == nil || o.Process == nil || o.Files == nil || o.Process.Terminal {
+		return nil, errors.New("share exec: the container's spec, a process without a terminal and its ExecFiles are needed")
+	}
+	s := *o.Spec
+	s.Process = o.Process
+	if !spawnSafe(&s) {
+		return nil, ErrNotShared
+	}
+	head, env, err := containerinit.ExecPlanParts(o.Process, s.Linux.Seccomp != nil)
+	if err != nil {
+		return nil, err
+	}
+	files, release, err := o.Files.acquire(o.Pid, spawnOpener(o, &s))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if o.Files.files != files {
+		// Closed already: these are opened for this call alone.
+		return nil, ErrNotShared
+	}
+	sh := &ExecShare{PIDNS: files.pidNS, CgroupTasks: slices.Clone(files.sp.CgroupTasks),
+		CgroupDir: files.sp.CgroupDir, Seccomp: files.sp.Seccomp, PlanHead: head, PlanEnv: env}
+	for i, fd := range files.sp.Join {
+		sh.Join = append(sh.Join, fd)
+		sh.JoinFlags = append(sh.JoinFlags, nsenter.CloneFlag(files.sp.Kinds[i]))
+	}
+	return sh, nil
+}
+
 // devNull is the stdin (or other stream) of an exec that has none; open
 // for the process's life.
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.DevNull, os.O_RDWR, 0) })
