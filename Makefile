@@ -30,7 +30,7 @@ build:
 # C monitor"); static, so that it needs nothing from the node at exec. It
 # also links runtime/nsenter's C code: a shim starts it instead of itself to
 # finish an exec from a plan (docs/design.md, "Exec without a Go runtime").
-MON_SRC := $(wildcard cmd/berth-mon/*.c cmd/berth-mon/*.h) runtime/nsenter/nsenter.c runtime/nsenter/execplan.c
+MON_SRC := $(wildcard cmd/berth-mon/*.c cmd/berth-mon/*.h) runtime/nsenter/nsenter.c runtime/nsenter/execplan.c runtime/nsenter/spawn.c runtime/nsenter/spawn.h runtime/nsenter/execplan.h
 $(BIN)/berth-mon: $(MON_SRC)
 	mkdir -p $(BIN)
 	gcc -O2 -static -Wall -Wextra -Werror -o $@ $(filter %.c,$(MON_SRC))

@@ -21,18 +21,16 @@
 
 #include "mon.h"
 
-/* Promote on anything this monitor does not serve itself. */
-enum { EV_SIG = 1, EV_LISTEN, EV_CONN, EV_STREAM };
-
 static struct {
 	char pod_id[ID_BUF];
 	char state_dir[PATH_BUF];
 	char started[64];
 	int pause_pid, listen_fd, exe_fd, state_fd;
 	int nctr;
-	int epoll_fd, sig_fd;
+	int sig_fd;
 	int term; /* a SIGTERM or SIGINT came: the Go shim shuts down */
 } g = {.state_fd = -1, .exe_fd = -1};
+int epoll_fd = -1;
 
 static struct ctr ctrs[MAX_CTRS];
 static struct stream streams[2 * MAX_CTRS];
@@ -130,7 +128,7 @@ static int load_state(void)
 	char *line, *next;
 	/* Parsed in a copy: blob stays as written, to be handed back. */
 	static char copy[sizeof blob];
-	char *f[16];
+	char *f[80];
 	int n, have_pod = 0;
 
 	for (;;) {
@@ -149,7 +147,7 @@ static int load_state(void)
 	memcpy(copy, blob, len + 1);
 	line = copy;
 	next = strchr(line, '\n');
-	if (!next || strncmp(line, "berth-mon 1\n", 12) != 0)
+	if (!next || strncmp(line, "berth-mon 2\n", 12) != 0)
 		return -1;
 	for (line = next + 1; *line; line = next) {
 		next = strchr(line, '\n');
@@ -162,7 +160,7 @@ static int load_state(void)
 			strcpy(ctrs[g.nctr - 1].state_json, line + 6);
 			continue;
 		}
-		n = fields(line, f, 16);
+		n = fields(line, f, 80);
 		if (n == 8 && strcmp(f[0], "pod") == 0) {
 			if (unesc(f[1], g.pod_id, sizeof g.pod_id) || unesc(f[2], g.state_dir, sizeof g.state_dir) ||
 			    unesc(f[3], g.started, sizeof g.started) || field_int(f[4], &g.pause_pid) ||
@@ -172,6 +170,14 @@ static int load_state(void)
 		} else if (n > 0 && strcmp(f[0], "ctr") == 0) {
 			if (add_ctr(f + 1, n - 1) != 0)
 				return -1;
+		} else if (n > 0 && strcmp(f[0], "exec") == 0) {
+			if (g.nctr == 0 || exec_load(&ctrs[g.nctr - 1], f + 1, n - 1) != 0)
+				return -1;
+		} else if (n == 2 && strcmp(f[0], "plans") == 0) {
+			int fd;
+			if (field_int(f[1], &fd) || fd < 3)
+				return -1;
+			exec_plans(fd);
 		} else {
 			return -1;
 		}
@@ -208,6 +214,7 @@ static void promote(const char *why)
 		if (streams[i].fd >= 0)
 			log_stream_flush(&streams[i], ctrs[streams[i].ctr].log_fd);
 	}
+	exec_handover(append_state);
 	for (i = 0; i < MAX_CONNS; i++) {
 		struct conn *c = &conns[i];
 		if (c->fd < 0)
@@ -237,13 +244,20 @@ static void promote(const char *why)
 	_exit(1);
 }
 
-static void watch(int fd, int kind, int idx)
+int watch_fd(int fd, int kind, int idx)
 {
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((unsigned long long)kind << 32) | (unsigned)idx};
-	if (epoll_ctl(g.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+	if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
 		warnx_("epoll_ctl: %s", strerror(errno));
-		promote("epoll");
+		return -1;
 	}
+	return 0;
+}
+
+static void watch(int fd, int kind, int idx)
+{
+	if (watch_fd(fd, kind, idx) != 0)
+		promote("epoll");
 }
 
 static void reply(struct conn *c, const char *fmt, ...)
@@ -301,6 +315,8 @@ static int serve(struct conn *c, const char *line, size_t len)
 	 * plain goes to the Go shim, which has the exact error. */
 	if (!r.has_id || !(t = find(r.id)))
 		return -1;
+	if (strcmp(r.op, "exec-sync-stream") == 0)
+		return exec_start(c, &r, t);
 	if (strcmp(r.op, "state") == 0) {
 		reply(c, "{\"result\":%s}\n", t->state_json);
 		return 0;
@@ -339,6 +355,8 @@ static void conn_read(struct conn *c)
 		size_t line = (size_t)(nl - c->buf);
 		if (serve(c, c->buf, line) != 0)
 			promote("op");
+		if (c->fd < 0)
+			return; /* an exec took the connection */
 		memmove(c->buf, nl + 1, c->len - line - 1);
 		c->len -= line + 1;
 	}
@@ -373,7 +391,7 @@ static void children(void)
 {
 	for (;;) {
 		siginfo_t si;
-		int i;
+		int i, r, status = 0;
 
 		memset(&si, 0, sizeof si);
 		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0)
@@ -384,8 +402,11 @@ static void children(void)
 			if (ctrs[i].running && ctrs[i].pid == si.si_pid)
 				promote("container exited");
 		}
-		if (waitpid(si.si_pid, NULL, WNOHANG) < 0 && errno != EINTR)
+		r = waitpid(si.si_pid, &status, WNOHANG);
+		if (r < 0 && errno != EINTR)
 			return;
+		if (r == si.si_pid)
+			exec_reaped(r, status);
 	}
 }
 
@@ -448,7 +469,7 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0 ||
 	    (g.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
-	    (g.epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+	    (epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
 		warnx_("set up: %s", strerror(errno));
 		promote("set up");
 	}
@@ -462,7 +483,7 @@ int main(int argc, char **argv)
 	children();
 	for (;;) {
 		struct epoll_event ev[16];
-		int n = epoll_wait(g.epoll_fd, ev, 16, -1), k;
+		int n = epoll_wait(epoll_fd, ev, 16, -1), k;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -483,13 +504,18 @@ int main(int argc, char **argv)
 				if (conns[idx].fd >= 0)
 					conn_read(&conns[idx]);
 				break;
+			case EV_XCONN:
+			case EV_XOUT:
+			case EV_XTIMER:
+				exec_event(kind, idx);
+				break;
 			case EV_STREAM: {
 				struct stream *s = &streams[idx];
 				int fd = s->fd;
 				if (fd < 0)
 					break;
 				log_stream_read(s, ctrs[s->ctr].log_fd);
-				if (s->fd < 0 && epoll_ctl(g.epoll_fd, EPOLL_CTL_DEL, fd, NULL) != 0)
+				if (s->fd < 0 && epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL) != 0)
 					promote("epoll");
 				break;
 			}

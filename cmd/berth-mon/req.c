@@ -7,6 +7,7 @@
  * exactly as it always did.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -200,7 +201,58 @@ static int same_key(const char *key, const char *want, int *differs)
 struct fields {
 	struct request *r;
 	int differs;
+	size_t argused; /* of r->argbuf */
 };
+
+/* An integer as Go decodes one into an int64: no fraction, no exponent. */
+static int integer(struct parser *x, long long *v)
+{
+	char num[24];
+	char *e;
+	const char *start = x->p;
+
+	if (value(x) != 0 || x->p - start >= (long)sizeof num)
+		return -1;
+	memcpy(num, start, (size_t)(x->p - start));
+	num[x->p - start] = '\0';
+	errno = 0;
+	*v = strtoll(num, &e, 10);
+	if (*e != '\0' || num[0] == '\0' || errno != 0)
+		return -1;
+	return 0;
+}
+
+/* cmd: an array of strings (null: none), kept in r->argbuf. */
+static int cmd_field(struct parser *x, struct fields *f)
+{
+	struct request *r = f->r;
+
+	r->has_cmd = 1;
+	r->nargs = 0;
+	f->argused = 0;
+	if (lit(x, "null") == 0)
+		return 1;
+	if (lit(x, "[") != 0)
+		return -1;
+	ws(x);
+	if (lit(x, "]") == 0)
+		return 1;
+	for (;;) {
+		char *out = r->argbuf + f->argused;
+		ws(x);
+		if (r->nargs >= MAX_ARGS || str(x, out, sizeof r->argbuf - f->argused) != 0)
+			return -1;
+		r->args[r->nargs++] = out;
+		f->argused += strlen(out) + 1;
+		ws(x);
+		if (lit(x, ",") == 0)
+			continue;
+		if (lit(x, "]") != 0)
+			return -1;
+		r->args[r->nargs] = NULL;
+		return 1;
+	}
+}
 
 static int args_field(struct parser *x, const char *key, void *arg)
 {
@@ -223,6 +275,12 @@ static int args_field(struct parser *x, const char *key, void *arg)
 		f->r->has_signal = 1;
 		return 1;
 	}
+	if (same_key(key, "cmd", &f->differs))
+		return cmd_field(x, f);
+	if (same_key(key, "timeout", &f->differs))
+		return integer(x, &f->r->timeout) == 0 ? 1 : -1;
+	if (same_key(key, "maxOutput", &f->differs))
+		return integer(x, &f->r->max_output) == 0 ? 1 : -1;
 	if (same_key(key, "all", &f->differs)) {
 		if (lit(x, "true") == 0)
 			f->r->all = 1;
@@ -252,7 +310,7 @@ static int top_field(struct parser *x, const char *key, void *arg)
 int parse_request(const char *line, size_t len, struct request *r)
 {
 	struct parser x = {line, line + len, 0};
-	struct fields f = {r, 0};
+	struct fields f = {r, 0, 0};
 
 	memset(r, 0, sizeof *r);
 	if (object(&x, top_field, &f) != 0 || f.differs)

@@ -282,6 +282,9 @@ func (s *server) execMonitor(lis *net.UnixListener, cs []*container) error {
 	if err != nil {
 		return err
 	}
+	if st.plans >= 0 {
+		defer unix.Close(st.plans)
+	}
 	var inherit []int
 	defer func() {
 		for _, fd := range inherit {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"os"
 	"sync"
@@ -64,50 +65,134 @@ func handleExecSync(s *server, conn net.Conn, raw json.RawMessage) error {
 		killExec(x, exited)
 		return err
 	}
-	fw := shim.NewFrameWriter(conn)
+	r := &execRun{conn: conn, outputs: outputs, exited: exited, kill: func() unix.WaitStatus { return killExec(x, exited) }}
+	for i := range r.written {
+		r.written[i] = &capWriter{left: limit}
+	}
+	if a.Timeout > 0 {
+		r.deadline = started.Add(a.Timeout)
+	}
+	return r.finish()
+}
+
+// execRun is an ExecSync's command under way, from its Response on: its
+// output being sent, its exit awaited.
+type execRun struct {
+	conn    net.Conn
+	outputs []*os.File // stdout, stderr; nil: at its end already
+	written [2]*capWriter
+	exited  <-chan unix.WaitStatus
+	kill    func() unix.WaitStatus // ends the command and reaps it
+	// deadline is when the command times out (zero: never); timedOut, that
+	// it did already (berth-mon killed it).
+	deadline time.Time
+	timedOut bool
+}
+
+// finish sends the command's output until it exited (or timed out, or
+// berthd went away) and its result.
+func (r *execRun) finish() error {
+	fw := shim.NewFrameWriter(r.conn)
 	var copiers sync.WaitGroup
-	written := make([]*capWriter, len(outputs))
+	var open []*os.File
 	for i, typ := range []byte{shim.FrameStdout, shim.FrameStderr} {
-		written[i] = &capWriter{w: fw.Stream(typ), left: limit}
+		r.written[i].w = fw.Stream(typ)
+		if r.outputs[i] == nil {
+			continue
+		}
+		open = append(open, r.outputs[i])
 		copiers.Add(1)
 		go func() {
 			defer copiers.Done()
-			_, _ = io.Copy(written[i], outputs[i])
+			_, _ = io.Copy(r.written[i], r.outputs[i])
 		}()
 	}
 	// berthd sends nothing more; its closing the connection (its caller
 	// gave up) ends the command.
 	gone := make(chan struct{})
-	go func() { _, _ = io.Copy(io.Discard, conn); close(gone) }()
+	go func() { _, _ = io.Copy(io.Discard, r.conn); close(gone) }()
 
 	var expired <-chan time.Time
-	if a.Timeout > 0 {
+	if !r.deadline.IsZero() && !r.timedOut {
 		// A setup slower than the timeout (a loaded node) leaves the
 		// command no time: it is a timeout, not an error.
-		t := time.NewTimer(a.Timeout - time.Since(started))
+		t := time.NewTimer(time.Until(r.deadline))
 		defer t.Stop()
 		expired = t.C
 	}
-	var end shim.ExecSyncEnd
+	end := shim.ExecSyncEnd{TimedOut: r.timedOut}
 	var ws unix.WaitStatus
 	select {
-	case ws = <-exited:
+	case ws = <-r.exited:
 	case <-expired:
-		ws = killExec(x, exited)
+		ws = r.kill()
 		end.TimedOut = true
 	case <-gone:
-		killExec(x, exited)
-		drainFiles(&copiers, outputs, execDrainGrace)
+		r.kill()
+		drainFiles(&copiers, open, execDrainGrace)
 		return nil
 	}
-	drainFiles(&copiers, outputs, execDrainGrace)
+	drainFiles(&copiers, open, execDrainGrace)
 	end.ExitCode = exitCode(ws)
-	end.StdoutBytes, end.StderrBytes = written[0].total, written[1].total
+	end.StdoutBytes, end.StderrBytes = r.written[0].total, r.written[1].total
 	b, err := json.Marshal(end)
 	if err != nil {
 		return err
 	}
 	return fw.Frame(shim.FrameResult, b)
+}
+
+// resumeExecSync finishes an ExecSync berth-mon had under way when it
+// exec'd us back: the same connection, the command's output pipes and what
+// was sent of them, its exit if berth-mon reaped it.
+func (s *server) resumeExecSync(p parsedExec) {
+	file := func(fd int, name string) *os.File {
+		if fd < 0 {
+			return nil
+		}
+		unix.CloseOnExec(fd)
+		return os.NewFile(uintptr(fd), name)
+	}
+	outputs := []*os.File{file(p.out[0], "exec stdout"), file(p.out[1], "exec stderr")}
+	defer func() {
+		for _, f := range outputs {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	var exited <-chan unix.WaitStatus
+	if p.status >= 0 {
+		ch := make(chan unix.WaitStatus, 1)
+		ch <- unix.WaitStatus(p.status)
+		exited = ch
+	} else {
+		// Not reaped by berth-mon: ours now, kept by the reaper if it
+		// exited before this watch.
+		exited = s.reaper.watch(p.pid)
+	}
+	conn, err := adoptConn(parsedConn{fd: p.conn})
+	if err != nil {
+		log.Printf("resume exec %d: %v", p.pid, err)
+		_ = unix.Kill(-p.pid, unix.SIGKILL)
+		return
+	}
+	defer conn.Close()
+	r := &execRun{conn: conn, outputs: outputs, exited: exited, timedOut: p.timedOut,
+		kill: func() unix.WaitStatus {
+			_ = unix.Kill(-p.pid, unix.SIGKILL)
+			_ = unix.Kill(p.pid, unix.SIGKILL)
+			return <-exited
+		}}
+	for i := range r.written {
+		r.written[i] = &capWriter{left: p.left[i], total: p.total[i]}
+	}
+	if p.timeoutLeft >= 0 {
+		r.deadline = time.Now().Add(time.Duration(p.timeoutLeft))
+	}
+	if err := r.finish(); err != nil {
+		log.Printf("resume exec %d: %v", p.pid, err)
+	}
 }
 
 // startExecSync sets up and releases cmd with its stdout and stderr on

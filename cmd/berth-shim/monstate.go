@@ -2,13 +2,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log"
 	"net"
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/runtime/process"
 	"github.com/berth-dev/berth/runtime/shim"
 )
 
@@ -20,15 +26,61 @@ import (
 //	pod <id> <state dir> <started> <pause pid> <listen fd> <shim exe fd> <berth-mon fd>
 //	ctr <id> <pid> <tty> <stdout fd> <stderr fd> <stdin fd> <log fd> <log dir> <log name> <state dir> <bundle dir> <stdin closed>
 //	state <ContainerState as JSON>
+//	exec <PID ns fd> <cgroup dir fd> <seccomp fd> <plan offset> <head length> <env length> <n> (<ns fd> <clone flag>)*n <m> (<tasks fd>)*m
+//	plans <memfd>
 //	conn <fd> <bytes read of the request, hex or ->
+//	xexec <conn fd> <pid> <stdout fd> <stderr fd> <stdout left> <stdout total> <stderr left> <stderr total> <wait status or -1> <timeout left, ns, or -1> <timed out>
 //	signal <number>
 //
 // A descriptor of -1 is absent; exited containers carry only their state.
-const monStateVersion = "berth-mon 1"
+// An "exec" line follows the state of a running container that berth-mon
+// may spawn ExecSyncs into (exec.c): the files process.ShareExec keeps
+// open and where its plan parts are in the "plans" memfd. berth-mon closes
+// those at its way back; "xexec" lines are the ExecSyncs it had under way
+// then, which the Go shim finishes (resumeExecSync).
+const monStateVersion = "berth-mon 2"
 
 type monStateBlob struct {
 	text string
 	fds  []int // must survive the execve
+	// plans is the memfd of the plan parts, -1 if none: the caller's to
+	// close if the execve fails.
+	plans int
+}
+
+// execLine is the "exec" line of container c, with its plan parts added
+// to plans; "" if berth-mon cannot spawn into c, which then promotes.
+func (c *container) execLine(plans *bytes.Buffer, fds *[]int) string {
+	p := *c.spec.Process
+	p.Args, p.Terminal, p.ConsoleSize = nil, false, nil
+	sh, err := process.ShareExec(process.ExecOpts{Pid: c.state.Pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p, Files: &c.execFiles})
+	if err != nil {
+		if !errors.Is(err, process.ErrNotShared) {
+			log.Printf("container %s: exec files for berth-mon: %v", c.id, err)
+		}
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "exec %d %d %d %d %d %d %d", sh.PIDNS, sh.CgroupDir, sh.Seccomp, plans.Len(), len(sh.PlanHead), len(sh.PlanEnv), len(sh.Join))
+	plans.Write(sh.PlanHead)
+	plans.Write(sh.PlanEnv)
+	for i, fd := range sh.Join {
+		fmt.Fprintf(&b, " %d %d", fd, sh.JoinFlags[i])
+	}
+	fmt.Fprintf(&b, " %d", len(sh.CgroupTasks))
+	for _, fd := range sh.CgroupTasks {
+		fmt.Fprintf(&b, " %d", fd)
+	}
+	*fds = append(*fds, sh.PIDNS)
+	*fds = append(*fds, sh.Join...)
+	*fds = append(*fds, sh.CgroupTasks...)
+	for _, fd := range []int{sh.CgroupDir, sh.Seccomp} {
+		if fd >= 0 {
+			*fds = append(*fds, fd)
+		}
+	}
+	b.WriteByte('\n')
+	return b.String()
 }
 
 func b01(b bool) int {
@@ -38,8 +90,9 @@ func b01(b bool) int {
 	return 0
 }
 
-func (s *server) monState(lis *net.UnixListener) (*monStateBlob, error) {
-	out := &monStateBlob{}
+func (s *server) monState(lis *net.UnixListener) (_ *monStateBlob, err error) {
+	out := &monStateBlob{plans: -1}
+	var plans bytes.Buffer
 	var b strings.Builder
 	lfd, err := rawFD(lis)
 	if err != nil {
@@ -90,6 +143,20 @@ func (s *server) monState(lis *net.UnixListener) (*monStateBlob, error) {
 		fmt.Fprintf(&b, "ctr %s %d %d %d %d %d %d %s %s %s %s %d\nstate %s\n", esc(c.id), c.state.Pid, b01(tty),
 			fds[0], fds[1], fds[2], fds[3], esc(logDir), esc(logName), esc(c.stateDir), esc(c.bundleDir),
 			b01(attached.stdinClosed[c]), js)
+		if !exited && c.state.Status == shim.StatusRunning {
+			b.WriteString(c.execLine(&plans, &out.fds))
+		}
+	}
+	if plans.Len() > 0 {
+		if out.plans, err = unix.MemfdCreate("berth-mon-plans", unix.MFD_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("memfd: %w", err)
+		}
+		if _, err := unix.Write(out.plans, plans.Bytes()); err != nil {
+			unix.Close(out.plans)
+			return nil, fmt.Errorf("write plans: %w", err)
+		}
+		fmt.Fprintf(&b, "plans %d\n", out.plans)
+		out.fds = append(out.fds, out.plans)
 	}
 	out.text = b.String()
 	return out, nil
@@ -101,6 +168,7 @@ type parsedState struct {
 	pausePid, lisFD, exeFD, monFD int
 	ctrs                          []parsedCtr
 	conns                         []parsedConn
+	execs                         []parsedExec
 	signal                        int
 }
 
@@ -116,6 +184,16 @@ type parsedCtr struct {
 type parsedConn struct {
 	fd     int
 	prefix []byte
+}
+
+// parsedExec is an ExecSync berth-mon had under way ("xexec").
+type parsedExec struct {
+	conn, pid   int
+	out         [2]int // stdout, stderr read ends; -1 at their end
+	left, total [2]int64
+	status      int // -1: not reaped
+	timeoutLeft int64
+	timedOut    bool
 }
 
 func unesc(f string) (string, error) {
@@ -196,6 +274,19 @@ func parseMonState(text string) (*parsedState, error) {
 				c.prefix, err = hex.DecodeString(h)
 			}
 			p.conns = append(p.conns, c)
+		case "exec", "plans":
+			// berth-mon's alone: it closed those files on its way back.
+		case "xexec":
+			i64 := func(i int) int64 {
+				v, e := strconv.ParseInt(str(i), 10, 64)
+				if e != nil && err == nil {
+					err = fmt.Errorf("state: %s line: %w", kind, e)
+				}
+				return v
+			}
+			p.execs = append(p.execs, parsedExec{conn: num(0), pid: num(1), out: [2]int{num(2), num(3)},
+				left: [2]int64{i64(4), i64(6)}, total: [2]int64{i64(5), i64(7)}, status: num(8),
+				timeoutLeft: i64(9), timedOut: num(10) == 1})
 		case "signal":
 			p.signal = num(0)
 		default:

@@ -73,6 +73,10 @@ func resumeMain(args []string) int {
 		s.mon.enter()
 		go func() { defer s.mon.leave(); s.handleConn(conn) }()
 	}
+	for _, x := range p.execs {
+		s.mon.enter()
+		go func() { defer s.mon.leave(); s.resumeExecSync(x) }()
+	}
 	go s.watchIdle()
 	s.serve()
 	return 0
