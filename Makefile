@@ -72,11 +72,12 @@ test-vm: build test-images
 # update, stats, stop, OOMKilled and removal through the CRI with one berthd
 # (CgroupV2Resources), OOM kills in the shim and the runtime; and pods with
 # user namespaces on the guests' older kernel (Debian 12's).
-# RuntimeExecPlan: an exec spawned into a v2 cgroup (CLONE_INTO_CGROUP).
+# RuntimeExecPlan, ExecSyncServedByMonitor: an exec spawned into a v2 cgroup
+# (CLONE_INTO_CGROUP) by the Go shim and by berth-mon.
 # PodSandboxResize: in-place pod resize on both drivers. CheckpointContainer:
 # the CRIU round trip, which Debian 12's CRIU cannot do on a host kernel
 # newer than the guests' 6.1 (the host test checks refusals).
-TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver|CgroupV2Resources|RuntimeExecPlan|ShimContainerOOM|RuntimeOOMKill|RuntimeCgroupNamespace|UserNamespace|PodSandboxResize|CheckpointContainer
+TEST_VM_CI_RUN ?= CgroupVersion|SystemdCgroupDriver|CgroupV2Resources|RuntimeExecPlan|ExecSyncServedByMonitor|ShimContainerOOM|RuntimeOOMKill|RuntimeCgroupNamespace|UserNamespace|PodSandboxResize|CheckpointContainer
 TEST_VM_CI_PKGS = ./test/vm ./runtime/cgroups ./sandbox ./test/integration:$(TEST_VM_CI_RUN)
 test-vm-ci: build test-images
 	BERTH_VM_PKGS="$(TEST_VM_CI_PKGS)" bash hack/vm/test.sh

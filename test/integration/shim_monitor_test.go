@@ -47,7 +47,8 @@ func waitShimExe(t *testing.T, pid int, name string) {
 
 // TestShimMonitorHandOff: an idle pod's shim becomes berth-mon in the same
 // process (docs/design.md, "The C monitor"); the log goes on across the
-// switch, an exec brings the Go shim back, an exit while demoted is
+// switch, an exec the monitor does not serve brings the Go shim back, an
+// exit while demoted is
 // reported with its code, and log reopening works on the monitor.
 func TestShimMonitorHandOff(t *testing.T) {
 	e := newCtrEnv(t)
@@ -84,8 +85,9 @@ echo bye; exit 7`
 		t.Errorf("a status promoted the shim: it runs %s", exe)
 	}
 
-	// An exec promotes; its output is right and the shim demotes again.
-	if r := e.execSync(t, id, "sh", "-c", "touch /tmp/go; echo exec-out"); strings.TrimSpace(string(r.Stdout)) != "exec-out" || r.ExitCode != 0 {
+	// An exec with a non-ASCII argument promotes (berth-mon serves the
+	// others); its output is right and the shim demotes again.
+	if r := e.execSync(t, id, "sh", "-c", "touch /tmp/go; echo exec-out \u00e9"); strings.TrimSpace(string(r.Stdout)) != "exec-out \u00e9" || r.ExitCode != 0 {
 		t.Fatalf("exec after demotion: %q exit %d", r.Stdout, r.ExitCode)
 	}
 	waitShimExe(t, shimPid, "berth-mon")
@@ -207,7 +209,7 @@ func TestShimMonitorCrash(t *testing.T) {
 	if st := inspectPod(t, e.d, other).status.State; st != runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Errorf("the other pod: %v", st)
 	}
-	// The other pod's demoted shim still serves an exec (promotion).
+	// The other pod's demoted shim still serves an exec.
 	if r := e.execSync(t, keep, "echo", "alive"); strings.TrimSpace(string(r.Stdout)) != "alive" {
 		t.Errorf("exec in the other pod: %q", r.Stdout)
 	}
@@ -248,8 +250,8 @@ func napWait(t *testing.T, pid int) time.Duration {
 
 // TestShimMonitorBackOff: a shim woken soon after its hand-off to
 // berth-mon waits twice as long before the next one (up to
-// shim_idle_monitor_max), so that an exec probe every few seconds stops
-// paying a Go start each time.
+// shim_idle_monitor_max), so that a pod woken every few seconds for an op
+// berth-mon does not serve stops paying a Go start each time.
 func TestShimMonitorBackOff(t *testing.T) {
 	e := newCtrEnv(t)
 	pod, podCfg := e.pod(t, "backoff")
@@ -265,7 +267,8 @@ func TestShimMonitorBackOff(t *testing.T) {
 	if first < 2*time.Second || first > 30*time.Second {
 		t.Fatalf("first hand-off after %v, want the configured 2s (or a few doublings)", first)
 	}
-	if r := e.execSync(t, id, "true"); r.ExitCode != 0 {
+	// berth-mon takes only ASCII in a request: this exec promotes.
+	if r := e.execSync(t, id, "echo", "\u00e9"); r.ExitCode != 0 {
 		t.Fatalf("exec: exit %d, stderr %q", r.ExitCode, r.Stderr)
 	}
 	waitShimExe(t, shimPid, "berth-mon")
