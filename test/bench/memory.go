@@ -20,6 +20,7 @@ func init() {
 var (
 	memoryPodCounts       = flag.String("memory-pods", "50,250", "memory benchmark: pod counts, comma-separated")
 	memoryContainerCounts = flag.String("memory-containers", "1,3,10", "memory benchmark: containers per pod, comma-separated, ascending")
+	memoryExecs           = flag.Int("memory-execs", 3, "memory benchmark: ExecSync calls (true) into each pod's first container before measuring, as exec probes make them")
 )
 
 func parseCounts(s string) ([]int, error) {
@@ -88,6 +89,9 @@ func memoryAt(e *env, pods int, ctrCounts []int) error {
 		// shims handing over to berth-mon after 2 s idle) as they would
 		// on a node.
 		time.Sleep(4 * time.Second)
+		if err := set.execAll(*memoryExecs); err != nil {
+			return fmt.Errorf("%d pods with %d containers: %w", pods, c, err)
+		}
 		var sum memUsage
 		byName := map[string]int{}
 		for pid, name := range ofPods(runtimePids(), before, set.ids()) {

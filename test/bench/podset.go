@@ -166,6 +166,32 @@ func (s *podSet) fill(n int) error {
 	})
 }
 
+// execAll runs `true` n times in each pod's first container, the pods in
+// parallel.
+func (s *podSet) execAll(n int) error {
+	if n == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	pods := append([]benchPod(nil), s.pods...)
+	s.mu.Unlock()
+	return parallel(len(pods), 4, func(i int) error {
+		if len(pods[i].containers) == 0 {
+			return nil
+		}
+		for range n {
+			resp, err := s.e.runtime.ExecSync(s.e.ctx, &runtimeapi.ExecSyncRequest{ContainerId: pods[i].containers[0], Cmd: []string{"true"}, Timeout: 10})
+			if err != nil {
+				return fmt.Errorf("ExecSync: %w", err)
+			}
+			if resp.ExitCode != 0 {
+				return fmt.Errorf("ExecSync true: exit %d", resp.ExitCode)
+			}
+		}
+		return nil
+	})
+}
+
 func (s *podSet) ids() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
