@@ -149,6 +149,12 @@ func TestExecSyncServedByMonitor(t *testing.T) {
 		}
 	}
 	noSleeper("after the timeout")
+	// One that writes without pause still times out.
+	_, err = e.d.Runtime.ExecSync(framework.Context(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"yes"}, Timeout: 1})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("exec of yes past its timeout: %v, want DeadlineExceeded", err)
+	}
+	stayed("an ExecSync of yes")
 
 	// Commands at once.
 	var wg sync.WaitGroup
