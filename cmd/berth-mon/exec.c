@@ -23,6 +23,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -135,7 +136,6 @@ void exec_plans(int fd)
 static int exec_setup(void)
 {
 	static int done;
-	struct sigaction sa;
 	int sig;
 
 	if (done)
@@ -150,9 +150,11 @@ static int exec_setup(void)
 	if (own_pidns < 0 || dev_null < 0)
 		return -1;
 	/* No handler of ours: CLONE_CLEAR_SIGHAND leaves the ignored ones,
-	 * which the process resets. */
+	 * which the process resets. The raw call: libc's refuses its own
+	 * two (32 and 33), which an ignoring parent passes down as well. */
 	for (sig = 1; sig <= 64; sig++) {
-		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+		unsigned long ksa[4] = {0}; /* handler, flags, restorer, mask */
+		if (syscall(SYS_rt_sigaction, sig, NULL, ksa, 8) == 0 && ksa[0] == (unsigned long)SIG_IGN)
 			ignored_signals |= 1ULL << (sig - 1);
 	}
 	done = 1;

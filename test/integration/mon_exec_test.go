@@ -11,7 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -22,6 +24,21 @@ import (
 // statusFields are the lines of /proc/<pid>/status an exec must share with
 // the container's init: credentials, capabilities, no_new_privs, seccomp.
 var statusFields = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"}
+
+// ignoreSignal ignores sig in this process (children started meanwhile
+// inherit it) until the returned func puts the old action back. The raw
+// call: libc keeps 32 and 33 for itself.
+func ignoreSignal(t *testing.T, sig int) func() {
+	t.Helper()
+	var old, ign [4]uint64 // handler, flags, restorer, mask
+	ign[0] = 1             // SIG_IGN
+	if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&ign)), uintptr(unsafe.Pointer(&old)), 8, 0, 0); errno != 0 {
+		t.Fatalf("ignore signal %d: %v", sig, errno)
+	}
+	return func() {
+		_, _, _ = unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+	}
+}
 
 func procStatus(t *testing.T, text string) map[string]string {
 	t.Helper()
@@ -43,7 +60,12 @@ func procStatus(t *testing.T, text string) map[string]string {
 // once. A promotion while commands run hands them to the Go shim, which
 // finishes them.
 func TestExecSyncServedByMonitor(t *testing.T) {
+	// berthd, and so the shims, start with signal 32 ignored, as under a
+	// parent that ignores it: libc's sigaction will not name it, and the
+	// exec must still start with nothing ignored.
+	restore := ignoreSignal(t, 32)
 	e := newCtrEnv(t)
+	restore()
 	pod, podCfg := e.pod(t, "monexec")
 	shimPid := inspectPod(t, e.d, pod).Pid
 	cfg := ctrConfig("probed", "sleep", "1000")
