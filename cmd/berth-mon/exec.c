@@ -79,16 +79,6 @@ static int cloexec(int fd)
 	return fd < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 ? 0 : -1;
 }
 
-static int num(const char *f, int *v)
-{
-	char *e;
-	long x = strtol(f, &e, 10);
-	if (*e || e == f || x < -1 || x > 1 << 30)
-		return -1;
-	*v = (int)x;
-	return 0;
-}
-
 /* Reads an "exec" line's fields (after "exec") into c->x. Its files are
  * the Go shim's: close-on-exec again, so that a promotion closes them. */
 int exec_load(struct ctr *c, char **f, int n)
@@ -96,8 +86,8 @@ int exec_load(struct ctr *c, char **f, int n)
 	struct exec_files *x = &c->x;
 	int i, k = 0, off, head, env;
 
-	if (n < 7 || num(f[0], &x->pidns) || num(f[1], &x->cgroup_dir) || num(f[2], &x->seccomp) ||
-	    num(f[3], &off) || num(f[4], &head) || num(f[5], &env) || num(f[6], &x->nns) || x->nns < 0 ||
+	if (n < 7 || field_int(f[0], &x->pidns) || field_int(f[1], &x->cgroup_dir) || field_int(f[2], &x->seccomp) ||
+	    field_int(f[3], &off) || field_int(f[4], &head) || field_int(f[5], &env) || field_int(f[6], &x->nns) || x->nns < 0 ||
 	    x->nns > EXEC_MAX_NS || off < 0 || head < 0 || env < 0 || n < 8 + 2 * x->nns)
 		return -1;
 	x->plan_off = off;
@@ -105,13 +95,13 @@ int exec_load(struct ctr *c, char **f, int n)
 	x->env_len = env;
 	k = 7;
 	for (i = 0; i < x->nns; i++, k += 2) {
-		if (num(f[k], &x->ns_fd[i]) || num(f[k + 1], &x->ns_flag[i]))
+		if (field_int(f[k], &x->ns_fd[i]) || field_int(f[k + 1], &x->ns_flag[i]))
 			return -1;
 	}
-	if (num(f[k], &x->ntasks) || x->ntasks < 0 || x->ntasks > EXEC_MAX_TASKS || n != k + 1 + x->ntasks)
+	if (field_int(f[k], &x->ntasks) || x->ntasks < 0 || x->ntasks > EXEC_MAX_TASKS || n != k + 1 + x->ntasks)
 		return -1;
 	for (i = 0; i < x->ntasks; i++) {
-		if (num(f[k + 1 + i], &x->tasks[i]))
+		if (field_int(f[k + 1 + i], &x->tasks[i]))
 			return -1;
 	}
 	if (cloexec(x->pidns) || cloexec(x->cgroup_dir) || cloexec(x->seccomp))

@@ -75,7 +75,7 @@ static int unesc(const char *f, char *out, size_t cap)
 	return 0;
 }
 
-static int field_int(const char *f, int *v)
+int field_int(const char *f, int *v)
 {
 	char *e;
 	long x = strtol(f, &e, 10);

@@ -85,6 +85,9 @@ int parse_request(const char *line, size_t len, struct request *r);
 /* Writes s as a JSON string if it needs no escaping; -1 otherwise. */
 int json_plain(const char *s);
 
+/* main.c: a state field that is a descriptor, pid or small count. */
+int field_int(const char *f, int *v);
+
 /* exec.c: ExecSync served here (exec-sync-stream). */
 #define MAX_EXECS 8
 int exec_load(struct ctr *c, char **f, int n);

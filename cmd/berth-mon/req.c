@@ -204,7 +204,8 @@ struct fields {
 	size_t argused; /* of r->argbuf */
 };
 
-/* An integer as Go decodes one into an int64: no fraction, no exponent. */
+/* An integer as Go decodes one into an int64: a fraction, an exponent or
+ * an overflow is Go's error, left to it. */
 static int integer(struct parser *x, long long *v)
 {
 	char num[24];
@@ -262,16 +263,10 @@ static int args_field(struct parser *x, const char *key, void *arg)
 		return str(x, f->r->id, sizeof f->r->id) == 0 ? 1 : -1;
 	}
 	if (same_key(key, "signal", &f->differs)) {
-		char num[24];
-		char *e;
-		const char *start = x->p;
-		if (value(x) != 0 || x->p - start >= (long)sizeof num)
+		long long v;
+		if (integer(x, &v) != 0)
 			return -1;
-		memcpy(num, start, (size_t)(x->p - start));
-		num[x->p - start] = '\0';
-		f->r->signal = strtol(num, &e, 10);
-		if (*e != '\0' || num[0] == '\0')
-			return -1; /* a fraction, an exponent: Go's error */
+		f->r->signal = (long)v;
 		f->r->has_signal = 1;
 		return 1;
 	}

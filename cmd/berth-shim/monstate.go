@@ -51,6 +51,9 @@ type monStateBlob struct {
 // execLine is the "exec" line of container c, with its plan parts added
 // to plans; "" if berth-mon cannot spawn into c, which then promotes.
 func (c *container) execLine(plans *bytes.Buffer, fds *[]int) string {
+	if c.spec == nil || c.spec.Process == nil {
+		return ""
+	}
 	p := *c.spec.Process
 	p.Args, p.Terminal, p.ConsoleSize = nil, false, nil
 	sh, err := process.ShareExec(process.ExecOpts{Pid: c.state.Pid, Spec: c.spec, BundleDir: c.bundleDir, Process: &p, Files: &c.execFiles})
