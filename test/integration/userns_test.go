@@ -109,6 +109,17 @@ func TestUserNamespacePod(t *testing.T) {
 	// The pause process (PID 1 of the shared PID namespace) runs as nobody
 	// of the namespace.
 	check("Uid: 65534 65534 65534 65534", "sh", "-c", "grep ^Uid: /proc/1/status")
+	// The same through berth-mon, once the pod's shim is idle: it joins
+	// the user namespace as the Go shim's spawn does.
+	shimPid := inspectPod(t, e.d, podID).Pid
+	waitShimExe(t, shimPid, "berth-mon")
+	check("0 200000 65536", "cat", "/proc/self/uid_map")
+	check("0 0", "sh", "-c", "echo $(id -u) $(id -g)")
+	check("userns", "hostname")
+	check("Uid: 65534 65534 65534 65534", "sh", "-c", "grep ^Uid: /proc/1/status")
+	if exe := shimExe(t, shimPid); exe != "berth-mon" {
+		t.Errorf("ExecSync in a user namespace promoted the shim: it runs %s", exe)
+	}
 
 	// Seen from the node: a file the container's root made in its rootfs
 	// belongs to the namespace's root; one made in the id-mapped volume to
