@@ -56,7 +56,7 @@ struct xexec {
 	long long left[2], total[2];
 	int timer;
 	long long deadline; /* CLOCK_MONOTONIC ns; 0: no timeout */
-	int timed_out, draining;
+	int timed_out;
 };
 
 static struct xexec xs[MAX_EXECS];
@@ -283,7 +283,7 @@ static void finish(struct xexec *x)
 	char res[160];
 	int code, n;
 
-	if (x->conn < 0 || x->pid > 0 || (!x->draining))
+	if (x->conn < 0 || x->pid > 0)
 		return;
 	if (x->out[0] >= 0 || x->out[1] >= 0)
 		return;
@@ -458,18 +458,16 @@ static void on_timer(struct xexec *x)
 
 	if (read(x->timer, &ticks, sizeof ticks) != (ssize_t)sizeof ticks)
 		return;
-	if (x->draining) {
-		/* A process the command left holds the pipes: the grace is
-		 * over. */
+	if (x->pid == 0) {
+		/* Reaped: a process the command left holds the pipes, and the
+		 * grace is over. */
 		close_out(x, 0);
 		close_out(x, 1);
 		finish(x);
 		return;
 	}
-	if (x->pid > 0) {
-		x->timed_out = 1;
-		kill_command(x);
-	}
+	x->timed_out = 1;
+	kill_command(x);
 }
 
 void exec_event(unsigned kind, unsigned idx)
@@ -510,7 +508,6 @@ int exec_reaped(int pid, int status)
 		}
 		/* Its output is read for a while yet: a background process it
 		 * started may hold the pipes. */
-		x->draining = 1;
 		arm(x, now_ns() + DRAIN_GRACE_NS);
 		finish(x);
 		return 1;

@@ -146,14 +146,7 @@ func (r *execRun) finish() error {
 // exec'd us back: the same connection, the command's output pipes and what
 // was sent of them, its exit if berth-mon reaped it.
 func (s *server) resumeExecSync(p parsedExec) {
-	file := func(fd int, name string) *os.File {
-		if fd < 0 {
-			return nil
-		}
-		unix.CloseOnExec(fd)
-		return os.NewFile(uintptr(fd), name)
-	}
-	outputs := []*os.File{file(p.out[0], "exec stdout"), file(p.out[1], "exec stderr")}
+	outputs := []*os.File{adoptFile(p.out[0], "exec stdout"), adoptFile(p.out[1], "exec stderr")}
 	defer func() {
 		for _, f := range outputs {
 			if f != nil {

@@ -116,14 +116,7 @@ func resumeServer(p *parsedState) (*server, error) {
 }
 
 func resumeContainer(s *server, pc parsedCtr) (*container, error) {
-	file := func(fd int, name string) *os.File {
-		if fd < 0 {
-			return nil
-		}
-		unix.CloseOnExec(fd)
-		return os.NewFile(uintptr(fd), name)
-	}
-	out, errOut, in, logf := file(pc.outFD, "stdout"), file(pc.errFD, "stderr"), file(pc.inFD, "stdin"), file(pc.logFD, "log")
+	out, errOut, in, logf := adoptFile(pc.outFD, "stdout"), adoptFile(pc.errFD, "stderr"), adoptFile(pc.inFD, "stdin"), adoptFile(pc.logFD, "log")
 	c := &container{id: pc.id, stateDir: pc.dir, bundleDir: pc.bundle, state: pc.state, done: make(chan struct{})}
 	spec, err := readSpec(pc.bundle)
 	if err != nil {
@@ -157,6 +150,16 @@ func resumeContainer(s *server, pc parsedCtr) (*container, error) {
 	c.resumeCopy()
 	go c.reap(s.reaper.watch(pc.pid))
 	return c, nil
+}
+
+// adoptFile is a descriptor berth-mon kept across its execve, ours again
+// (close-on-exec); nil for -1, an absent one.
+func adoptFile(fd int, name string) *os.File {
+	if fd < 0 {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), name)
 }
 
 // adoptConn is a client connection berth-mon accepted, with the bytes it

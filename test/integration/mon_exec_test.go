@@ -63,9 +63,10 @@ func TestExecSyncServedByMonitor(t *testing.T) {
 	// berthd, and so the shims, start with signal 32 ignored, as under a
 	// parent that ignores it: libc's sigaction will not name it, and the
 	// exec must still start with nothing ignored.
-	restore := ignoreSignal(t, 32)
-	e := newCtrEnv(t)
-	restore()
+	e := func() *ctrEnv {
+		defer ignoreSignal(t, 32)()
+		return newCtrEnv(t)
+	}()
 	pod, podCfg := e.pod(t, "monexec")
 	shimPid := inspectPod(t, e.d, pod).Pid
 	cfg := ctrConfig("probed", "sleep", "1000")
